@@ -1,0 +1,205 @@
+// pybind11 module posert._C: ring buffers and the fused DDIM update, CPU implementations and
+// CUDA twins (raw device pointers, e.g. torch.Tensor.data_ptr(), plus a cudaStream_t handle).
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "ddim.h"
+#include "ring_buffer.h"
+
+namespace py = pybind11;
+using posert::ring_gather_cpu;
+using posert::ring_push_cpu;
+
+namespace {
+
+using F32 = py::array_t<float, py::array::c_style>;
+using I32 = py::array_t<int32_t, py::array::c_style>;
+
+// Output arrays must be written in place: reject anything pybind11 would silently copy.
+F32 as_out(const py::array& a, const char* name) {
+  if (!a.dtype().is(py::dtype::of<float>())) throw py::type_error(std::string(name) + ": dtype must be float32");
+  if (!(a.flags() & py::array::c_style)) throw py::value_error(std::string(name) + ": must be C-contiguous");
+  if (!a.writeable()) throw py::value_error(std::string(name) + ": must be writeable");
+  return py::reinterpret_borrow<F32>(a);
+}
+
+I32 as_out_i32(const py::array& a, const char* name) {
+  if (!a.dtype().is(py::dtype::of<int32_t>())) throw py::type_error(std::string(name) + ": dtype must be int32");
+  if (!(a.flags() & py::array::c_style) || !a.writeable())
+    throw py::value_error(std::string(name) + ": must be C-contiguous and writeable");
+  return py::reinterpret_borrow<I32>(a);
+}
+
+void check_slots(const I32& slots, int64_t S) {
+  const int32_t* p = slots.data();
+  for (py::ssize_t i = 0; i < slots.shape(0); ++i)
+    if (p[i] < 0 || p[i] >= S) throw py::index_error("slot " + std::to_string(p[i]) + " out of range [0, " +
+                                                     std::to_string(S) + ")");
+}
+
+template <typename A>
+void require_shape(const A& a, const std::vector<int64_t>& shape, const char* name) {
+  bool ok = a.ndim() == (py::ssize_t)shape.size();
+  for (size_t i = 0; ok && i < shape.size(); ++i) ok = shape[i] < 0 || a.shape(i) == shape[i];
+  if (!ok) {
+    std::string got = "(", want = "(";
+    for (py::ssize_t i = 0; i < a.ndim(); ++i) got += std::to_string(a.shape(i)) + (i + 1 < a.ndim() ? ", " : "");
+    for (size_t i = 0; i < shape.size(); ++i)
+      want += (shape[i] < 0 ? std::string("*") : std::to_string(shape[i])) + (i + 1 < shape.size() ? ", " : "");
+    throw py::value_error(std::string(name) + ": expected shape " + want + "), got " + got + ")");
+  }
+}
+
+// Host ring buffers for S streams × N frames × (J, C) values.
+class RingBuffer {
+ public:
+  RingBuffer(int64_t streams, int64_t window, int64_t joints, int64_t channels)
+      : S_(streams), N_(window), J_(joints), C_(channels) {
+    if (S_ <= 0 || N_ <= 0 || J_ <= 0 || C_ <= 0) throw py::value_error("RingBuffer: all sizes must be positive");
+    storage_.assign(S_ * N_ * J_ * C_, 0.0f);
+    head_.assign(S_, 0);
+    count_.assign(S_, 0);
+  }
+
+  void push(const I32& slots, const F32& frames) {
+    const int64_t B = slots.shape(0);
+    require_shape(slots, {-1}, "slots");
+    require_shape(frames, {B, J_, C_}, "frames");
+    check_slots(slots, S_);
+    ring_push_cpu(storage_.data(), head_.data(), count_.data(), S_, N_, J_ * C_, slots.data(), frames.data(), B);
+  }
+
+  void gather(const I32& slots, const py::array& out_arr) const {
+    F32 out = as_out(out_arr, "out");
+    const int64_t B = slots.shape(0);
+    require_shape(slots, {-1}, "slots");
+    require_shape(out, {B, N_, J_, C_}, "out");
+    check_slots(slots, S_);
+    ring_gather_cpu(storage_.data(), head_.data(), count_.data(), S_, N_, J_ * C_, slots.data(), B,
+                    out.mutable_data());
+  }
+
+  void reset(int64_t slot) {
+    if (slot < 0 || slot >= S_) throw py::index_error("RingBuffer.reset: slot out of range");
+    head_[slot] = 0;
+    count_[slot] = 0;
+  }
+
+  int32_t count(int64_t slot) const {
+    if (slot < 0 || slot >= S_) throw py::index_error("RingBuffer.count: slot out of range");
+    return count_[slot];
+  }
+
+  int64_t streams() const { return S_; }
+  int64_t window() const { return N_; }
+
+ private:
+  int64_t S_, N_, J_, C_;
+  std::vector<float> storage_;
+  std::vector<int32_t> head_, count_;
+};
+
+void ddim_update(const F32& x_k, const F32& e, const py::array& out_arr, float a, float b, float ap, float bp) {
+  F32 out = as_out(out_arr, "out");
+  if (x_k.size() != e.size() || x_k.size() != out.size())
+    throw py::value_error("ddim_update: x_k, e and out must have the same number of elements");
+  posert::ddim_update_cpu(x_k.data(), e.data(), out.mutable_data(), x_k.size(), a, b, ap, bp);
+}
+
+template <typename T>
+T* ptr(uintptr_t p, const char* name) {
+  if (p == 0) throw py::value_error(std::string(name) + ": null device pointer");
+  return reinterpret_cast<T*>(p);
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_C, m) {
+  m.doc() = "posert native kernels: ring-buffer push/gather and the fused DDIM update (CPU + CUDA)";
+
+  m.def("built_with_cuda", []() {
+#ifdef POSERT_WITH_CUDA
+    return true;
+#else
+    return false;
+#endif
+  });
+
+  py::class_<RingBuffer>(m, "RingBuffer", "Host ring buffers: S streams × N frames × (J, C) float32.")
+      .def(py::init<int64_t, int64_t, int64_t, int64_t>(), py::arg("streams"), py::arg("window"), py::arg("joints"),
+           py::arg("channels"))
+      .def("push", &RingBuffer::push, py::arg("slots"), py::arg("frames"),
+           "Append frames (B, J, C) float32 to streams slots (B,) int32.")
+      .def("gather", &RingBuffer::gather, py::arg("slots"), py::arg("out"),
+           "Write the last N frames of streams slots (B,) into out (B, N, J, C), edge-padded.")
+      .def("reset", &RingBuffer::reset, py::arg("slot"))
+      .def("count", &RingBuffer::count, py::arg("slot"))
+      .def_property_readonly("streams", &RingBuffer::streams)
+      .def_property_readonly("window", &RingBuffer::window);
+
+  m.def("ring_push", [](const py::array& storage_arr, const py::array& head_arr, const py::array& count_arr,
+                        const I32& slots, const F32& frames) {
+        F32 storage = as_out(storage_arr, "storage");
+        I32 head = as_out_i32(head_arr, "head"), count = as_out_i32(count_arr, "count");
+        require_shape(storage, {-1, -1, -1}, "storage (S, N, F)");
+        const int64_t S = storage.shape(0), N = storage.shape(1), F = storage.shape(2), B = slots.shape(0);
+        require_shape(head, {S}, "head");
+        require_shape(count, {S}, "count");
+        require_shape(frames, {B, F}, "frames (B, F)");
+        check_slots(slots, S);
+        ring_push_cpu(storage.mutable_data(), head.mutable_data(), count.mutable_data(), S, N, F, slots.data(),
+                      frames.data(), B);
+      }, "Functional CPU push on caller-owned arrays (the layout of the CUDA twin).");
+  m.def("ring_gather", [](const F32& storage, const I32& head, const I32& count, const I32& slots,
+                          const py::array& out_arr) {
+        F32 out = as_out(out_arr, "out");
+        require_shape(storage, {-1, -1, -1}, "storage (S, N, F)");
+        const int64_t S = storage.shape(0), N = storage.shape(1), F = storage.shape(2), B = slots.shape(0);
+        require_shape(out, {B, N, F}, "out (B, N, F)");
+        require_shape(head, {S}, "head");
+        require_shape(count, {S}, "count");
+        check_slots(slots, S);
+        ring_gather_cpu(storage.data(), head.data(), count.data(), S, N, F, slots.data(), B, out.mutable_data());
+      }, "Functional CPU gather on caller-owned arrays.");
+
+  m.def("ddim_update", &ddim_update, py::arg("x_k"), py::arg("e"), py::arg("out"), py::arg("a"), py::arg("b"),
+        py::arg("ap"), py::arg("bp"), "Fused DDIM update (D3PRefiner Eq. 9) on float32 arrays; out may alias x_k.");
+
+  m.def("ring_push_cuda", [](uintptr_t storage, uintptr_t head, uintptr_t count, int64_t S, int64_t N, int64_t F,
+                             uintptr_t slots, uintptr_t frames, int64_t B, uintptr_t stream) {
+#ifdef POSERT_WITH_CUDA
+        posert::ring_push_cuda(ptr<float>(storage, "storage"), ptr<int32_t>(head, "head"), ptr<int32_t>(count, "count"),
+                               S, N, F, ptr<const int32_t>(slots, "slots"), ptr<const float>(frames, "frames"), B,
+                               reinterpret_cast<void*>(stream));
+#else
+        throw std::runtime_error("posert._C was built without CUDA (nvcc not found at build time)");
+#endif
+      }, py::arg("storage"), py::arg("head"), py::arg("count"), py::arg("S"), py::arg("N"), py::arg("F"),
+      py::arg("slots"), py::arg("frames"), py::arg("B"), py::arg("stream") = 0);
+  m.def("ring_gather_cuda", [](uintptr_t storage, uintptr_t head, uintptr_t count, int64_t S, int64_t N, int64_t F,
+                               uintptr_t slots, int64_t B, uintptr_t out, uintptr_t stream) {
+#ifdef POSERT_WITH_CUDA
+        posert::ring_gather_cuda(ptr<const float>(storage, "storage"), ptr<const int32_t>(head, "head"),
+                                 ptr<const int32_t>(count, "count"), S, N, F, ptr<const int32_t>(slots, "slots"), B,
+                                 ptr<float>(out, "out"), reinterpret_cast<void*>(stream));
+#else
+        throw std::runtime_error("posert._C was built without CUDA (nvcc not found at build time)");
+#endif
+      }, py::arg("storage"), py::arg("head"), py::arg("count"), py::arg("S"), py::arg("N"), py::arg("F"),
+      py::arg("slots"), py::arg("B"), py::arg("out"), py::arg("stream") = 0);
+  m.def("ddim_update_cuda", [](uintptr_t x_k, uintptr_t e, uintptr_t out, int64_t n, float a, float b, float ap,
+                               float bp, uintptr_t stream) {
+#ifdef POSERT_WITH_CUDA
+        posert::ddim_update_cuda(ptr<const float>(x_k, "x_k"), ptr<const float>(e, "e"), ptr<float>(out, "out"), n, a,
+                                 b, ap, bp, reinterpret_cast<void*>(stream));
+#else
+        throw std::runtime_error("posert._C was built without CUDA (nvcc not found at build time)");
+#endif
+      }, py::arg("x_k"), py::arg("e"), py::arg("out"), py::arg("n"), py::arg("a"), py::arg("b"), py::arg("ap"),
+      py::arg("bp"), py::arg("stream") = 0);
+}

@@ -1,0 +1,91 @@
+"""Latency benchmark of the streaming pipeline against a paper-style PyTorch eager reference,
+measured in the same run on the same real 2D stream."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+
+from posert.camera import Camera
+from posert.data.dataset import center_on_floor, make_input, render
+from posert.models.denoiser import Denoiser
+from posert.models.diffusion import Schedule, ddim_step
+from posert.models.lifter import Lifter
+
+
+def real_stream(seq_world: np.ndarray, cam: Camera) -> tuple[np.ndarray, np.ndarray]:
+    """Pixels (T, 17, 2) and confidences (T, 17) of a real sequence seen by ``cam``."""
+    px, _ = render(center_on_floor(seq_world), cam)
+    return px, np.ones(px.shape[:2], np.float32)
+
+
+@torch.no_grad()
+def reference_tick_ms(lifter: Lifter, denoiser: Denoiser, px: np.ndarray, cam: Camera, frames: int,
+                      warmup: int = 10) -> np.ndarray:
+    """Per-frame latency (ms) of the paper-style streaming loop: for every new frame, rebuild the
+    window tensor, run the whole window through the lifter, then K denoiser passes with the DDIM
+    update in a Python loop (torch eager, batch 1)."""
+    sched = Schedule(denoiser.cfg.T, denoiser.cfg.K)
+    N = lifter.window
+    history: list[torch.Tensor] = []
+    times = []
+    for i in range(min(frames + warmup, len(px))):
+        t0 = time.perf_counter()
+        y = make_input(px[i], np.ones(17, np.float32), cam.width, cam.height)
+        history.append(torch.from_numpy(y))
+        hist = history[-N:]
+        window = torch.stack([hist[0]] * (N - len(hist)) + hist)[None]
+        x = lifter(window)
+        for t, tp in sched.pairs():
+            e = denoiser(window, x, torch.full((1,), float(t)))
+            x = ddim_step(x, e, sched.ddim_coefficients(t, tp))
+        _ = x[0, -1] * 1000.0
+        if i >= warmup:
+            times.append((time.perf_counter() - t0) * 1e3)
+    return np.array(times)
+
+
+def pipeline_tick_ms(pipeline, px: np.ndarray, cam: Camera, frames: int, streams: int = 1,
+                     warmup: int = 10) -> np.ndarray:
+    """Per-tick latency (ms) of push (all streams) + tick, with ``streams`` streams fed the same
+    real 2D sequence at different phases."""
+    ids = [f"bench{s}" for s in range(streams)]
+    for s in ids:
+        pipeline.add_stream(s, cam.width, cam.height)
+    conf = np.ones((streams, 17), np.float32)
+    times = []
+    T = len(px)
+    try:
+        for i in range(frames + warmup):
+            kp = np.stack([px[(i + 37 * s) % T] for s in range(streams)])
+            t0 = time.perf_counter()
+            pipeline.push_many(ids, kp, conf, [float(i)] * streams)
+            res = pipeline.tick()
+            dt = (time.perf_counter() - t0) * 1e3
+            assert len(res) == streams
+            if i >= warmup:
+                times.append(dt)
+    finally:
+        for s in ids:
+            pipeline.remove_stream(s)
+    return np.array(times)
+
+
+def run_bench(pipeline, lifter: Lifter, denoiser: Denoiser, seq_world: np.ndarray, cam: Camera,
+              frames: int = 300, streams: int = 16) -> dict:
+    """The ``posert bench`` figures (keys fixed by the CLI contract)."""
+    px, _ = real_stream(seq_world, cam)
+    ref = reference_tick_ms(lifter, denoiser, px, cam, frames)
+    one = pipeline_tick_ms(pipeline, px, cam, frames, 1)
+    many = pipeline_tick_ms(pipeline, px, cam, max(50, frames // 4), streams)
+    p50, p99, r50 = (float(np.percentile(one, 50)), float(np.percentile(one, 99)), float(np.percentile(ref, 50)))
+    return {
+        "pipeline_p50_ms": p50, "pipeline_p99_ms": p99, "reference_p50_ms": r50,
+        "reference_p99_ms": float(np.percentile(ref, 99)), "speedup": r50 / p50,
+        "throughput_poses_per_s": float(streams * 1e3 / np.mean(many)),
+        "streams_throughput": streams, "multi_stream_tick_p50_ms": float(np.percentile(many, 50)),
+        "window": lifter.window, "ddim_steps": denoiser.cfg.K, "frames": int(len(one)),
+        "torch_threads": torch.get_num_threads(),
+    }

@@ -1,0 +1,161 @@
+"""Pinhole cameras with Brown–Conrady distortion, world↔camera transforms and 2D normalisation.
+
+Frames: the world frame is z-up, millimetres. The camera frame is OpenCV's (x right, y down,
+z forward), millimetres; ``x_cam = R @ X_world + t``. Pixel coordinates have their origin at the
+top-left corner of the image.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+#: Image size (width, height) in pixels of the four Human3.6M cameras, by serial number.
+H36M_RESOLUTION: dict[str, tuple[int, int]] = {
+    "54138969": (1000, 1002),
+    "55011271": (1000, 1000),
+    "58860488": (1000, 1000),
+    "60457274": (1000, 1002),
+}
+
+
+@dataclass(frozen=True)
+class Camera:
+    """A calibrated camera.
+
+    Attributes:
+        name: identifier (H36M serial number or a generated name).
+        R: (3, 3) float64 rotation world → camera.
+        t: (3,) float64 translation, mm: ``x_cam = R @ X_world + t``.
+        K: (3, 3) float64 intrinsic matrix, pixels.
+        dist: (5,) float64 distortion (k1, k2, p1, p2, k3), OpenCV order.
+        width, height: image size in pixels.
+    """
+
+    name: str
+    R: np.ndarray
+    t: np.ndarray
+    K: np.ndarray
+    dist: np.ndarray
+    width: int
+    height: int
+
+    def world_to_camera(self, X: np.ndarray) -> np.ndarray:
+        """Map (..., 3) world points (mm, z-up) to the camera frame (mm, OpenCV axes)."""
+        X = np.asarray(X, dtype=np.float64)
+        return X @ self.R.T + self.t
+
+    def project(self, X_cam: np.ndarray) -> np.ndarray:
+        """Project (..., 3) camera-frame points (mm) to (..., 2) pixels, with lens distortion.
+
+        Points behind or on the image plane (z ≤ 1 mm) are clamped to z = 1 mm so the result is
+        always finite; callers that care mark such joints as missing.
+        """
+        X_cam = np.asarray(X_cam, dtype=np.float64)
+        z = np.maximum(X_cam[..., 2:3], 1.0)
+        xn = X_cam[..., :2] / z
+        x, y = xn[..., 0], xn[..., 1]
+        k1, k2, p1, p2, k3 = self.dist
+        r2 = x * x + y * y
+        radial = 1 + r2 * (k1 + r2 * (k2 + r2 * k3))
+        xd = x * radial + 2 * p1 * x * y + p2 * (r2 + 2 * x * x)
+        yd = y * radial + p1 * (r2 + 2 * y * y) + 2 * p2 * x * y
+        u = self.K[0, 0] * xd + self.K[0, 1] * yd + self.K[0, 2]
+        v = self.K[1, 1] * yd + self.K[1, 2]
+        return np.stack([u, v], axis=-1)
+
+
+def normalize_screen(px: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Normalise pixel coordinates as VideoPose3D does: ``x / w * 2 - [1, h / w]``.
+
+    Args:
+        px: (..., 2) pixels. Returns (..., 2) float32, x in [-1, 1], aspect ratio preserved.
+    """
+    px = np.asarray(px, dtype=np.float32)
+    return px / np.float32(width) * 2 - np.array([1.0, height / width], dtype=np.float32)
+
+
+def load_h36m_cameras(path: str | Path, subject: str = "S9") -> list[Camera]:
+    """Load the four real Human3.6M cameras of one subject from ``camera-parameters.json``.
+
+    The file (shipped in the ``gvhmr`` sdist, see ``posert.data.sources``) holds ``intrinsics``
+    by serial number and ``extrinsics[subject][serial]`` with ``R`` (3×3) and ``t`` (mm).
+
+    Raises:
+        FileNotFoundError: if the file does not exist.
+        KeyError: if the subject is not in the file.
+    """
+    data = json.loads(Path(path).read_text())
+    if subject not in data["extrinsics"]:
+        raise KeyError(f"subject {subject!r} not in {path}; have {sorted(data['extrinsics'])}")
+    cams = []
+    for serial, intr in sorted(data["intrinsics"].items()):
+        ext = data["extrinsics"][subject][serial]
+        w, h = H36M_RESOLUTION[serial]
+        cams.append(Camera(
+            name=serial,
+            R=np.array(ext["R"], dtype=np.float64),
+            t=np.array(ext["t"], dtype=np.float64).reshape(3),
+            K=np.array(intr["calibration_matrix"], dtype=np.float64),
+            dist=np.array(intr["distortion"], dtype=np.float64),
+            width=w, height=h,
+        ))
+    return cams
+
+
+def look_at_camera(position: np.ndarray, target: np.ndarray, intrinsics: Camera,
+                   name: str = "virtual") -> Camera:
+    """A camera at ``position`` (mm, world) looking at ``target`` (mm, world), z-up, no roll.
+
+    Intrinsics, distortion and image size are copied from ``intrinsics``.
+
+    Raises:
+        ValueError: if the camera looks straight up or down (no defined horizon).
+    """
+    position = np.asarray(position, dtype=np.float64)
+    fwd = np.asarray(target, dtype=np.float64) - position
+    fwd /= np.linalg.norm(fwd)
+    right = np.cross(fwd, [0.0, 0.0, 1.0])
+    n = np.linalg.norm(right)
+    if n < 1e-6:
+        raise ValueError("look_at_camera: viewing direction is vertical")
+    right /= n
+    down = np.cross(fwd, right)
+    R = np.stack([right, down, fwd])
+    return Camera(name, R, -R @ position, intrinsics.K, intrinsics.dist,
+                  intrinsics.width, intrinsics.height)
+
+
+def random_camera(rng: np.random.Generator, target: np.ndarray, intrinsics: list[Camera]) -> Camera:
+    """A random camera for augmentation (DATA.md): 3–6 m from ``target`` horizontally, 0.5–2 m
+    above the floor, any yaw, real intrinsics of a randomly chosen camera in ``intrinsics``.
+
+    Args:
+        target: (3,) world point (mm) the camera looks at, usually the pelvis.
+    """
+    yaw = rng.uniform(0, 2 * np.pi)
+    dist = rng.uniform(3000, 6000)
+    height = rng.uniform(500, 2000)
+    pos = np.array([target[0] + dist * np.cos(yaw), target[1] + dist * np.sin(yaw), height])
+    return look_at_camera(pos, target, intrinsics[rng.integers(len(intrinsics))], "random")
+
+
+def ring_rig(intrinsics: Camera | None = None, distance: float = 4500.0, height: float = 1500.0,
+             n: int = 4) -> list[Camera]:
+    """A deterministic rig of ``n`` cameras on a circle around the world origin, looking at
+    (0, 0, 900) mm. Used where the real H36M calibration has not been fetched (tests).
+
+    With ``intrinsics=None`` a distortion-free 1000×1000 camera with f = 1145 px is used.
+    """
+    if intrinsics is None:
+        K = np.array([[1145.0, 0, 500.0], [0, 1145.0, 500.0], [0, 0, 1]])
+        intrinsics = Camera("ring", np.eye(3), np.zeros(3), K, np.zeros(5), 1000, 1000)
+    cams = []
+    for i in range(n):
+        a = 2 * np.pi * (i + 0.125) / n
+        pos = np.array([distance * np.cos(a), distance * np.sin(a), height])
+        cams.append(look_at_camera(pos, np.array([0.0, 0.0, 900.0]), intrinsics, f"ring{i}"))
+    return cams

@@ -1,0 +1,232 @@
+"""The ``posert`` command line: data | train | export | eval | bench | demo."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+TRAIN_SUBJECTS = ("S1", "S5", "S6", "S7", "S8")  # H36M's training subjects' camera extrinsics
+EVAL_SUBJECT = "S9"
+
+
+def _cameras(subjects) -> list:
+    from posert.camera import load_h36m_cameras
+    from posert.data.sources import h36m_camera_file
+
+    path = h36m_camera_file()
+    return [c for s in subjects for c in load_h36m_cameras(path, s)]
+
+
+def _train_sequences() -> dict:
+    from posert.data.build import build_dataset
+    from posert.data.dataset import load_positions, split
+
+    return split(load_positions(build_dataset()))[0]
+
+
+def cmd_data(args) -> int:
+    from posert.data.build import build_dataset
+
+    path = build_dataset(force=args.force)
+    print(f"dataset: {path}\nmanifest: {path.parent / 'sources.json'}\nvalidation motion: {path.parent / 'val_motion.npz'}")
+    return 0
+
+
+def cmd_train(args) -> int:
+    from posert.models.io import default_checkpoint_dir, save_lifter, save_refiner
+    from posert.train.loops import TrainConfig, train_lifter, train_refiner
+
+    seqs, cams = _train_sequences(), _cameras(TRAIN_SUBJECTS)
+    out_dir = Path(args.out) if args.out else default_checkpoint_dir()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    cfg = TrainConfig(minutes=args.minutes, batch=args.batch, seed=args.seed, threads=args.threads)
+    if args.model == "lifter":
+        model, stats = train_lifter(seqs, cams, cfg)
+        save_lifter(model, out_dir / "lifter.pt", {"train": stats, "sequences": sorted(seqs)})
+        print(json.dumps(stats, indent=2))
+    else:
+        model, cnd, stats = train_refiner(seqs, cams, cfg, fold_minutes=args.fold_minutes, noise=args.noise)
+        save_refiner(model, cnd, out_dir / "refiner.pt", {"train": stats, "sequences": sorted(seqs)})
+        print(json.dumps(stats, indent=2))
+    return 0
+
+
+def _eval_cameras(kind: str) -> list:
+    from posert.camera import ring_rig
+
+    return _cameras([EVAL_SUBJECT]) if kind == "h36m" else ring_rig()
+
+
+def cmd_export(args) -> int:
+    from posert.export.onnx import export_denoiser_step, export_lifter, export_refiner_unrolled
+    from posert.models.io import load_lifter, load_refiner
+
+    out = Path(args.out)
+    lifter, (den, _) = load_lifter(args.lifter), load_refiner(args.refiner)
+    paths = [export_lifter(lifter, out / "lifter.onnx"), export_denoiser_step(den, out / "denoiser_step.onnx")]
+    if args.unrolled:
+        paths.append(export_refiner_unrolled(den, out / f"refiner_unrolled_k{den.cfg.K}.onnx"))
+    for p in paths:
+        print(p)
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from posert.data.dataset import NoiseModel
+    from posert.evaluate import evaluate, load_motion
+    from posert.runtime import Pipeline
+
+    seqs = load_motion(args.motion)
+    cams = _eval_cameras(args.cameras)
+    pipe = Pipeline(args.backend, max_streams=len(seqs) * len(cams), lifter=args.lifter, refiner=args.refiner)
+    report = evaluate(pipe, seqs, cams, NoiseModel() if args.noise == "detector" else None, seed=args.seed)
+    report["config"] = {"motion": str(args.motion), "noise": args.noise, "backend": args.backend,
+                        "cameras": args.cameras, "seed": args.seed}
+    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.json).write_text(json.dumps(report, indent=2))
+    _print_accuracy(report)
+    return 0
+
+
+def _print_accuracy(report: dict) -> None:
+    print(f"{'sequence':<28}{'':>9}{'MPJPE':>9}{'P-MPJPE':>9}{'accel':>8}   (mm, mm/frame²)")
+    rows = [*report["sequences"].items(), ("overall", report["overall"])]
+    for name, r in rows:
+        for kind in ("lifter", "refined"):
+            m = r[kind]
+            print(f"{name if kind == 'lifter' else '':<28}{kind:>9}{m['mpjpe']:9.1f}{m['p_mpjpe']:9.1f}{m['accel']:8.2f}")
+
+
+def _bench_sequence(motion: str | None):
+    import numpy as np
+
+    from posert.data.build import VAL_MOTION_NAME, build_dataset
+    from posert.evaluate import load_motion
+
+    path = Path(motion) if motion else build_dataset().parent / VAL_MOTION_NAME
+    seqs = load_motion(path)
+    name = max(seqs, key=lambda k: len(seqs[k]))
+    return name, np.asarray(seqs[name])
+
+
+def cmd_bench(args) -> int:
+    import torch
+
+    from posert.bench import run_bench
+    from posert.models.io import load_lifter, load_refiner
+    from posert.runtime import Pipeline
+
+    torch.set_num_threads(args.threads)
+    name, seq = _bench_sequence(args.motion)
+    cam = _eval_cameras(args.cameras)[0]
+    pipe = Pipeline("onnxruntime", max_streams=args.streams, threads=args.threads)
+    res = run_bench(pipe, load_lifter(), load_refiner()[0], seq, cam, frames=args.frames, streams=args.streams)
+    res["sequence"] = name
+    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.json).write_text(json.dumps(res, indent=2))
+    print(f"{'':<34}{'p50 ms':>9}{'p99 ms':>9}")
+    print(f"{'posert pipeline (ORT CPU), 1 stream':<34}{res['pipeline_p50_ms']:9.2f}{res['pipeline_p99_ms']:9.2f}")
+    print(f"{'PyTorch eager reference':<34}{res['reference_p50_ms']:9.2f}{res['reference_p99_ms']:9.2f}")
+    print(f"speedup (reference p50 / pipeline p50): {res['speedup']:.2f}x")
+    print(f"throughput, {args.streams} streams: {res['throughput_poses_per_s']:.0f} poses/s")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    import numpy as np
+
+    from posert.bench import pipeline_tick_ms, real_stream
+    from posert.data.build import VAL_MOTION_NAME, build_dataset
+    from posert.demo import skeleton_figure
+    from posert.evaluate import _scores, load_motion, stream_sequences
+    from posert.runtime import Pipeline
+
+    print("posert demo: fetching real motion (cached after the first run) ...")
+    seqs = load_motion(build_dataset().parent / VAL_MOTION_NAME)
+    cams = _cameras([EVAL_SUBJECT])
+    pipe = Pipeline("onnxruntime", max_streams=len(seqs) * len(cams))
+    print(f"streaming {len(seqs)} validation sequences × {len(cams)} real H36M cameras, frame by frame ...")
+    results, tick_ms = stream_sequences(pipe, seqs, cams)
+    report = {"sequences": {n: {"lifter": _scores(r["lifted"], r["gt"]), "refined": _scores(r["refined"], r["gt"])}
+                            for n, r in results.items()}}
+    w = np.array([r["gt"].shape[1] for r in results.values()], float)
+    report["overall"] = {k: {m: float(np.average([v[k][m] for v in report["sequences"].values()], weights=w))
+                             for m in ("mpjpe", "p_mpjpe", "accel")} for k in ("lifter", "refined")}
+    _print_accuracy(report)
+    name = max(seqs, key=lambda k: len(seqs[k]))
+    one = pipeline_tick_ms(pipe, real_stream(seqs[name], cams[0])[0], cams[0], 300)
+    print(f"latency per tick: 1 stream p50 {np.percentile(one, 50):.2f} ms, p99 {np.percentile(one, 99):.2f} ms; "
+          f"{len(seqs) * len(cams)} streams batched p50 {np.percentile(tick_ms, 50):.2f} ms")
+    r = results[name]
+    T = r["gt"].shape[1]
+    frames = [int(f) for f in np.linspace(T * 0.1, T * 0.9, 5)]
+    png = skeleton_figure(r["gt"][0], r["lifted"][0], r["refined"][0], frames, Path(args.out),
+                          f"{name}, camera {cams[0].name}: ground truth / lifter / refined")
+    print(f"wrote {png}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="posert", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    d = sub.add_parser("data", help="fetch real motion and build the dataset")
+    d.add_argument("--force", action="store_true", help="rebuild even if the dataset exists")
+    d.set_defaults(fn=cmd_data)
+
+    t = sub.add_parser("train", help="train the lifter or the refiner (CPU, time-budgeted)")
+    t.add_argument("model", choices=["lifter", "refiner"])
+    t.add_argument("--minutes", type=float, default=None, help="wall-clock budget of the main model")
+    t.add_argument("--fold-minutes", type=float, default=6.0, help="refiner: budget of each fold lifter")
+    t.add_argument("--noise", choices=["cnd", "raw"], default="cnd", help="refiner forward-process noise")
+    t.add_argument("--batch", type=int, default=32)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--threads", type=int, default=2)
+    t.add_argument("--out", default=None, help="checkpoint folder (default: checkpoints/)")
+    t.set_defaults(fn=cmd_train)
+
+    x = sub.add_parser("export", help="export the lifter and one denoiser step to ONNX")
+    x.add_argument("--out", default="out/onnx")
+    x.add_argument("--lifter", default=None)
+    x.add_argument("--refiner", default=None)
+    x.add_argument("--unrolled", action="store_true", help="also export the K-step unrolled refiner")
+    x.set_defaults(fn=cmd_export)
+
+    e = sub.add_parser("eval", help="stream real motion through the pipeline and score it")
+    e.add_argument("--motion", required=True, help=".npz of (T, 17, 3) mm sequences, z-up world, 50 fps")
+    e.add_argument("--json", required=True)
+    e.add_argument("--noise", choices=["none", "detector"], default="none")
+    e.add_argument("--backend", choices=["onnxruntime", "torch"], default="onnxruntime")
+    e.add_argument("--cameras", choices=["h36m", "ring"], default="h36m",
+                   help="h36m: the 4 real H36M cameras (S9); ring: a fixed synthetic 4-camera rig (offline)")
+    e.add_argument("--lifter", default=None)
+    e.add_argument("--refiner", default=None)
+    e.add_argument("--seed", type=int, default=0)
+    e.set_defaults(fn=cmd_eval)
+
+    b = sub.add_parser("bench", help="per-tick latency vs the PyTorch eager reference")
+    b.add_argument("--json", required=True)
+    b.add_argument("--motion", default=None, help="default: the validation motion of `posert data`")
+    b.add_argument("--cameras", choices=["h36m", "ring"], default="h36m")
+    b.add_argument("--frames", type=int, default=300)
+    b.add_argument("--streams", type=int, default=16)
+    b.add_argument("--threads", type=int, default=2)
+    b.set_defaults(fn=cmd_bench)
+
+    m = sub.add_parser("demo", help="the main job: real motion → runtime → numbers and a PNG")
+    m.add_argument("--out", default="out/demo.png")
+    m.set_defaults(fn=cmd_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "train" and args.minutes is None:
+        args.minutes = 20.0 if args.model == "lifter" else 18.0
+    return args.fn(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

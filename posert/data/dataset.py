@@ -1,0 +1,201 @@
+"""Datasets of real motion in the VideoPose3D layout, 2D rendering, detector-like noise, windows.
+
+On-disk layout (as VideoPose3D's ``data_3d_h36m.npz``): an ``.npz`` whose ``positions_3d`` is a
+pickled ``{subject: {action: (T, J, 3) float32}}``. posert's own file adds ``units = "mm"`` and
+``fps``; a real ``data_3d_h36m.npz`` (32 joints, metres, 50 fps) is read with the same loader.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from posert.camera import Camera, normalize_screen, random_camera
+from posert.skeleton import FLIP_PERM, H36M32_TO_17, LEFT, NUM_JOINTS, PARENTS, RIGHT, ROOT
+
+#: Sequences held out for validation (never trained on), (subject, action).
+VALIDATION: tuple[tuple[str, str], ...] = (("CMU01", "01_03"), ("climb", "seq_4"))
+
+
+def load_positions(path: str | Path) -> dict[str, dict[str, np.ndarray]]:
+    """Read ``positions_3d`` from a VideoPose3D-layout ``.npz``.
+
+    Returns:
+        ``{subject: {action: (T, 17, 3) float32}}`` in mm, world frame, H36M-17 order.
+    Raises:
+        FileNotFoundError: if ``path`` does not exist.
+        ValueError: if the arrays have neither 17 nor 32 joints.
+    """
+    with np.load(path, allow_pickle=True) as z:
+        pos = z["positions_3d"].item()
+        units = str(z["units"]) if "units" in z.files else "m"  # real H36M files are in metres
+    scale = 1000.0 if units == "m" else 1.0
+    out: dict[str, dict[str, np.ndarray]] = {}
+    for subject, actions in pos.items():
+        out[subject] = {}
+        for action, seq in actions.items():
+            seq = np.asarray(seq, dtype=np.float32)
+            if seq.shape[1] == 32:
+                seq = seq[:, H36M32_TO_17]
+            elif seq.shape[1] != NUM_JOINTS:
+                raise ValueError(f"{subject}/{action}: {seq.shape[1]} joints, expected 17 or 32")
+            out[subject][action] = seq * np.float32(scale)
+    return out
+
+
+def save_positions(path: str | Path, positions: dict[str, dict[str, np.ndarray]], fps: float = 50.0) -> None:
+    """Write ``{subject: {action: (T, 17, 3)}}`` (mm) in the VideoPose3D layout."""
+    np.savez_compressed(path, positions_3d=np.array(positions, dtype=object), units="mm", fps=fps)
+
+
+def split(positions: dict[str, dict[str, np.ndarray]],
+          validation: tuple[tuple[str, str], ...] = VALIDATION) -> tuple[dict, dict]:
+    """Split into (train, val) dicts ``{"subject/action": (T, 17, 3)}`` by sequence."""
+    train, val = {}, {}
+    for subject, actions in positions.items():
+        for action, seq in actions.items():
+            (val if (subject, action) in validation else train)[f"{subject}/{action}"] = seq
+    return train, val
+
+
+def center_on_floor(seq: np.ndarray) -> np.ndarray:
+    """Translate a (T, 17, 3) world sequence (mm) so the mean pelvis xy is the origin and the
+    lowest ankle touches z = 0: where the H36M cameras look."""
+    seq = seq.copy()
+    seq[..., :2] -= seq[:, ROOT, :2].mean(axis=0)
+    seq[..., 2] -= seq[:, [3, 6], 2].min()
+    return seq
+
+
+def render(seq_world: np.ndarray, cam: Camera) -> tuple[np.ndarray, np.ndarray]:
+    """Render a (T, 17, 3) world sequence (mm) through ``cam``.
+
+    Returns:
+        (px, cam3d): (T, 17, 2) float32 pixels and (T, 17, 3) float32 camera-frame positions (mm).
+    """
+    cam3d = cam.world_to_camera(seq_world)
+    return cam.project(cam3d).astype(np.float32), cam3d.astype(np.float32)
+
+
+def root_relative_m(cam3d_mm: np.ndarray) -> np.ndarray:
+    """(…, 17, 3) camera-frame mm → root-relative metres (the model space)."""
+    return ((cam3d_mm - cam3d_mm[..., ROOT:ROOT + 1, :]) / 1000.0).astype(np.float32)
+
+
+@dataclass
+class NoiseModel:
+    """Detector-like corruption of 2D keypoints (pixels).
+
+    Per window a jitter σ ~ U(sigma_px); per joint and frame: Gaussian jitter, outliers with
+    probability ``p_outlier`` (offset ~ N(0, outlier_px)), a left/right limb swap with probability
+    ``p_swap`` per frame, and dropout with probability ``p_drop`` (coordinates 0, confidence 0).
+    Visible joints get a confidence that falls with their jitter.
+    """
+
+    sigma_px: tuple[float, float] = (2.0, 8.0)
+    p_outlier: float = 0.005
+    outlier_px: float = 40.0
+    p_swap: float = 0.002
+    p_drop: float = 0.02
+
+    def __call__(self, px: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """Corrupt (T, J, 2) pixels; returns (px, conf) with conf (T, J) float32 in [0, 1]."""
+        T, J, _ = px.shape
+        sigma = rng.uniform(*self.sigma_px)
+        noise = rng.normal(0.0, sigma, px.shape)
+        out = rng.random((T, J)) < self.p_outlier
+        noise[out] += rng.normal(0.0, self.outlier_px, (int(out.sum()), 2))
+        px = px + noise
+        swap = rng.random(T) < self.p_swap
+        px[swap] = px[swap][:, FLIP_PERM]
+        conf = np.clip(1.0 - np.linalg.norm(noise, axis=-1) / (6 * self.sigma_px[1]), 0.05, 1.0)
+        drop = rng.random((T, J)) < self.p_drop
+        px[drop] = 0.0
+        conf[drop] = 0.0
+        return px.astype(np.float32), conf.astype(np.float32)
+
+
+def make_input(px: np.ndarray, conf: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Model input from pixels: (..., J, 3) float32 = normalised (x, y) and confidence.
+
+    Joints with confidence 0 get coordinates 0 (the convention the models are trained with).
+    """
+    y = normalize_screen(px, width, height)
+    y = np.where(conf[..., None] > 0, y, 0.0)
+    return np.concatenate([y, conf[..., None]], axis=-1).astype(np.float32)
+
+
+def scale_bones(seq: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """Scale every bone of a (T, 17, 3) sequence by ``scale`` (17,) (per child joint), keeping
+    the pelvis trajectory; bone directions are unchanged."""
+    out = seq.copy()
+    for j in range(1, NUM_JOINTS):
+        p = PARENTS[j]
+        out[:, j] = out[:, p] + (seq[:, j] - seq[:, p]) * scale[j]
+    return out
+
+
+class WindowSampler:
+    """Random training windows with the augmentations of DATA.md.
+
+    Each sample: a window of ``window`` frames from a random sequence (chosen ∝ length); random
+    yaw, optional mirroring, bone-length scaling ±10 %; a camera that is either one of the real
+    H36M cameras (``h36m_cameras``; motion placed near the capture-volume origin) or a random one
+    with real intrinsics; detector noise with probability ``p_noise``.
+
+    ``sample(B)`` returns ``(inp, target)``: inp (B, N, 17, 3) float32 = normalised 2D + conf;
+    target (B, N, 17, 3) float32 root-relative camera-frame positions in metres.
+    """
+
+    def __init__(self, sequences: dict[str, np.ndarray], window: int, h36m_cameras: list[Camera],
+                 seed: int = 0, p_noise: float = 0.7, p_real_camera: float = 0.5,
+                 noise: NoiseModel | None = None):
+        self.seqs = [s for s in sequences.values() if len(s) >= 2]
+        if not self.seqs:
+            raise ValueError("WindowSampler: no sequences")
+        self.window = window
+        self.cams = h36m_cameras
+        self.rng = np.random.default_rng(seed)
+        self.p_noise = p_noise
+        self.p_real_camera = p_real_camera
+        self.noise = noise or NoiseModel()
+        lengths = np.array([len(s) for s in self.seqs], dtype=np.float64)
+        self.prob = lengths / lengths.sum()
+
+    def _window(self) -> np.ndarray:
+        rng = self.rng
+        seq = self.seqs[rng.choice(len(self.seqs), p=self.prob)]
+        start = rng.integers(-self.window // 2, len(seq) - 1)
+        idx = np.clip(np.arange(start, start + self.window), 0, len(seq) - 1)  # edge-pad the start
+        w = seq[idx].astype(np.float64)
+        c, s = np.cos(a := rng.uniform(0, 2 * np.pi)), np.sin(a)
+        root0 = w[0, ROOT].copy()
+        w -= [root0[0], root0[1], 0.0]
+        w = w @ np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]]).T
+        if rng.random() < 0.5:
+            w = w[:, FLIP_PERM] * [-1.0, 1.0, 1.0]
+        sc = rng.uniform(0.9, 1.1, NUM_JOINTS)
+        sc[list(RIGHT)] = sc[list(LEFT)]  # one person: left and right limbs scale together
+        return scale_bones(w, sc)
+
+    def sample(self, batch: int) -> tuple[np.ndarray, np.ndarray]:
+        rng = self.rng
+        inp = np.empty((batch, self.window, NUM_JOINTS, 3), np.float32)
+        tgt = np.empty((batch, self.window, NUM_JOINTS, 3), np.float32)
+        for b in range(batch):
+            w = self._window()
+            if rng.random() < self.p_real_camera:
+                w[..., :2] += rng.uniform(-1000, 1000, 2)
+                cam = self.cams[rng.integers(len(self.cams))]
+            else:
+                cam = random_camera(rng, w[:, ROOT].mean(axis=0), self.cams)
+            px, cam3d = render(w, cam)
+            if rng.random() < self.p_noise:
+                px, conf = self.noise(px, rng)
+            else:
+                conf = np.ones(px.shape[:2], np.float32)
+            inp[b] = make_input(px, conf, cam.width, cam.height)
+            tgt[b] = root_relative_m(cam3d)
+        return inp, tgt

@@ -1,0 +1,56 @@
+"""Pose-error metrics (all inputs root-relative, same units; reported in mm by callers).
+
+MPJPE: mean per-joint position error. P-MPJPE: MPJPE after a similarity Procrustes alignment
+(rotation, uniform scale, translation) per frame, as in VideoPose3D's ``p_mpjpe``.
+Acceleration error: mean ‖(x_{t+1} − 2x_t + x_{t−1}) − (same for ground truth)‖ over joints and
+frames (units per frame², as in HMMR / SmoothNet).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+
+def mpjpe_torch(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean Euclidean joint error of (..., J, 3) tensors (differentiable)."""
+    return (pred - target).norm(dim=-1).mean()
+
+
+def mpjpe(pred: np.ndarray, target: np.ndarray) -> float:
+    """Mean Euclidean joint error of (..., J, 3) arrays."""
+    return float(np.linalg.norm(pred - target, axis=-1).mean())
+
+
+def p_mpjpe(pred: np.ndarray, target: np.ndarray) -> float:
+    """MPJPE after per-frame similarity Procrustes alignment of pred to target; (T, J, 3) arrays.
+
+    Uses the SVD solution of Umeyama (1991) with the reflection fix.
+    """
+    pred = np.asarray(pred, np.float64)
+    target = np.asarray(target, np.float64)
+    mu_p, mu_t = pred.mean(1, keepdims=True), target.mean(1, keepdims=True)
+    p0, t0 = pred - mu_p, target - mu_t
+    norm_p = np.sqrt((p0 ** 2).sum(axis=(1, 2), keepdims=True))
+    norm_t = np.sqrt((t0 ** 2).sum(axis=(1, 2), keepdims=True))
+    p0, t0 = p0 / norm_p, t0 / norm_t
+    H = np.swapaxes(p0, 1, 2) @ t0
+    U, s, Vt = np.linalg.svd(H)
+    V = np.swapaxes(Vt, 1, 2)
+    R = V @ np.swapaxes(U, 1, 2)
+    sign = np.sign(np.linalg.det(R))[:, None]
+    V[:, :, -1] *= sign
+    s[:, -1] *= sign[:, 0]
+    R = V @ np.swapaxes(U, 1, 2)
+    scale = s.sum(axis=1)[:, None, None] * norm_t / norm_p
+    aligned = scale * (pred - mu_p) @ np.swapaxes(R, 1, 2) + mu_t
+    return mpjpe(aligned, target)
+
+
+def accel_error(pred: np.ndarray, target: np.ndarray) -> float:
+    """Acceleration error of (T, J, 3) sequences (T ≥ 3): mean over joints and frames."""
+    if len(pred) < 3:
+        raise ValueError("accel_error needs at least 3 frames")
+    a_p = pred[2:] - 2 * pred[1:-1] + pred[:-2]
+    a_t = target[2:] - 2 * target[1:-1] + target[:-2]
+    return float(np.linalg.norm(a_p - a_t, axis=-1).mean())

@@ -1,0 +1,96 @@
+"""The D3PRefiner denoiser g(y, x_t, t) and the refiner that runs it with DDIM."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+from posert.models.blocks import STBackbone
+from posert.models.diffusion import Schedule, ddim_step
+from posert.skeleton import NUM_JOINTS, ROOT
+
+
+@dataclass(frozen=True)
+class DenoiserConfig:
+    window: int = 27
+    dim: int = 64
+    depth: int = 3
+    heads: int = 4
+    causal: bool = True
+    T: int = 50
+    K: int = 2
+
+
+def timestep_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
+    """Sinusoidal embedding of (B,) float timesteps → (B, dim) (Vaswani et al. / DDPM)."""
+    half = dim // 2
+    freqs = torch.exp(torch.arange(half, dtype=torch.float32, device=t.device) * (-math.log(10000.0) / half))
+    args = t.to(torch.float32)[:, None] * freqs[None]
+    return torch.cat([torch.sin(args), torch.cos(args)], dim=-1)
+
+
+class Denoiser(nn.Module):
+    """Predicts the lifter error e from the 2D window and the noisy 3D window (D3PRefiner's g).
+
+    forward(inp, x_t, t):
+        inp: (B, N, 17, 3) float32 normalised 2D + confidence (as the lifter's input).
+        x_t: (B, N, 17, 3) float32 noisy pose at diffusion step t, root-relative, metres.
+        t:   (B,) float32 diffusion timestep in [0, T].
+    Returns ê: (B, N, 17, 3) float32, metres; 0 at the pelvis, so poses stay root-relative.
+
+    Architecture (DESIGN.md): linear over [x_t, y, conf] (6 → C; the confidence tells the model
+    which 2D joints are missing), ``depth`` spatial+temporal blocks with the timestep embedding
+    added to every token before each block, linear C → 3.
+    """
+
+    def __init__(self, cfg: DenoiserConfig = DenoiserConfig()):
+        super().__init__()
+        self.cfg = cfg
+        self.embed = nn.Linear(6, cfg.dim)
+        self.t_mlp = nn.Sequential(nn.Linear(cfg.dim, cfg.dim), nn.GELU(), nn.Linear(cfg.dim, cfg.dim))
+        self.backbone = STBackbone(cfg.window, NUM_JOINTS, cfg.dim, cfg.depth, cfg.heads, cfg.causal)
+        self.head = nn.Linear(cfg.dim, 3)
+        root_mask = torch.ones(1, 1, NUM_JOINTS, 1)
+        root_mask[..., ROOT, :] = 0
+        self.register_buffer("root_mask", root_mask, persistent=False)
+
+    @property
+    def window(self) -> int:
+        return self.cfg.window
+
+    @property
+    def causal(self) -> bool:
+        return self.cfg.causal
+
+    def forward(self, inp: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        temb = self.t_mlp(timestep_embedding(t, self.cfg.dim))[:, None, None, :]
+        h = self.embed(torch.cat([x_t, inp], dim=-1))
+        return self.head(self.backbone(h, temb)) * self.root_mask  # the pelvis stays at 0
+
+    def config_dict(self) -> dict:
+        return asdict(self.cfg)
+
+
+class Refiner(nn.Module):
+    """x_T (lifter output) → x_0 by K deterministic DDIM steps of :class:`Denoiser` (Eq. 9).
+
+    forward(inp (B, N, 17, 3), x_T (B, N, 17, 3)) → refined (B, N, 17, 3), metres. The K-step loop
+    unrolls at export time (the 'unrolled' ONNX variant); the runtime instead runs one exported
+    denoiser step per k with the fused DDIM kernel.
+    """
+
+    def __init__(self, denoiser: Denoiser):
+        super().__init__()
+        self.denoiser = denoiser
+        self.schedule = Schedule(denoiser.cfg.T, denoiser.cfg.K)
+
+    def forward(self, inp: torch.Tensor, x_T: torch.Tensor) -> torch.Tensor:
+        x = x_T
+        for t, t_prev in self.schedule.pairs():
+            tt = torch.full((x.shape[0],), float(t), dtype=torch.float32, device=x.device)
+            e_hat = self.denoiser(inp, x, tt)
+            x = ddim_step(x, e_hat, self.schedule.ddim_coefficients(t, t_prev))
+        return x

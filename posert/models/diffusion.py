@@ -1,0 +1,115 @@
+"""Diffusion math of D3PRefiner: cosine schedule, the conditional noisy-pose distribution (CND)
+and the DDIM update.
+
+References:
+    D3PRefiner: "A Diffusion-based Denoise Method for 3D Human Pose Refinement" — forward process
+    Eq. 3/8, x_t = √ᾱ_t x_0 + √(1−ᾱ_t) ε with ε = x_0 + e (its Eq. 7 drops a square root; Eq. 3
+    is used); DDIM inference Eq. 9.
+    Nichol & Dhariwal 2021, "Improved DDPM" — cosine schedule with s = 0.008, β_t ≤ 0.999.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+
+class Schedule:
+    """Cosine noise schedule with ``T`` steps and a DDIM sub-sequence of ``K`` steps.
+
+    Attributes:
+        alpha_bar: (T + 1,) float64 numpy, ᾱ_0 = 1 … ᾱ_T ≈ 0.
+        timesteps: the K DDIM timesteps, descending, starting at T (e.g. T=50, K=2 → [50, 25]).
+    """
+
+    def __init__(self, T: int = 50, K: int = 2, s: float = 0.008):
+        if not 1 <= K <= T:
+            raise ValueError(f"need 1 ≤ K ≤ T, got K={K}, T={T}")
+        self.T, self.K = T, K
+        f = np.cos((np.arange(T + 1) / T + s) / (1 + s) * math.pi / 2) ** 2
+        ab = f / f[0]
+        beta = np.clip(1 - ab[1:] / ab[:-1], 0, 0.999)
+        self.alpha_bar = np.concatenate([[1.0], np.cumprod(1 - beta)])
+        self.timesteps = [int(round(T - i * T / K)) for i in range(K)]
+
+    def pairs(self) -> list[tuple[int, int]]:
+        """(t_k, t_{k−1}) for each DDIM step, e.g. [(50, 25), (25, 0)]."""
+        return list(zip(self.timesteps, self.timesteps[1:] + [0]))
+
+    def ddim_coefficients(self, t: int, t_prev: int) -> tuple[float, float, float, float]:
+        """(√ᾱ_t, √(1−ᾱ_t), √ᾱ_{t−1}, √(1−ᾱ_{t−1})) as float32-representable Python floats."""
+        a, ap = self.alpha_bar[t], self.alpha_bar[t_prev]
+        return tuple(float(np.float32(v)) for v in (math.sqrt(a), math.sqrt(1 - a), math.sqrt(ap), math.sqrt(1 - ap)))
+
+    def q_sample(self, x0: torch.Tensor, eps: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """Forward process (Eq. 3): x_t = √ᾱ_t x_0 + √(1−ᾱ_t) ε; t: (B,) int64, x0/eps (B, ...)."""
+        ab = torch.as_tensor(self.alpha_bar, dtype=x0.dtype, device=x0.device)[t]
+        ab = ab.reshape(-1, *([1] * (x0.dim() - 1)))
+        return ab.sqrt() * x0 + (1 - ab).sqrt() * eps
+
+
+def ddim_step(x_k: torch.Tensor, e_hat: torch.Tensor, coef: tuple[float, float, float, float]) -> torch.Tensor:
+    """D3PRefiner Eq. 9: x̂_0 = (x_k − √(1−ᾱ_k) ê) / (√ᾱ_k + √(1−ᾱ_k));
+    x_{k−1} = (√ᾱ_{k−1} + √(1−ᾱ_{k−1})) x̂_0 + √(1−ᾱ_{k−1}) ê.
+
+    The same float32 operation order as the fused kernel in csrc/ddim.cpp (so the two agree
+    bit-for-bit on CPU). ``coef`` from :meth:`Schedule.ddim_coefficients`.
+    """
+    a, b, ap, bp = coef
+    x0 = (x_k - b * e_hat) / (a + b)
+    return (ap + bp) * x0 + bp * e_hat
+
+
+class CND:
+    """Conditional noisy-pose distribution: per joint, a joint Gaussian of a = e (lifter error, 3)
+    and b = [y (2D, 2), x_noisy (lifter output, 3)], conditioned on b:
+
+        μ_a|b = μ_a + Σ_ab Σ_bb⁻¹ (b − μ_b),    Σ_a|b = Σ_aa − Σ_ab Σ_bb⁻¹ Σ_ba.
+
+    Units: e and x_noisy in metres (root-relative camera frame), y normalised screen coords.
+    Fit it on lifter errors from windows the lifter did not train on (cross-fitting).
+    """
+
+    def __init__(self, mean: np.ndarray, cov: np.ndarray):
+        """mean: (J, 8), cov: (J, 8, 8) float64 over [e(3), y(2), x_noisy(3)]."""
+        self.mean = np.asarray(mean, np.float64)
+        self.cov = np.asarray(cov, np.float64)
+        J = self.mean.shape[0]
+        S_ab = self.cov[:, :3, 3:]
+        S_bb = self.cov[:, 3:, 3:] + 1e-8 * np.eye(5)
+        self.gain = S_ab @ np.linalg.inv(S_bb)  # (J, 3, 5) = Σ_ab Σ_bb⁻¹
+        cond = self.cov[:, :3, :3] - self.gain @ np.swapaxes(S_ab, 1, 2)
+        cond = 0.5 * (cond + np.swapaxes(cond, 1, 2)) + 1e-10 * np.eye(3)
+        self.cond_cov = cond
+        self.chol = np.linalg.cholesky(cond)  # (J, 3, 3)
+        assert self.gain.shape == (J, 3, 5)
+
+    @classmethod
+    def fit(cls, e: np.ndarray, y: np.ndarray, x_noisy: np.ndarray) -> "CND":
+        """Fit from samples: e (M, J, 3), y (M, J, 2), x_noisy (M, J, 3)."""
+        z = np.concatenate([e, y, x_noisy], axis=-1).astype(np.float64)  # (M, J, 8)
+        mean = z.mean(axis=0)
+        d = z - mean
+        cov = np.einsum("mja,mjb->jab", d, d) / max(len(z) - 1, 1)
+        return cls(mean, cov)
+
+    def conditional_mean(self, y: np.ndarray, x_noisy: np.ndarray) -> np.ndarray:
+        """μ_a|b for y (..., J, 2), x_noisy (..., J, 3) → (..., J, 3)."""
+        b = np.concatenate([y, x_noisy], axis=-1) - self.mean[:, 3:]
+        return self.mean[:, :3] + np.einsum("jab,...jb->...ja", self.gain, b)
+
+    def sample(self, y: torch.Tensor, x_noisy: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Draw e ~ N(μ_a|b, Σ_a|b): y (..., J, 2), x_noisy (..., J, 3) torch → (..., J, 3)."""
+        dt, dev = x_noisy.dtype, x_noisy.device
+        mean = torch.as_tensor(self.mean, dtype=dt, device=dev)
+        gain = torch.as_tensor(self.gain, dtype=dt, device=dev)
+        chol = torch.as_tensor(self.chol, dtype=dt, device=dev)
+        b = torch.cat([y, x_noisy], dim=-1) - mean[:, 3:]
+        mu = mean[:, :3] + torch.einsum("jab,...jb->...ja", gain, b)
+        z = torch.randn(mu.shape, generator=generator, dtype=dt, device=dev)
+        return mu + torch.einsum("jab,...jb->...ja", chol, z)
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        return {"mean": self.mean, "cov": self.cov}

@@ -1,0 +1,1 @@
+"""Training loops for the lifter and the refiner."""

@@ -1,0 +1,53 @@
+"""The fixed command-line contracts, run in-process on the committed fixture (no network)."""
+
+import json
+
+import numpy as np
+import pytest
+
+from posert.cli import main
+
+
+@pytest.fixture(scope="module")
+def motion_file(tmp_path_factory, motion):
+    path = tmp_path_factory.mktemp("motion") / "m.npz"
+    np.savez(path, walk_a=motion[:250], walk_b=motion[600:900])
+    return path
+
+
+def test_eval_contract_and_refiner_beats_lifter(motion_file, tmp_path):
+    out = tmp_path / "eval.json"
+    assert main(["eval", "--motion", str(motion_file), "--json", str(out), "--cameras", "ring"]) == 0
+    rep = json.loads(out.read_text())
+    assert set(rep["sequences"]) == {"walk_a", "walk_b"}
+    for part in [rep["overall"], *rep["sequences"].values()]:
+        for kind in ("lifter", "refined"):
+            assert set(part[kind]) == {"mpjpe", "p_mpjpe", "accel"}
+            assert all(np.isfinite(v) and v > 0 for v in part[kind].values())
+    assert rep["overall"]["refined"]["mpjpe"] < rep["overall"]["lifter"]["mpjpe"]
+    assert rep["overall"]["refined"]["p_mpjpe"] <= rep["overall"]["refined"]["mpjpe"]
+
+
+def test_eval_detector_noise_runs_and_is_worse_than_clean(motion_file, tmp_path):
+    clean, noisy = tmp_path / "c.json", tmp_path / "n.json"
+    main(["eval", "--motion", str(motion_file), "--json", str(clean), "--cameras", "ring"])
+    main(["eval", "--motion", str(motion_file), "--json", str(noisy), "--cameras", "ring", "--noise", "detector"])
+    c, n = json.loads(clean.read_text()), json.loads(noisy.read_text())
+    assert n["overall"]["lifter"]["accel"] > c["overall"]["lifter"]["accel"]
+
+
+def test_eval_rejects_malformed_motion(tmp_path):
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, x=np.zeros((10, 16, 3)))
+    with pytest.raises(ValueError, match=r"\(T ≥ 3, 17, 3\)"):
+        main(["eval", "--motion", str(bad), "--json", str(tmp_path / "o.json"), "--cameras", "ring"])
+
+
+def test_bench_contract(motion_file, tmp_path):
+    out = tmp_path / "bench.json"
+    assert main(["bench", "--json", str(out), "--motion", str(motion_file), "--cameras", "ring",
+                 "--frames", "30", "--streams", "4"]) == 0
+    res = json.loads(out.read_text())
+    for key in ("pipeline_p50_ms", "pipeline_p99_ms", "reference_p50_ms", "speedup", "throughput_poses_per_s"):
+        assert np.isfinite(res[key]) and res[key] > 0
+    assert res["pipeline_p99_ms"] >= res["pipeline_p50_ms"]

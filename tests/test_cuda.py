@@ -1,0 +1,74 @@
+"""CUDA kernels equal their CPU twins. Runs only where a GPU and cuda-python are present."""
+
+import numpy as np
+import pytest
+
+from posert import _C
+from posert.models.diffusion import Schedule
+
+cudart = pytest.importorskip("cuda.bindings.runtime", reason="cuda-python not installed (extra 'gpu')")
+if not _C.built_with_cuda() or cudart.cudaGetDeviceCount()[0] != cudart.cudaError_t.cudaSuccess:
+    pytest.skip("no CUDA build or no GPU", allow_module_level=True)
+
+
+def _check(res):
+    err = res[0] if isinstance(res, tuple) else res
+    assert err == cudart.cudaError_t.cudaSuccess, err
+    return res[1] if isinstance(res, tuple) and len(res) > 1 else None
+
+
+class Dev:
+    """A device copy of a NumPy array (freed on close)."""
+
+    def __init__(self, a: np.ndarray):
+        self.a = np.ascontiguousarray(a)
+        self.ptr = _check(cudart.cudaMalloc(max(self.a.nbytes, 1)))
+        _check(cudart.cudaMemcpy(self.ptr, self.a.ctypes.data, self.a.nbytes, cudart.cudaMemcpyKind.cudaMemcpyHostToDevice))
+
+    def get(self) -> np.ndarray:
+        out = np.empty_like(self.a)
+        _check(cudart.cudaMemcpy(out.ctypes.data, self.ptr, out.nbytes, cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost))
+        return out
+
+    def close(self):
+        _check(cudart.cudaFree(self.ptr))
+
+
+def test_ddim_cuda_equals_cpu(real_views):
+    x = real_views[1][:, :300].astype(np.float32).copy()
+    e = (0.05 * np.roll(x, 5, axis=1)).astype(np.float32)
+    sched = Schedule(50, 2)
+    for t, tp in sched.pairs():
+        coef = sched.ddim_coefficients(t, tp)
+        cpu = np.empty_like(x)
+        _C.ddim_update(x, e, cpu, *coef)
+        dx, de, do = Dev(x), Dev(e), Dev(np.zeros_like(x))
+        _C.ddim_update_cuda(int(dx.ptr), int(de.ptr), int(do.ptr), x.size, *coef)
+        _check(cudart.cudaDeviceSynchronize())
+        np.testing.assert_array_equal(do.get(), cpu)
+        for d in (dx, de, do):
+            d.close()
+
+
+def test_ring_cuda_equals_cpu():
+    rng = np.random.default_rng(0)
+    S, N, F = 5, 9, 51
+    storage, head, count = np.zeros((S, N, F), np.float32), np.zeros(S, np.int32), np.zeros(S, np.int32)
+    d_storage, d_head, d_count = Dev(storage), Dev(head), Dev(count)
+    for step in range(25):
+        slots = rng.choice(S, size=rng.integers(1, S + 1), replace=False).astype(np.int32)
+        frames = rng.normal(size=(len(slots), F)).astype(np.float32)
+        _C.ring_push(storage, head, count, slots, frames)
+        ds, df = Dev(slots), Dev(frames)
+        _C.ring_push_cuda(int(d_storage.ptr), int(d_head.ptr), int(d_count.ptr), S, N, F, int(ds.ptr), int(df.ptr),
+                          len(slots))
+        q = rng.permutation(S).astype(np.int32)
+        cpu = np.empty((S, N, F), np.float32)
+        _C.ring_gather(storage, head, count, q, cpu)
+        dq, dout = Dev(q), Dev(np.zeros((S, N, F), np.float32))
+        _C.ring_gather_cuda(int(d_storage.ptr), int(d_head.ptr), int(d_count.ptr), S, N, F, int(dq.ptr), S,
+                            int(dout.ptr))
+        _check(cudart.cudaDeviceSynchronize())
+        np.testing.assert_array_equal(dout.get(), cpu)
+        for d in (ds, df, dq, dout):
+            d.close()

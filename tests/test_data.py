@@ -1,0 +1,110 @@
+"""Data: BVH forward kinematics, conversion, resampling, VideoPose3D-layout loading, noise."""
+
+import numpy as np
+import pytest
+
+from posert.data.bvh import parse_bvh
+from posert.data.dataset import NoiseModel, load_positions, save_positions, scale_bones
+from posert.data.sources import map_to_h36m, resample, y_up_to_z_up
+from posert.skeleton import BONES, H36M32_TO_17, bone_lengths
+
+BVH = """HIERARCHY
+ROOT Hips
+{
+  OFFSET 0 0 0
+  CHANNELS 6 Xposition Yposition Zposition Zrotation Xrotation Yrotation
+  JOINT Knee
+  {
+    OFFSET 0 -10 0
+    CHANNELS 3 Zrotation Xrotation Yrotation
+    End Site
+    {
+      OFFSET 0 -5 0
+    }
+  }
+}
+MOTION
+Frames: 2
+Frame Time: 0.1
+1 2 3 0 0 0 0 0 0
+0 0 0 90 0 0 0 90 0
+"""
+
+
+def test_bvh_forward_kinematics_by_hand(tmp_path):
+    p = tmp_path / "tiny.bvh"
+    p.write_text(BVH)
+    bvh = parse_bvh(p)
+    assert bvh.names == ["Hips", "Knee", "Knee_end"]
+    assert bvh.frame_time == pytest.approx(0.1)
+    pos = bvh.forward_kinematics()
+    # frame 0: translation only
+    np.testing.assert_allclose(pos[0], [[1, 2, 3], [1, -8, 3], [1, -13, 3]], atol=1e-12)
+    # frame 1: hips rotated 90° about z maps (0, -10, 0) to (10, 0, 0); the knee's own X rotation
+    # turns its child offset (0, -5, 0) to (0, 0, -5) before the parent's Z rotation (unchanged)
+    np.testing.assert_allclose(pos[1], [[0, 0, 0], [10, 0, 0], [10, 0, -5]], atol=1e-12)
+
+
+def test_bvh_rejects_truncated_motion(tmp_path):
+    p = tmp_path / "bad.bvh"
+    p.write_text(BVH.rsplit("\n", 2)[0])
+    with pytest.raises(ValueError, match="motion values"):
+        parse_bvh(p)
+
+
+def test_resample_and_axes():
+    seq = np.arange(121, dtype=np.float64)[:, None, None] * np.ones((1, 2, 3))  # 1 s at 120 Hz, linear
+    out = resample(seq, 120.0, 50.0)
+    assert out.shape == (51, 2, 3)
+    np.testing.assert_allclose(out[:, 0, 0], np.arange(51) * 120 / 50, atol=1e-4)
+    np.testing.assert_array_equal(y_up_to_z_up(np.array([1.0, 2.0, 3.0])), [1.0, -3.0, 2.0])
+
+
+def test_map_to_h36m_averages_named_joints():
+    names = [f"j{i}" for i in range(4)]
+    pos = np.arange(4 * 3, dtype=np.float64).reshape(1, 4, 3)
+    mapping = {n: ["j0"] for n in ("pelvis", "r_hip", "r_knee", "r_ankle", "l_hip", "l_knee", "l_ankle", "spine",
+                                   "thorax", "neck", "l_shoulder", "l_elbow", "l_wrist", "r_shoulder", "r_elbow",
+                                   "r_wrist")}
+    mapping["head"] = ["j1", "j3"]
+    out = map_to_h36m(pos, names, mapping)
+    np.testing.assert_array_equal(out[0, 10], (pos[0, 1] + pos[0, 3]) / 2)
+    with pytest.raises(KeyError):
+        map_to_h36m(pos, names, {**mapping, "head": ["nope"]})
+
+
+def test_loader_reads_real_h36m_layout_and_our_own(tmp_path, motion):
+    # the real data_3d_h36m.npz: 32 joints, metres, no 'units' key
+    h36m = np.zeros((10, 32, 3), np.float32)
+    h36m[:, list(H36M32_TO_17)] = motion[:10] / 1000.0
+    np.savez(tmp_path / "data_3d_h36m.npz", positions_3d=np.array({"S1": {"Walking": h36m}}, dtype=object))
+    got = load_positions(tmp_path / "data_3d_h36m.npz")["S1"]["Walking"]
+    np.testing.assert_allclose(got, motion[:10], atol=1e-3)
+    save_positions(tmp_path / "ours.npz", {"CMU01": {"01_01": motion}})
+    np.testing.assert_array_equal(load_positions(tmp_path / "ours.npz")["CMU01"]["01_01"], motion)
+
+
+def test_fixture_is_plausible_human_motion(motion):
+    bones = bone_lengths(motion).mean(axis=0)
+    names = [b for b in BONES]
+    thigh = bones[names.index((1, 2))]
+    assert 350 < thigh < 500  # mm
+    speed = np.linalg.norm(np.diff(motion[:, 0], axis=0), axis=-1) * 50 / 1000  # m/s
+    assert speed.max() < 8.0
+
+
+def test_bone_scaling_scales_bones_only(motion):
+    sc = np.full(17, 1.1)
+    out = scale_bones(motion[:5].astype(np.float64), sc)
+    np.testing.assert_allclose(bone_lengths(out), 1.1 * bone_lengths(motion[:5]), rtol=1e-5)
+    np.testing.assert_array_equal(out[:, 0], motion[:5, 0])
+
+
+def test_noise_model_drops_and_jitters(real_views):
+    px = real_views[0][0, :500]
+    noisy, conf = NoiseModel(p_drop=0.1)(px.copy(), np.random.default_rng(0))
+    dropped = conf == 0
+    assert 0.05 < dropped.mean() < 0.15
+    assert np.all(noisy[dropped] == 0)
+    err = np.linalg.norm(noisy[~dropped] - px[~dropped], axis=-1)
+    assert 1.0 < np.median(err) < 15.0

@@ -1,0 +1,129 @@
+"""posert._C kernels against NumPy references, on random and real data."""
+
+import numpy as np
+import pytest
+
+from posert import _C
+from posert.data.dataset import make_input
+from posert.models.diffusion import Schedule
+
+
+def ring_reference(frames_per_stream: list[np.ndarray], N: int) -> np.ndarray:
+    """Last N frames of each stream, edge-padded with the oldest kept frame; zeros if empty."""
+    out = []
+    for frames in frames_per_stream:
+        if len(frames) == 0:
+            out.append(np.zeros((N, *frames.shape[1:]), np.float32))
+            continue
+        last = frames[-N:]
+        pad = np.repeat(last[:1], N - len(last), axis=0)
+        out.append(np.concatenate([pad, last]))
+    return np.stack(out)
+
+
+@pytest.mark.parametrize("N", [1, 5, 27])
+def test_ring_buffer_matches_numpy_on_random_pushes(N):
+    rng = np.random.default_rng(N)
+    S, J, C = 6, 17, 3
+    ring = _C.RingBuffer(S, N, J, C)
+    history = [np.zeros((0, J, C), np.float32) for _ in range(S)]
+    for _ in range(3 * N + 4):
+        slots = rng.choice(S, size=rng.integers(1, S + 1), replace=False).astype(np.int32)
+        frames = rng.normal(size=(len(slots), J, C)).astype(np.float32)
+        ring.push(slots, frames)
+        for s, f in zip(slots, frames):
+            history[s] = np.concatenate([history[s], f[None]])
+        query = rng.permutation(S).astype(np.int32)
+        out = np.full((S, N, J, C), np.nan, np.float32)
+        ring.gather(query, out)
+        np.testing.assert_array_equal(out, ring_reference([history[q] for q in query], N))
+    assert [ring.count(s) for s in range(S)] == [min(len(h), N) for h in history]
+
+
+def test_ring_buffer_real_keypoints_and_edge_padding(real_views, cameras):
+    px = real_views[0]
+    N, S = 27, 2
+    ring = _C.RingBuffer(S, N, 17, 3)
+    frames = np.stack([make_input(px[c, :40], np.ones((40, 17), np.float32), 1000, 1000) for c in range(S)])
+    out = np.empty((S, N, 17, 3), np.float32)
+    for t in range(40):
+        ring.push(np.arange(S, dtype=np.int32), frames[:, t])
+        ring.gather(np.arange(S, dtype=np.int32), out)
+        np.testing.assert_array_equal(out, ring_reference([frames[s, :t + 1] for s in range(S)], N))
+    ring.reset(1)
+    ring.gather(np.array([1], np.int32), out[:1])
+    assert not out[0].any()
+
+
+def test_functional_ring_api_matches_class(real_views):
+    px = real_views[0][0, :30]
+    S, N, F = 3, 8, 17 * 3
+    storage = np.zeros((S, N, F), np.float32)
+    head = np.zeros(S, np.int32)
+    count = np.zeros(S, np.int32)
+    ring = _C.RingBuffer(S, N, 17, 3)
+    for t in range(30):
+        f = make_input(px[t], np.ones(17, np.float32), 1000, 1000)
+        slots = np.array([t % S], np.int32)
+        _C.ring_push(storage, head, count, slots, f.reshape(1, F))
+        ring.push(slots, f[None])
+    a = np.empty((S, N, F), np.float32)
+    b = np.empty((S, N, 17, 3), np.float32)
+    _C.ring_gather(storage, head, count, np.arange(S, dtype=np.int32), a)
+    ring.gather(np.arange(S, dtype=np.int32), b)
+    np.testing.assert_array_equal(a, b.reshape(S, N, F))
+
+
+def test_ring_buffer_rejects_bad_arguments():
+    ring = _C.RingBuffer(2, 4, 17, 3)
+    with pytest.raises(IndexError):
+        ring.push(np.array([2], np.int32), np.zeros((1, 17, 3), np.float32))
+    with pytest.raises(ValueError, match="shape"):
+        ring.push(np.array([0], np.int32), np.zeros((1, 16, 3), np.float32))
+    with pytest.raises(TypeError):  # out would be a silent copy: refused
+        ring.gather(np.array([0], np.int32), np.zeros((1, 4, 17, 3), np.float64))
+    with pytest.raises(ValueError):
+        _C.RingBuffer(0, 4, 17, 3)
+
+
+def ddim_numpy(x, e, a, b, ap, bp):
+    """Eq. 9 in float32 NumPy, the same operation order as the kernel."""
+    a, b, ap, bp = (np.float32(v) for v in (a, b, ap, bp))
+    x0 = (x - b * e) / (a + b)
+    return (ap + bp) * x0 + bp * e
+
+
+def test_ddim_kernel_bit_exact_on_random_and_real(real_views):
+    sched = Schedule(50, 2)
+    rng = np.random.default_rng(1)
+    real = real_views[1][:, :200]  # (C, T, 17, 3) metres
+    cases = [(rng.normal(size=(64, 27, 17, 3)).astype(np.float32), rng.normal(size=(64, 27, 17, 3)).astype(np.float32)),
+             (real.copy(), (0.05 * np.roll(real, 7, axis=1)).astype(np.float32))]
+    for x, e in cases:
+        for t, tp in sched.pairs():
+            coef = sched.ddim_coefficients(t, tp)
+            out = np.empty_like(x)
+            _C.ddim_update(x, e, out, *coef)
+            np.testing.assert_array_equal(out, ddim_numpy(x, e, *coef))
+            inplace = x.copy()
+            _C.ddim_update(inplace, e, inplace, *coef)
+            np.testing.assert_array_equal(inplace, out)
+
+
+def test_cuda_entry_points_fail_clearly_without_gpu():
+    if not _C.built_with_cuda():
+        with pytest.raises(RuntimeError, match="without CUDA"):
+            _C.ddim_update_cuda(1, 1, 1, 1, 1.0, 0.0, 1.0, 0.0)
+        return
+    try:
+        from cuda.bindings import runtime as cudart
+
+        has_gpu = cudart.cudaGetDeviceCount()[0] == cudart.cudaError_t.cudaSuccess
+    except ImportError:
+        has_gpu = False
+    if has_gpu:
+        pytest.skip("a GPU is present: see test_cuda_kernels_equal_cpu_twins")
+    with pytest.raises(RuntimeError, match="no usable GPU"):
+        _C.ddim_update_cuda(1, 1, 1, 1, 1.0, 0.0, 1.0, 0.0)
+    with pytest.raises(RuntimeError, match="no usable GPU"):
+        _C.ring_gather_cuda(1, 1, 1, 1, 1, 1, 1, 1, 1)

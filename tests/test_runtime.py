@@ -1,0 +1,114 @@
+"""The streaming Pipeline: agreement with the torch models, causality, bad input isolation."""
+
+import numpy as np
+import pytest
+import torch
+
+from posert.data.dataset import make_input
+from posert.models.denoiser import Refiner
+from posert.runtime import Pipeline
+from posert.runtime.backends.torch import TorchBackend
+
+
+@pytest.fixture(scope="module")
+def ort_pipe():
+    return Pipeline("onnxruntime", max_streams=8, threads=2)
+
+
+def stream(pipe, px, sid="s", frames=40, conf=None):
+    pipe.add_stream(sid, 1000, 1000)
+    out = []
+    for t in range(frames):
+        pipe.push(sid, px[t], None if conf is None else conf[t], t / 50)
+        out.append(pipe.tick())
+    pipe.remove_stream(sid)
+    return out
+
+
+def test_streaming_equals_offline_windows(ort_pipe, models, real_views):
+    """Each tick's output = the torch lifter + K-step refiner on the edge-padded causal window."""
+    px = real_views[0][1]
+    lifter, den = models
+    refiner = Refiner(den).eval()
+    ticks = stream(ort_pipe, px, frames=35)
+    frames = make_input(px[:35], np.ones((35, 17), np.float32), 1000, 1000)
+    for t in (0, 5, 26, 34):
+        idx = np.clip(np.arange(t - 26, t + 1), 0, None)
+        win = torch.from_numpy(frames[idx][None])
+        with torch.no_grad():
+            x_T = lifter(win)
+            ref = refiner(win, x_T)[0, -1].numpy() * 1000
+        np.testing.assert_allclose(ticks[t].lifted[0], x_T[0, -1].numpy() * 1000, atol=0.1)  # mm
+        np.testing.assert_allclose(ticks[t].refined[0], ref, atol=0.1)  # < 1e-4 m
+
+
+def test_torch_and_onnxruntime_backends_agree(ort_pipe, real_views):
+    px = real_views[0][2]
+    torch_pipe = Pipeline(TorchBackend.from_checkpoints(), max_streams=2)
+    a = stream(ort_pipe, px, frames=30)
+    b = stream(torch_pipe, px, frames=30)
+    np.testing.assert_allclose(np.stack([r.refined for r in a]), np.stack([r.refined for r in b]), atol=0.1)
+
+
+def test_bad_input_raises_and_leaves_other_streams_intact(ort_pipe, real_views):
+    px = real_views[0]
+    clean = stream(ort_pipe, px[0], "a", frames=30)
+    ort_pipe.add_stream("a", 1000, 1000)
+    ort_pipe.add_stream("b", 1000, 1000)
+    got = []
+    try:
+        for t in range(30):
+            ort_pipe.push("a", px[0, t], timestamp=t / 50)
+            bad = px[1, t].copy()
+            bad[3] = np.nan
+            with pytest.raises(ValueError, match="NaN"):
+                ort_pipe.push("b", bad, timestamp=t / 50)
+            with pytest.raises(ValueError, match="shape"):
+                ort_pipe.push("b", px[1, t, :16], timestamp=t / 50)
+            with pytest.raises(KeyError, match="unknown stream"):
+                ort_pipe.push("nobody", px[1, t])
+            with pytest.raises(ValueError, match=r"\[0, 1\]"):
+                ort_pipe.push("b", px[1, t], np.full(17, 1.5), t / 50)
+            with pytest.raises(ValueError):
+                ort_pipe.push_many(["a", "b"], np.stack([px[0, t], bad]))  # validated before writing
+            res = ort_pipe.tick()
+            assert res.stream_ids == ["a"]  # b never received a valid frame
+            got.append(res["a"])
+        ort_pipe.push("b", px[1, 0], timestamp=1.0)
+        with pytest.raises(ValueError, match="increase"):
+            ort_pipe.push("b", px[1, 1], timestamp=0.5)
+    finally:
+        ort_pipe.remove_stream("a")
+        ort_pipe.remove_stream("b")
+    np.testing.assert_array_equal(np.stack(got), np.stack([r.refined[0] for r in clean]))
+
+
+def test_missing_joints_give_finite_poses(ort_pipe, real_views):
+    px = real_views[0][3][:40].copy()
+    conf = np.ones((40, 17), np.float32)
+    rng = np.random.default_rng(0)
+    for t in range(40):
+        lost = rng.choice(17, 4, replace=False)
+        conf[t, lost] = 0
+        px[t, lost] = np.nan  # documented: coordinates of confidence-0 joints are ignored
+    conf[10:20, [12, 13]] = 0  # a whole forearm for 10 frames
+    ticks = stream(ort_pipe, px, frames=40, conf=conf)
+    poses = np.stack([r.refined[0] for r in ticks])
+    assert np.all(np.isfinite(poses))
+    assert np.all(np.abs(poses) < 2000)  # mm, root-relative
+
+
+def test_multi_stream_tick_batches_only_due_streams(ort_pipe, real_views):
+    px = real_views[0]
+    for s in range(3):
+        ort_pipe.add_stream(s, 1000, 1000)
+    try:
+        ort_pipe.push_many([0, 1, 2], px[:3, 0])
+        assert sorted(ort_pipe.tick().stream_ids) == [0, 1, 2]
+        ort_pipe.push(1, px[1, 1])
+        res = ort_pipe.tick()
+        assert res.stream_ids == [1] and res.refined.shape == (1, 17, 3)
+        assert len(ort_pipe.tick()) == 0
+    finally:
+        for s in range(3):
+            ort_pipe.remove_stream(s)
