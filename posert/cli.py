@@ -30,7 +30,8 @@ def cmd_data(args) -> int:
     from posert.data.build import build_dataset
 
     path = build_dataset(force=args.force)
-    print(f"dataset: {path}\nmanifest: {path.parent / 'sources.json'}\nvalidation motion: {path.parent / 'val_motion.npz'}")
+    print(f"dataset: {path}\nmanifest: {path.parent / 'sources.json'}\n"
+          f"validation motion: {path.parent / 'val_motion.npz'}")
     return 0
 
 
@@ -96,7 +97,8 @@ def _print_accuracy(report: dict) -> None:
     for name, r in rows:
         for kind in ("lifter", "refined"):
             m = r[kind]
-            print(f"{name if kind == 'lifter' else '':<28}{kind:>9}{m['mpjpe']:9.1f}{m['p_mpjpe']:9.1f}{m['accel']:8.2f}")
+            label = name if kind == "lifter" else ""
+            print(f"{label:<28}{kind:>9}{m['mpjpe']:9.1f}{m['p_mpjpe']:9.1f}{m['accel']:8.2f}")
 
 
 def _bench_sequence(motion: str | None):

@@ -23,7 +23,8 @@ class Dev:
     def __init__(self, a: np.ndarray):
         self.a = np.ascontiguousarray(a)
         self.ptr = _check(cudart.cudaMalloc(max(self.a.nbytes, 1)))
-        _check(cudart.cudaMemcpy(self.ptr, self.a.ctypes.data, self.a.nbytes, cudart.cudaMemcpyKind.cudaMemcpyHostToDevice))
+        h2d = cudart.cudaMemcpyKind.cudaMemcpyHostToDevice
+        _check(cudart.cudaMemcpy(self.ptr, self.a.ctypes.data, self.a.nbytes, h2d))
 
     def get(self) -> np.ndarray:
         out = np.empty_like(self.a)
@@ -55,7 +56,7 @@ def test_ring_cuda_equals_cpu():
     S, N, F = 5, 9, 51
     storage, head, count = np.zeros((S, N, F), np.float32), np.zeros(S, np.int32), np.zeros(S, np.int32)
     d_storage, d_head, d_count = Dev(storage), Dev(head), Dev(count)
-    for step in range(25):
+    for _ in range(25):
         slots = rng.choice(S, size=rng.integers(1, S + 1), replace=False).astype(np.int32)
         frames = rng.normal(size=(len(slots), F)).astype(np.float32)
         _C.ring_push(storage, head, count, slots, frames)

@@ -87,7 +87,7 @@ class CND:
         assert self.gain.shape == (J, 3, 5)
 
     @classmethod
-    def fit(cls, e: np.ndarray, y: np.ndarray, x_noisy: np.ndarray) -> "CND":
+    def fit(cls, e: np.ndarray, y: np.ndarray, x_noisy: np.ndarray) -> CND:
         """Fit from samples: e (M, J, 3), y (M, J, 2), x_noisy (M, J, 3)."""
         z = np.concatenate([e, y, x_noisy], axis=-1).astype(np.float64)  # (M, J, 8)
         mean = z.mean(axis=0)

@@ -17,10 +17,10 @@ from tqdm import tqdm
 
 from posert.camera import Camera
 from posert.data.dataset import WindowSampler
+from posert.metrics import mpjpe_torch
 from posert.models.denoiser import Denoiser, DenoiserConfig
 from posert.models.diffusion import CND, Schedule
 from posert.models.lifter import Lifter, LifterConfig
-from posert.metrics import mpjpe_torch
 
 
 @dataclass
