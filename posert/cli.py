@@ -19,11 +19,18 @@ def _cameras(subjects) -> list:
     return [c for s in subjects for c in load_h36m_cameras(path, s)]
 
 
-def _train_sequences() -> dict:
+def _train_sequences(holdout: str | None = None) -> dict:
+    """Training sequences ``{"subject/action": (T, 17, 3)}``; ``holdout`` drops a whole source
+    (leave-one-source-out)."""
     from posert.data.build import build_dataset
     from posert.data.dataset import load_positions, split
 
-    return split(load_positions(build_dataset()))[0]
+    positions = load_positions(build_dataset())
+    if holdout is not None:
+        if holdout not in positions:
+            raise ValueError(f"unknown source {holdout!r}; have {sorted(positions)}")
+        positions = {k: v for k, v in positions.items() if k != holdout}
+    return split(positions)[0]
 
 
 def cmd_data(args) -> int:
@@ -36,21 +43,29 @@ def cmd_data(args) -> int:
 
 
 def cmd_train(args) -> int:
+    from posert.data.sources import cache_dir
+    from posert.models.denoiser import DenoiserConfig
     from posert.models.io import default_checkpoint_dir, save_lifter, save_refiner
+    from posert.models.lifter import LifterConfig
     from posert.train.loops import TrainConfig, train_lifter, train_refiner
 
-    seqs, cams = _train_sequences(), _cameras(TRAIN_SUBJECTS)
+    seqs, cams = _train_sequences(args.holdout), _cameras(TRAIN_SUBJECTS)
     out_dir = Path(args.out) if args.out else default_checkpoint_dir()
     out_dir.mkdir(parents=True, exist_ok=True)
-    cfg = TrainConfig(minutes=args.minutes, batch=args.batch, seed=args.seed, threads=args.threads)
+    cfg = TrainConfig(minutes=args.minutes, batch=args.batch, seed=args.seed, threads=args.threads,
+                      p_occlusion=args.occlusion)
+    lifter_cfg = LifterConfig(window=args.window, causal=not args.offline)
+    meta = {"sequences": sorted(seqs), "holdout": args.holdout}
     if args.model == "lifter":
-        model, stats = train_lifter(seqs, cams, cfg)
-        save_lifter(model, out_dir / "lifter.pt", {"train": stats, "sequences": sorted(seqs)})
-        print(json.dumps(stats, indent=2))
+        model, stats = train_lifter(seqs, cams, cfg, lifter_cfg)
+        save_lifter(model, out_dir / "lifter.pt", {"train": stats, **meta})
     else:
-        model, cnd, stats = train_refiner(seqs, cams, cfg, fold_minutes=args.fold_minutes, noise=args.noise)
-        save_refiner(model, cnd, out_dir / "refiner.pt", {"train": stats, "sequences": sorted(seqs)})
-        print(json.dumps(stats, indent=2))
+        den_cfg = DenoiserConfig(window=args.window, K=1 if args.noise == "regressor" else 2)
+        model, cnd, stats = train_refiner(seqs, cams, cfg, fold_minutes=args.fold_minutes, lifter_cfg=lifter_cfg,
+                                          model_cfg=den_cfg, noise=args.noise, folds=args.folds,
+                                          fold_cache=cache_dir() / "folds")
+        save_refiner(model, cnd, out_dir / "refiner.pt", {"train": stats, **meta})
+    print(json.dumps(stats, indent=2))
     return 0
 
 
@@ -75,16 +90,19 @@ def cmd_export(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    from posert.data.dataset import NoiseModel
+    from posert.data.dataset import NoiseModel, OcclusionModel
     from posert.evaluate import evaluate, load_motion
     from posert.runtime import Pipeline
 
     seqs = load_motion(args.motion)
     cams = _eval_cameras(args.cameras)
-    pipe = Pipeline(args.backend, max_streams=len(seqs) * len(cams), lifter=args.lifter, refiner=args.refiner)
-    report = evaluate(pipe, seqs, cams, NoiseModel() if args.noise == "detector" else None, seed=args.seed)
+    pipe = Pipeline(args.backend, max_streams=len(seqs) * len(cams), lifter=args.lifter, refiner=args.refiner,
+                    ddim_steps=args.steps, hypotheses=args.hypotheses)
+    noise = {"none": None, "detector": NoiseModel(), "occlusion": OcclusionModel()}[args.noise]
+    report = evaluate(pipe, seqs, cams, noise, seed=args.seed)
     report["config"] = {"motion": str(args.motion), "noise": args.noise, "backend": args.backend,
-                        "cameras": args.cameras, "seed": args.seed}
+                        "cameras": args.cameras, "seed": args.seed, "ddim_steps": pipe.schedule.K,
+                        "hypotheses": pipe.hypotheses}
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(report, indent=2))
     _print_accuracy(report)
@@ -182,7 +200,14 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("model", choices=["lifter", "refiner"])
     t.add_argument("--minutes", type=float, default=None, help="wall-clock budget of the main model")
     t.add_argument("--fold-minutes", type=float, default=6.0, help="refiner: budget of each fold lifter")
-    t.add_argument("--noise", choices=["cnd", "raw"], default="cnd", help="refiner forward-process noise")
+    t.add_argument("--noise", choices=["cnd", "raw", "regressor"], default="cnd",
+                   help="refiner: CND noise (D3PRefiner), raw lifter error, or a one-step regressor (ablations)")
+    t.add_argument("--folds", type=int, default=2, help="refiner: k of the k-fold cross-fitting")
+    t.add_argument("--window", type=int, default=27, help="receptive field N in frames")
+    t.add_argument("--offline", action="store_true", help="non-causal lifter reporting the centre frame")
+    t.add_argument("--holdout", default=None, help="leave this source (subject) out of training")
+    t.add_argument("--occlusion", type=float, default=0.0,
+                   help="share of training windows with runs of missing joints/limbs (joint-dropout training)")
     t.add_argument("--batch", type=int, default=32)
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--threads", type=int, default=2)
@@ -199,7 +224,10 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("eval", help="stream real motion through the pipeline and score it")
     e.add_argument("--motion", required=True, help=".npz of (T, 17, 3) mm sequences, z-up world, 50 fps")
     e.add_argument("--json", required=True)
-    e.add_argument("--noise", choices=["none", "detector"], default="none")
+    e.add_argument("--noise", choices=["none", "detector", "occlusion"], default="none",
+                   help="2D protocol: ground truth, detector-like noise, or missing joints/limbs")
+    e.add_argument("--steps", type=int, default=None, help="DDIM steps K (default: the checkpoint's)")
+    e.add_argument("--hypotheses", type=int, default=1, help="H hypotheses averaged (DiffHPE)")
     e.add_argument("--backend", choices=["onnxruntime", "torch"], default="onnxruntime")
     e.add_argument("--cameras", choices=["h36m", "ring"], default="h36m",
                    help="h36m: the 4 real H36M cameras (S9); ring: a fixed synthetic 4-camera rig (offline)")

@@ -10,7 +10,7 @@ import numpy as np
 from tqdm import tqdm
 
 from posert.camera import Camera
-from posert.data.dataset import NoiseModel, center_on_floor, render
+from posert.data.dataset import center_on_floor, render
 from posert.metrics import accel_error, mpjpe, p_mpjpe
 from posert.skeleton import NUM_JOINTS, ROOT
 
@@ -40,10 +40,16 @@ def _scores(pred: np.ndarray, gt: np.ndarray) -> dict[str, float]:
 
 
 def stream_sequences(pipeline, sequences: dict[str, np.ndarray], cameras: list[Camera],
-                     noise: NoiseModel | None = None, seed: int = 0, progress: bool = True):
+                     noise=None, seed: int = 0, progress: bool = True):
     """Stream every (sequence, camera) pair as its own stream, frame by frame, all due streams
-    batched in one tick. Returns (results, tick_ms): results[name] = dict of (C, T, 17, 3) arrays
-    ``lifted``, ``refined``, ``gt`` (mm, camera frame, root-relative); tick_ms = per-tick latencies.
+    batched in one tick.
+
+    Args:
+        noise: None (ground-truth 2D) or a callable ``(px (T, 17, 2), rng) -> (px, conf)`` such as
+            :class:`~posert.data.dataset.NoiseModel` or :class:`~posert.data.dataset.OcclusionModel`.
+    Returns (results, tick_ms): results[name] = dict of (C, T, 17, 3) arrays ``lifted``,
+    ``refined``, ``gt`` (mm, camera frame, root-relative) and ``conf`` (C, T, 17);
+    tick_ms = per-tick latencies.
     """
     rng = np.random.default_rng(seed)
     streams = []
@@ -79,11 +85,12 @@ def stream_sequences(pipeline, sequences: dict[str, np.ndarray], cameras: list[C
         mine = [s for s in streams if s[0][0] == name]
         results[name] = {"lifted": np.stack([out[s[0]][0] for s in mine]),
                          "refined": np.stack([out[s[0]][1] for s in mine]),
-                         "gt": np.stack([s[3] for s in mine]).astype(np.float32)}
+                         "gt": np.stack([s[3] for s in mine]).astype(np.float32),
+                         "conf": np.stack([s[2] for s in mine])}
     return results, np.array(tick_ms)
 
 
-def evaluate(pipeline, sequences: dict[str, np.ndarray], cameras: list[Camera], noise: NoiseModel | None = None,
+def evaluate(pipeline, sequences: dict[str, np.ndarray], cameras: list[Camera], noise=None,
              seed: int = 0, progress: bool = True) -> dict:
     """Score streaming output. Returns the ``posert eval`` JSON layout::
 
@@ -92,6 +99,10 @@ def evaluate(pipeline, sequences: dict[str, np.ndarray], cameras: list[Camera], 
          "tick_ms": {"p50": …, "p99": …, "streams": S}}
 
     mpjpe/p_mpjpe in mm, accel in mm/frame²; overall = frame-weighted mean over sequences.
+    When some joints are missing (confidence 0), ``overall["missing"]`` adds the fraction of
+    frames with a missing joint and the MPJPE of lifter and refined output on the frames where
+    every joint is visible, and on those with a missing joint; ``nan_frames`` counts frames
+    whose output was not finite (it must be 0).
     """
     results, tick_ms = stream_sequences(pipeline, sequences, cameras, noise, seed, progress)
     report: dict = {"sequences": {}}
@@ -102,6 +113,18 @@ def evaluate(pipeline, sequences: dict[str, np.ndarray], cameras: list[Camera], 
     report["overall"] = {
         kind: {m: float(np.average([v[kind][m] for v in report["sequences"].values()], weights=frames))
                for m in ("mpjpe", "p_mpjpe", "accel")} for kind in ("lifter", "refined")}
+    conf = np.concatenate([r["conf"].reshape(-1, NUM_JOINTS) for r in results.values()])
+    if (conf == 0).any():
+        vis = (conf > 0).all(axis=-1)
+        err = {k: np.concatenate([np.linalg.norm(r[k] - r["gt"], axis=-1).mean(-1).reshape(-1)
+                                  for r in results.values()]) for k in ("lifted", "refined")}
+        report["overall"]["missing"] = {
+            "frames_with_missing_joint": float(1 - vis.mean()),
+            "nan_frames": int(sum((~np.isfinite(err[k])).sum() for k in err)),
+            **{f"{name}_mpjpe_visible_frames": float(err[k][vis].mean()) for k, name in
+               (("lifted", "lifter"), ("refined", "refined"))},
+            **{f"{name}_mpjpe_missing_frames": float(err[k][~vis].mean()) for k, name in
+               (("lifted", "lifter"), ("refined", "refined"))}}
     report["tick_ms"] = {"p50": float(np.percentile(tick_ms, 50)), "p99": float(np.percentile(tick_ms, 99)),
                          "streams": len(sequences) * len(cameras)}
     return report

@@ -51,3 +51,12 @@ def test_bench_contract(motion_file, tmp_path):
     for key in ("pipeline_p50_ms", "pipeline_p99_ms", "reference_p50_ms", "speedup", "throughput_poses_per_s"):
         assert np.isfinite(res[key]) and res[key] > 0
     assert res["pipeline_p99_ms"] >= res["pipeline_p50_ms"]
+
+
+def test_eval_missing_joints_protocol_never_nan(motion_file, tmp_path):
+    out = tmp_path / "occ.json"
+    main(["eval", "--motion", str(motion_file), "--json", str(out), "--cameras", "ring", "--noise", "occlusion"])
+    miss = json.loads(out.read_text())["overall"]["missing"]
+    assert miss["nan_frames"] == 0
+    assert 0.05 < miss["frames_with_missing_joint"] < 0.95
+    assert np.isfinite(miss["refined_mpjpe_visible_frames"])

@@ -108,3 +108,17 @@ def test_noise_model_drops_and_jitters(real_views):
     assert np.all(noisy[dropped] == 0)
     err = np.linalg.norm(noisy[~dropped] - px[~dropped], axis=-1)
     assert 1.0 < np.median(err) < 15.0
+
+
+def test_occlusion_model_hides_runs_of_joints_and_limbs(real_views):
+    from posert.data.dataset import OcclusionModel
+
+    px = real_views[0][0]
+    occ, conf = OcclusionModel(p_start=0.05)(px, np.random.default_rng(0))
+    hidden = conf == 0
+    assert np.all(np.isnan(occ[hidden])) and np.all(np.isfinite(occ[~hidden]))
+    assert 0.02 < hidden.any(axis=1).mean() < 0.9
+    assert not hidden[:, 0].any()  # the pelvis is never hidden alone
+    # runs: a hidden joint usually stays hidden in the next frame
+    starts = hidden[1:] & ~hidden[:-1]
+    assert starts.sum() < 0.3 * hidden.sum()

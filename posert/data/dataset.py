@@ -117,6 +117,37 @@ class NoiseModel:
         return px.astype(np.float32), conf.astype(np.float32)
 
 
+@dataclass
+class OcclusionModel:
+    """Missing-joint protocol: runs of frames in which a random joint or a whole limb is lost.
+
+    Per frame an occlusion starts with probability ``p_start``; it lasts U(min_len, max_len)
+    frames and hides one random joint (probability ``p_single``) or a whole limb (shoulder–elbow–
+    wrist or hip–knee–ankle). Hidden joints get confidence 0 and NaN coordinates (the runtime's
+    documented convention), so any leak of a missing coordinate into the output shows as NaN.
+    """
+
+    p_start: float = 0.03
+    min_len: int = 5
+    max_len: int = 25
+    p_single: float = 0.5
+
+    LIMBS = ((11, 12, 13), (14, 15, 16), (4, 5, 6), (1, 2, 3))
+
+    def __call__(self, px: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """(T, J, 2) pixels → (px with NaN at hidden joints, conf (T, J) float32)."""
+        T, J, _ = px.shape
+        conf = np.ones((T, J), np.float32)
+        for t in np.flatnonzero(rng.random(T) < self.p_start):
+            length = int(rng.integers(self.min_len, self.max_len + 1))
+            joints = [int(rng.integers(1, J))] if rng.random() < self.p_single else list(
+                self.LIMBS[rng.integers(len(self.LIMBS))])
+            conf[t:t + length, joints] = 0.0
+        px = px.astype(np.float32).copy()
+        px[conf == 0] = np.nan
+        return px, conf
+
+
 def make_input(px: np.ndarray, conf: np.ndarray, width: int, height: int) -> np.ndarray:
     """Model input from pixels: (..., J, 3) float32 = normalised (x, y) and confidence.
 
@@ -143,7 +174,8 @@ class WindowSampler:
     Each sample: a window of ``window`` frames from a random sequence (chosen ∝ length); random
     yaw, optional mirroring, bone-length scaling ±10 %; a camera that is either one of the real
     H36M cameras (``h36m_cameras``; motion placed near the capture-volume origin) or a random one
-    with real intrinsics; detector noise with probability ``p_noise``.
+    with real intrinsics; detector noise with probability ``p_noise``; runs of missing joints and
+    limbs (:class:`OcclusionModel`) with probability ``p_occlusion``.
 
     ``sample(B)`` returns ``(inp, target)``: inp (B, N, 17, 3) float32 = normalised 2D + conf;
     target (B, N, 17, 3) float32 root-relative camera-frame positions in metres.
@@ -151,7 +183,7 @@ class WindowSampler:
 
     def __init__(self, sequences: dict[str, np.ndarray], window: int, h36m_cameras: list[Camera],
                  seed: int = 0, p_noise: float = 0.7, p_real_camera: float = 0.5,
-                 noise: NoiseModel | None = None):
+                 noise: NoiseModel | None = None, p_occlusion: float = 0.0):
         self.seqs = [s for s in sequences.values() if len(s) >= 2]
         if not self.seqs:
             raise ValueError("WindowSampler: no sequences")
@@ -161,6 +193,8 @@ class WindowSampler:
         self.p_noise = p_noise
         self.p_real_camera = p_real_camera
         self.noise = noise or NoiseModel()
+        self.p_occlusion = p_occlusion
+        self.occlusion = OcclusionModel(p_start=0.08)
         lengths = np.array([len(s) for s in self.seqs], dtype=np.float64)
         self.prob = lengths / lengths.sum()
 
@@ -196,6 +230,9 @@ class WindowSampler:
                 px, conf = self.noise(px, rng)
             else:
                 conf = np.ones(px.shape[:2], np.float32)
+            if rng.random() < self.p_occlusion:
+                px, occ = self.occlusion(px, rng)
+                conf = np.minimum(conf, occ)
             inp[b] = make_input(px, conf, cam.width, cam.height)
             tgt[b] = root_relative_m(cam3d)
         return inp, tgt

@@ -17,7 +17,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from posert import _C
-from posert.skeleton import NUM_JOINTS
+from posert.models.diffusion import Schedule
+from posert.skeleton import NUM_JOINTS, ROOT
 
 CHANNELS = 3  # normalised x, y, confidence
 
@@ -58,6 +59,12 @@ class Pipeline:
         max_streams: capacity; buffers for this many streams are allocated once.
         lifter, refiner: checkpoint paths (default: the committed ``checkpoints/``).
         threads: inference threads (default: one per core).
+        ddim_steps: K, the number of DDIM steps (default: the checkpoint's). The denoiser is
+            trained on every t in [1, T], so any 1 ≤ K ≤ T is valid.
+        hypotheses: H (DiffHPE-style multi-hypothesis averaging). H > 1 folds H copies of every
+            window into the batch, starts each from x_T + δ_h with δ_h ~ N(0, Σ_a|b) (the CND's
+            residual covariance of the lifter error), runs the K steps once on the (H·B) batch
+            and averages the H refined poses. The lifter runs once. ``seed`` fixes the draws.
 
     Input per frame: keypoints in pixels of an image of the stream's size, H36M-17 order, and a
     confidence per joint in [0, 1]; confidence 0 marks a missing joint (its coordinates are
@@ -70,15 +77,26 @@ class Pipeline:
     """
 
     def __init__(self, backend="onnxruntime", max_streams: int = 64, lifter: str | None = None,
-                 refiner: str | None = None, threads: int | None = None):
+                 refiner: str | None = None, threads: int | None = None, ddim_steps: int | None = None,
+                 hypotheses: int = 1, seed: int = 0):
         if isinstance(backend, str):
             from posert.runtime.backends import create_backend
 
             backend = create_backend(backend, lifter, refiner, threads)
         self.backend = backend
         self.window, self.delay = backend.window, backend.delay
-        self.schedule = backend.schedule
+        self.schedule = backend.schedule if ddim_steps is None else Schedule(backend.schedule.T, ddim_steps)
         self._coefs = [self.schedule.ddim_coefficients(t, tp) for t, tp in self.schedule.pairs()]
+        if hypotheses < 1:
+            raise ValueError(f"hypotheses must be ≥ 1, got {hypotheses}")
+        if hypotheses > 1 and getattr(backend, "cnd", None) is None:
+            raise ValueError("hypotheses > 1 needs the refiner's CND (backend.cnd)")
+        self.hypotheses = hypotheses
+        self._rng = np.random.default_rng(seed)
+        if hypotheses > 1:
+            chol = backend.cnd.chol.astype(np.float32).copy()
+            chol[ROOT] = 0.0  # the pelvis stays at the origin
+            self._chol = chol
         self.max_streams = max_streams
         self._ring = _C.RingBuffer(max_streams, self.window, NUM_JOINTS, CHANNELS)
         self._slots: dict[Hashable, int] = {}
@@ -111,6 +129,7 @@ class Pipeline:
         self._slots[stream_id], self._ids[slot] = slot, stream_id
         self._size[slot] = (width, height)
         self._last_t[slot] = -np.inf
+        self._times[slot] = 0.0
         self._due[slot] = False
         self._ring.reset(slot)
 
@@ -206,10 +225,19 @@ class Pipeline:
         win = self._win[:B]
         self._ring.gather(slots, win)
         x_T = self.backend.lift(win)
-        x = np.array(x_T, dtype=np.float32, copy=True)
+        H = self.hypotheses
+        if H == 1:
+            y, x = win, np.array(x_T, dtype=np.float32, copy=True)
+        else:  # fold H hypotheses into the batch: (H·B, N, J, C), hypothesis-major
+            y = np.concatenate([win] * H)
+            z = self._rng.standard_normal((H * B, N, NUM_JOINTS, 3)).astype(np.float32)
+            x = np.concatenate([x_T] * H) + np.einsum("jab,hnjb->hnja", self._chol, z)
+            x = np.ascontiguousarray(x, dtype=np.float32)
         for (t, _), coef in zip(self.schedule.pairs(), self._coefs):
-            e = np.ascontiguousarray(self.backend.denoise(win, x, t), dtype=np.float32)
+            e = np.ascontiguousarray(self.backend.denoise(y, x, t), dtype=np.float32)
             _C.ddim_update(x, e, x, *coef)
+        if H > 1:
+            x = x.reshape(H, B, N, NUM_JOINTS, 3).mean(axis=0)
         self._due[slots] = False
         k = N - 1 - d
         return TickResult([self._ids[s] for s in slots], x[:, k] * 1000.0, x_T[:, k] * 1000.0,

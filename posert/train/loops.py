@@ -1,15 +1,18 @@
 """Time-budgeted training of the lifter and the D3PRefiner denoiser (CPU-friendly).
 
-The refiner follows DESIGN.md: two fold lifters are trained on complementary temporal halves of
-the training sequences; each one's errors on the half it did not see are the cross-fitted lifter
-errors used to fit the CND and to train the denoiser.
+The refiner follows DESIGN.md: k fold lifters are trained with one temporal chunk of every
+training sequence held out each; each one's errors on the chunk it did not see are the
+cross-fitted lifter errors used to fit the CND and to train the denoiser.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -20,6 +23,7 @@ from posert.data.dataset import WindowSampler
 from posert.metrics import mpjpe_torch
 from posert.models.denoiser import Denoiser, DenoiserConfig
 from posert.models.diffusion import CND, Schedule
+from posert.models.io import load_lifter, save_lifter
 from posert.models.lifter import Lifter, LifterConfig
 
 
@@ -31,6 +35,7 @@ class TrainConfig:
     weight_decay: float = 0.01
     seed: int = 0
     threads: int = 2
+    p_occlusion: float = 0.0  # share of training windows with runs of missing joints/limbs
 
 
 def _lr_at(cfg: TrainConfig, frac: float) -> float:
@@ -69,7 +74,7 @@ def train_lifter(sequences: dict[str, np.ndarray], cameras: list[Camera], cfg: T
     frame of the window (seq2seq supervision). Returns (model in eval mode, stats)."""
     torch.manual_seed(cfg.seed)
     model = Lifter(model_cfg).train()
-    sampler = WindowSampler(sequences, model_cfg.window, cameras, seed=cfg.seed)
+    sampler = WindowSampler(sequences, model_cfg.window, cameras, seed=cfg.seed, p_occlusion=cfg.p_occlusion)
 
     def step():
         inp, tgt = sampler.sample(cfg.batch)
@@ -79,13 +84,46 @@ def train_lifter(sequences: dict[str, np.ndarray], cameras: list[Camera], cfg: T
     return model.eval(), stats
 
 
-def temporal_halves(sequences: dict[str, np.ndarray]) -> tuple[dict, dict]:
-    """Split every sequence into its first and second half: the two cross-fitting folds."""
-    a, b = {}, {}
-    for k, s in sequences.items():
-        h = len(s) // 2
-        a[k + "#0"], b[k + "#1"] = s[:h], s[h:]
-    return a, b
+def temporal_folds(sequences: dict[str, np.ndarray], k: int) -> list[dict[str, np.ndarray]]:
+    """Split every sequence into ``k`` contiguous chunks; fold f holds chunk f of every sequence.
+
+    Contiguous chunks (not random windows) keep a held-out fold's windows disjoint from what the
+    fold's lifter trained on, up to one window of overlap at the chunk borders.
+    """
+    if k < 2:
+        raise ValueError(f"cross-fitting needs k ≥ 2 folds, got {k}")
+    folds: list[dict[str, np.ndarray]] = [{} for _ in range(k)]
+    for name, seq in sequences.items():
+        bounds = np.linspace(0, len(seq), k + 1).astype(int)
+        for f in range(k):
+            folds[f][f"{name}#{f}"] = seq[bounds[f]:bounds[f + 1]]
+    return folds
+
+
+def train_fold_lifters(sequences: dict[str, np.ndarray], cameras: list[Camera], cfg: TrainConfig, k: int,
+                       lifter_cfg: LifterConfig = LifterConfig(), cache: Path | None = None):
+    """k-fold cross-fitting: lifter f trains on every fold but f. Returns [(lifter_f, fold_f)].
+
+    With ``cache`` the fold lifters are stored under a key of (sequences, k, budget, config, seed)
+    and reused by later refiner trainings (ablations share them).
+    """
+    folds = temporal_folds(sequences, k)
+    key = hashlib.sha256(json.dumps([sorted((n, len(s)) for n, s in sequences.items()), k, cfg.minutes, cfg.p_occlusion,
+                                     cfg.batch, cfg.seed, asdict(lifter_cfg)]).encode()).hexdigest()[:12]
+    out = []
+    for f in range(k):
+        path = cache / f"fold_lifter_{key}_{f}.pt" if cache else None
+        if path is not None and path.exists():
+            lifter = load_lifter(path)
+        else:
+            train = {n: s for g, fold in enumerate(folds) if g != f for n, s in fold.items()}
+            lifter, stats = train_lifter(train, cameras, TrainConfig(**{**cfg.__dict__, "seed": cfg.seed + 1 + f}),
+                                         lifter_cfg, desc=f"fold lifter {f + 1}/{k}")
+            if path is not None:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                save_lifter(lifter, path, {"train": stats, "fold": f, "k": k})
+        out.append((lifter, folds[f]))
+    return out
 
 
 @torch.no_grad()
@@ -102,27 +140,31 @@ def collect_errors(lifter: Lifter, sampler: WindowSampler, n_windows: int, batch
     return np.concatenate(es), np.concatenate(ys), np.concatenate(xs)
 
 
+NOISE_MODES = ("cnd", "raw", "regressor")
+
+
 def train_refiner(sequences: dict[str, np.ndarray], cameras: list[Camera], cfg: TrainConfig,
                   fold_minutes: float, lifter_cfg: LifterConfig = LifterConfig(),
-                  model_cfg: DenoiserConfig = DenoiserConfig(), noise: str = "cnd",
-                  cnd_windows: int = 1024) -> tuple[Denoiser, CND, dict]:
+                  model_cfg: DenoiserConfig = DenoiserConfig(), noise: str = "cnd", folds: int = 2,
+                  cnd_windows: int = 1024, fold_cache: Path | None = None) -> tuple[Denoiser, CND, dict]:
     """Cross-fitted D3PRefiner training.
 
-    1. Train two fold lifters (``fold_minutes`` each) on the temporal halves of the sequences.
-    2. Fit the CND on each fold lifter's errors on the other half.
-    3. Train the denoiser for ``cfg.minutes``: windows from half f, x_noisy from the lifter that
-       did not see half f; e ~ CND(· | y, x_noisy) (``noise="cnd"``) or the raw lifter error
-       (``noise="raw"``, ablation); x_t = √ᾱ_t x_0 + √(1−ᾱ_t)(x_0 + e); loss ‖ê − e‖².
+    1. k-fold cross-fitting: ``folds`` lifters (``fold_minutes`` each), lifter f never sees fold f.
+    2. Fit the CND on every fold lifter's errors on its held-out fold.
+    3. Train the denoiser for ``cfg.minutes``: windows from fold f, x_noisy from lifter f, and
+       - ``noise="cnd"``: e ~ CND(· | y, x_noisy) (D3PRefiner), t ~ U{1..T};
+       - ``noise="raw"``: e = x_noisy − x_0, the raw lifter error (ablation), t ~ U{1..T};
+       - ``noise="regressor"``: e = x_noisy − x_0 and t = T always: the same network as a one-step
+         regressor without diffusion (ablation; run it with K = 1);
+       x_t = √ᾱ_t x_0 + √(1−ᾱ_t)(x_0 + e); loss ‖ê − e‖².
     """
-    if noise not in ("cnd", "raw"):
-        raise ValueError(f"noise must be 'cnd' or 'raw', got {noise!r}")
-    halves = temporal_halves(sequences)
+    if noise not in NOISE_MODES:
+        raise ValueError(f"noise must be one of {NOISE_MODES}, got {noise!r}")
     fold_cfg = TrainConfig(**{**cfg.__dict__, "minutes": fold_minutes})
-    lifters = [train_lifter(h, cameras, TrainConfig(**{**fold_cfg.__dict__, "seed": cfg.seed + 1 + f}),
-                            lifter_cfg, desc=f"fold lifter {f}")[0] for f, h in enumerate(halves)]
-    # sampler f draws from half f; lifters[1 - f] never saw it
-    samplers = [WindowSampler(h, model_cfg.window, cameras, seed=cfg.seed + 10 + f) for f, h in enumerate(halves)]
-    parts = [collect_errors(lifters[1 - f], samplers[f], cnd_windows // 2) for f in range(2)]
+    fitted = train_fold_lifters(sequences, cameras, fold_cfg, folds, lifter_cfg, fold_cache)
+    samplers = [WindowSampler(held, model_cfg.window, cameras, seed=cfg.seed + 10 + f, p_occlusion=cfg.p_occlusion)
+                for f, (_, held) in enumerate(fitted)]
+    parts = [collect_errors(lifter, samplers[f], cnd_windows // folds) for f, (lifter, _) in enumerate(fitted)]
     e, y, x = (np.concatenate(p) for p in zip(*parts))
     cnd = CND.fit(e, y, x)
     cross_fit_mpjpe = float(np.linalg.norm(e, axis=-1).mean() * 1000)
@@ -131,19 +173,23 @@ def train_refiner(sequences: dict[str, np.ndarray], cameras: list[Camera], cfg: 
     model = Denoiser(model_cfg).train()
     sched = Schedule(model_cfg.T, model_cfg.K)
     gen = torch.Generator().manual_seed(cfg.seed)
-    fold = [0]
+    step_no = [0]
 
     def step():
-        f = fold[0] = 1 - fold[0]
+        f = step_no[0] % folds
+        step_no[0] += 1
         inp, tgt = samplers[f].sample(cfg.batch)
         inp_t, x0 = torch.from_numpy(inp), torch.from_numpy(tgt)
         with torch.no_grad():
-            x_noisy = lifters[1 - f](inp_t)
+            x_noisy = fitted[f][0](inp_t)
         err = cnd.sample(inp_t[..., :2], x_noisy, gen) if noise == "cnd" else x_noisy - x0
-        t = torch.randint(1, model_cfg.T + 1, (cfg.batch,), generator=gen)
+        if noise == "regressor":
+            t = torch.full((cfg.batch,), model_cfg.T)
+        else:
+            t = torch.randint(1, model_cfg.T + 1, (cfg.batch,), generator=gen)
         x_t = sched.q_sample(x0, x0 + err, t)
         return (model(inp_t, x_t, t.float()) - err).square().mean()
 
     stats = _timed_loop(cfg, list(model.parameters()), step, "denoiser")
-    stats.update(cross_fit_lifter_mpjpe_mm=cross_fit_mpjpe, noise=noise, fold_minutes=fold_minutes)
+    stats.update(cross_fit_lifter_mpjpe_mm=cross_fit_mpjpe, noise=noise, fold_minutes=fold_minutes, folds=folds)
     return model.eval(), cnd, stats

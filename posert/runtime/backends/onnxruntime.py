@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from posert.models.diffusion import Schedule
+from posert.models.diffusion import CND, Schedule
 from posert.models.io import _load
 
 
@@ -28,14 +28,14 @@ class OrtBackend:
     """Lifter and one denoiser step as ONNX Runtime sessions on the CPU execution provider."""
 
     def __init__(self, lifter_onnx: str | Path, denoiser_onnx: str | Path, window: int, delay: int,
-                 schedule: Schedule, threads: int | None = None):
+                 schedule: Schedule, threads: int | None = None, cnd: CND | None = None):
         so = session_options(threads)
         for p in (lifter_onnx, denoiser_onnx):
             if not Path(p).exists():
                 raise FileNotFoundError(f"ONNX model not found: {p}")
         self.lifter = ort.InferenceSession(str(lifter_onnx), so, providers=["CPUExecutionProvider"])
         self.denoiser = ort.InferenceSession(str(denoiser_onnx), so, providers=["CPUExecutionProvider"])
-        self.window, self.delay, self.schedule = window, delay, schedule
+        self.window, self.delay, self.schedule, self.cnd = window, delay, schedule, cnd
         self._t = np.zeros(0, np.float32)
 
     @classmethod
@@ -45,11 +45,13 @@ class OrtBackend:
 
         lifter_onnx, den_onnx = cached_onnx(lifter, refiner)
         lcfg = _load(lifter, "lifter.pt", "lifter")["config"]
-        dcfg = _load(refiner, "refiner.pt", "refiner")["config"]
+        rckpt = _load(refiner, "refiner.pt", "refiner")
+        dcfg = rckpt["config"]
         if lcfg["window"] != dcfg["window"]:
             raise ValueError(f"lifter window {lcfg['window']} != denoiser window {dcfg['window']}")
         delay = 0 if lcfg["causal"] else lcfg["window"] // 2
-        return cls(lifter_onnx, den_onnx, lcfg["window"], delay, Schedule(dcfg["T"], dcfg["K"]), threads)
+        cnd = CND(rckpt["cnd"]["mean"], rckpt["cnd"]["cov"])
+        return cls(lifter_onnx, den_onnx, lcfg["window"], delay, Schedule(dcfg["T"], dcfg["K"]), threads, cnd)
 
     def lift(self, inp: np.ndarray) -> np.ndarray:
         return self.lifter.run(None, {"inp": inp})[0]

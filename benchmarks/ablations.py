@@ -1,0 +1,60 @@
+"""Refiner ablations on the validation motion: D3PRefiner (CND noise) vs the same network trained
+on the raw lifter error vs a one-step regressor without diffusion, all with the same default
+lifter, the same cross-fitted fold lifters (cached) and the same training budget. Each variant is
+trained by ``posert train refiner`` into benchmarks/out/ablations/<variant>/ and evaluated with
+``posert eval`` (ground-truth 2D and detector noise). Prints a Markdown table for RESULTS.md.
+
+    .venv/bin/python benchmarks/ablations.py [--minutes 10] [--fold-minutes 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import platform
+import shutil
+from pathlib import Path
+
+from posert.cli import main as posert
+from posert.data.build import VAL_MOTION_NAME, build_dataset
+from posert.models.io import default_checkpoint_dir
+
+VARIANTS = {"cnd": 2, "raw": 2, "regressor": 1}  # noise mode → DDIM steps used at evaluation
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--minutes", type=float, default=10.0)
+    ap.add_argument("--fold-minutes", type=float, default=5.0)
+    ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    args = ap.parse_args()
+    val = build_dataset().parent / VAL_MOTION_NAME
+    root = Path("benchmarks/out/ablations")
+    rows = []
+    for variant in args.variants:
+        ck = root / variant
+        if not (ck / "refiner.pt").exists():
+            ck.mkdir(parents=True, exist_ok=True)
+            shutil.copy(default_checkpoint_dir() / "lifter.pt", ck / "lifter.pt")
+            posert(["train", "refiner", "--noise", variant, "--minutes", str(args.minutes),
+                    "--fold-minutes", str(args.fold_minutes), "--out", str(ck)])
+        for proto in ("none", "detector"):
+            out = ck / f"eval_{proto}.json"
+            if not out.exists():
+                posert(["eval", "--motion", str(val), "--json", str(out), "--noise", proto,
+                        "--lifter", str(ck / "lifter.pt"), "--refiner", str(ck / "refiner.pt"),
+                        "--steps", str(VARIANTS[variant])])
+            rows.append((variant, proto, json.loads(out.read_text())["overall"]))
+    print(f"\n{datetime.date.today()} — {platform.node()}: refiner {args.minutes} min, fold lifters "
+          f"{args.fold_minutes} min each (2-fold), same default lifter; validation motion, 4 H36M cameras\n")
+    print("| refiner | 2D | lifter MPJPE | refined MPJPE | ratio | refined P-MPJPE | lifter accel | refined accel |")
+    print("|---|---|---|---|---|---|---|---|")
+    for variant, proto, o in rows:
+        lf, rf = o["lifter"], o["refined"]
+        print(f"| {variant} | {proto} | {lf['mpjpe']:.1f} | {rf['mpjpe']:.1f} | {rf['mpjpe'] / lf['mpjpe']:.3f} | "
+              f"{rf['p_mpjpe']:.1f} | {lf['accel']:.2f} | {rf['accel']:.2f} |")
+
+
+if __name__ == "__main__":
+    main()
