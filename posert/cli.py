@@ -160,7 +160,7 @@ def cmd_demo(args) -> int:
     from posert.bench import pipeline_tick_ms, real_stream
     from posert.data.build import VAL_MOTION_NAME, build_dataset
     from posert.demo import skeleton_figure
-    from posert.evaluate import _scores, load_motion, stream_sequences
+    from posert.evaluate import load_motion, score, stream_sequences
     from posert.runtime import Pipeline
 
     print("posert demo: fetching real motion (cached after the first run) ...")
@@ -169,12 +169,7 @@ def cmd_demo(args) -> int:
     pipe = Pipeline("onnxruntime", max_streams=len(seqs) * len(cams))
     print(f"streaming {len(seqs)} validation sequences × {len(cams)} real H36M cameras, frame by frame ...")
     results, tick_ms = stream_sequences(pipe, seqs, cams)
-    report = {"sequences": {n: {"lifter": _scores(r["lifted"], r["gt"]), "refined": _scores(r["refined"], r["gt"])}
-                            for n, r in results.items()}}
-    w = np.array([r["gt"].shape[1] for r in results.values()], float)
-    report["overall"] = {k: {m: float(np.average([v[k][m] for v in report["sequences"].values()], weights=w))
-                             for m in ("mpjpe", "p_mpjpe", "accel")} for k in ("lifter", "refined")}
-    _print_accuracy(report)
+    _print_accuracy(score(results))
     name = max(seqs, key=lambda k: len(seqs[k]))
     one = pipeline_tick_ms(pipe, real_stream(seqs[name], cams[0])[0], cams[0], 300)
     print(f"latency per tick: 1 stream p50 {np.percentile(one, 50):.2f} ms, p99 {np.percentile(one, 99):.2f} ms; "

@@ -90,13 +90,11 @@ def stream_sequences(pipeline, sequences: dict[str, np.ndarray], cameras: list[C
     return results, np.array(tick_ms)
 
 
-def evaluate(pipeline, sequences: dict[str, np.ndarray], cameras: list[Camera], noise=None,
-             seed: int = 0, progress: bool = True) -> dict:
-    """Score streaming output. Returns the ``posert eval`` JSON layout::
+def score(results: dict) -> dict:
+    """Score the output of :func:`stream_sequences`. Returns::
 
         {"overall": {"lifter": {mpjpe, p_mpjpe, accel}, "refined": {...}},
-         "sequences": {name: {"lifter": {...}, "refined": {...}, "frames": T}},
-         "tick_ms": {"p50": …, "p99": …, "streams": S}}
+         "sequences": {name: {"lifter": {...}, "refined": {...}, "frames": T}}}
 
     mpjpe/p_mpjpe in mm, accel in mm/frame²; overall = frame-weighted mean over sequences.
     When some joints are missing (confidence 0), ``overall["missing"]`` adds the fraction of
@@ -104,7 +102,6 @@ def evaluate(pipeline, sequences: dict[str, np.ndarray], cameras: list[Camera], 
     every joint is visible, and on those with a missing joint; ``nan_frames`` counts frames
     whose output was not finite (it must be 0).
     """
-    results, tick_ms = stream_sequences(pipeline, sequences, cameras, noise, seed, progress)
     report: dict = {"sequences": {}}
     for name, r in results.items():
         report["sequences"][name] = {"lifter": _scores(r["lifted"], r["gt"]),
@@ -118,13 +115,21 @@ def evaluate(pipeline, sequences: dict[str, np.ndarray], cameras: list[Camera], 
         vis = (conf > 0).all(axis=-1)
         err = {k: np.concatenate([np.linalg.norm(r[k] - r["gt"], axis=-1).mean(-1).reshape(-1)
                                   for r in results.values()]) for k in ("lifted", "refined")}
+        names = (("lifted", "lifter"), ("refined", "refined"))
         report["overall"]["missing"] = {
             "frames_with_missing_joint": float(1 - vis.mean()),
             "nan_frames": int(sum((~np.isfinite(err[k])).sum() for k in err)),
-            **{f"{name}_mpjpe_visible_frames": float(err[k][vis].mean()) for k, name in
-               (("lifted", "lifter"), ("refined", "refined"))},
-            **{f"{name}_mpjpe_missing_frames": float(err[k][~vis].mean()) for k, name in
-               (("lifted", "lifter"), ("refined", "refined"))}}
+            **{f"{name}_mpjpe_visible_frames": float(err[k][vis].mean()) for k, name in names},
+            **{f"{name}_mpjpe_missing_frames": float(err[k][~vis].mean()) for k, name in names}}
+    return report
+
+
+def evaluate(pipeline, sequences: dict[str, np.ndarray], cameras: list[Camera], noise=None,
+             seed: int = 0, progress: bool = True) -> dict:
+    """Stream ``sequences`` through ``pipeline`` (:func:`stream_sequences`) and :func:`score` them;
+    adds ``"tick_ms": {"p50", "p99", "streams"}``, the latency of the batched ticks."""
+    results, tick_ms = stream_sequences(pipeline, sequences, cameras, noise, seed, progress)
+    report = score(results)
     report["tick_ms"] = {"p50": float(np.percentile(tick_ms, 50)), "p99": float(np.percentile(tick_ms, 99)),
                          "streams": len(sequences) * len(cameras)}
     return report

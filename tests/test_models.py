@@ -1,6 +1,7 @@
 """Models and diffusion math: causality, root-relativity, schedule, DDIM inversion, CND."""
 
 import numpy as np
+import pytest
 import torch
 
 from posert.models import CND, Denoiser, Lifter, Schedule
@@ -31,22 +32,35 @@ def test_ddim_with_true_error_recovers_x0_exactly(real_windows):
     np.testing.assert_allclose(x, x0, atol=1e-12)
 
 
+def _ar1(rng, shape, rho):
+    z = rng.normal(size=shape)
+    for n in range(1, shape[1]):
+        z[:, n] = rho * z[:, n - 1] + np.sqrt(1 - rho ** 2) * z[:, n]
+    return z
+
+
 def test_cnd_conditional_matches_regression_and_samples():
     rng = np.random.default_rng(0)
-    M, J = 20000, 17
-    b = rng.normal(size=(M, J, 5))
-    W = rng.normal(size=(J, 3, 5)) * 0.1
-    noise = rng.normal(size=(M, J, 3)) * 0.02
-    e = np.einsum("jab,mjb->mja", W, b) + 0.01 + noise
+    W, N, J = 1000, 20, 17
+    b = rng.normal(size=(W, N, J, 5))
+    A = rng.normal(size=(J, 3, 5)) * 0.1
+    e = np.einsum("jab,wnjb->wnja", A, b) + 0.01 + 0.02 * _ar1(rng, (W, N, J, 3), 0.8)
     cnd = CND.fit(e, b[..., :2], b[..., 2:])
-    np.testing.assert_allclose(cnd.gain, W, atol=0.01)  # Σ_ab Σ_bb⁻¹ is the regression matrix
+    np.testing.assert_allclose(cnd.gain, A, atol=0.01)  # Σ_ab Σ_bb⁻¹ is the regression matrix
     np.testing.assert_allclose(cnd.cond_cov, np.broadcast_to(np.eye(3) * 0.02 ** 2, (J, 3, 3)), atol=5e-5)
-    mu = cnd.conditional_mean(b[:5, :, :2], b[:5, :, 2:])
-    np.testing.assert_allclose(mu, np.einsum("jab,mjb->mja", W, b[:5]) + 0.01, atol=0.02)
-    y, x = torch.from_numpy(np.repeat(b[:1, :, :2], 5000, 0)), torch.from_numpy(np.repeat(b[:1, :, 2:], 5000, 0))
-    draws = cnd.sample(y, x, torch.Generator().manual_seed(0)).numpy()
-    np.testing.assert_allclose(draws.mean(0), mu[0], atol=2e-3)
-    np.testing.assert_allclose(draws.std(0), 0.02, rtol=0.1)
+    assert cnd.rho == pytest.approx(0.8, abs=0.02)  # temporal correlation of the residual
+    assert CND.fit(e, b[..., :2], b[..., 2:], temporal=False).rho == 0.0
+    mu = cnd.conditional_mean(b[:5, 0, :, :2], b[:5, 0, :, 2:])
+    np.testing.assert_allclose(mu, np.einsum("jab,mjb->mja", A, b[:5, 0]) + 0.01, atol=0.02)
+    y = torch.from_numpy(np.repeat(b[:1, :, :, :2], 3000, 0))
+    x = torch.from_numpy(np.repeat(b[:1, :, :, 2:], 3000, 0))
+    draws = cnd.sample(y, x, torch.Generator().manual_seed(0)).numpy()  # (3000, N, J, 3)
+    mu0 = cnd.conditional_mean(b[0, :, :, :2], b[0, :, :, 2:])
+    np.testing.assert_allclose(draws.mean(0), mu0, atol=3e-3)
+    np.testing.assert_allclose(draws.std(0), 0.02, rtol=0.1)  # marginal unchanged by the AR(1)
+    r = draws - mu0
+    lag1 = (r[:, 1:] * r[:, :-1]).sum() / (r[:, :-1] ** 2).sum()
+    assert lag1 == pytest.approx(0.8, abs=0.02)
 
 
 def test_lifter_is_causal_and_root_relative(real_windows):

@@ -128,15 +128,15 @@ def train_fold_lifters(sequences: dict[str, np.ndarray], cameras: list[Camera], 
 
 @torch.no_grad()
 def collect_errors(lifter: Lifter, sampler: WindowSampler, n_windows: int, batch: int = 64):
-    """Run ``lifter`` on ``n_windows`` sampled windows; returns e, y, x_noisy stacked over all
-    frames: (M, 17, 3), (M, 17, 2), (M, 17, 3)."""
+    """Run ``lifter`` on ``n_windows`` sampled windows; returns e, y, x_noisy per window:
+    (W, N, 17, 3), (W, N, 17, 2), (W, N, 17, 3)."""
     es, ys, xs = [], [], []
     for _ in range(0, n_windows, batch):
         inp, tgt = sampler.sample(batch)
         x = lifter(torch.from_numpy(inp)).numpy()
-        es.append((x - tgt).reshape(-1, 17, 3))
-        ys.append(inp[..., :2].reshape(-1, 17, 2))
-        xs.append(x.reshape(-1, 17, 3))
+        es.append(x - tgt)
+        ys.append(inp[..., :2])
+        xs.append(x)
     return np.concatenate(es), np.concatenate(ys), np.concatenate(xs)
 
 
@@ -152,7 +152,10 @@ def train_refiner(sequences: dict[str, np.ndarray], cameras: list[Camera], cfg: 
     1. k-fold cross-fitting: ``folds`` lifters (``fold_minutes`` each), lifter f never sees fold f.
     2. Fit the CND on every fold lifter's errors on its held-out fold.
     3. Train the denoiser for ``cfg.minutes``: windows from fold f, x_noisy from lifter f, and
-       - ``noise="cnd"``: e ~ CND(· | y, x_noisy) (D3PRefiner), t ~ U{1..T};
+       - ``noise="cnd"``: e ~ CND(· | y, x_noisy) (D3PRefiner, with the AR(1) temporal
+         correlation fitted on the cross-fitted errors), t drawn half of the time from the K
+         inference timesteps and otherwise ~ U{1..T} (the network's capacity goes where DDIM
+         evaluates it, while every t stays valid for other K);
        - ``noise="raw"``: e = x_noisy − x_0, the raw lifter error (ablation), t ~ U{1..T};
        - ``noise="regressor"``: e = x_noisy − x_0 and t = T always: the same network as a one-step
          regressor without diffusion (ablation; run it with K = 1);
@@ -172,6 +175,7 @@ def train_refiner(sequences: dict[str, np.ndarray], cameras: list[Camera], cfg: 
     torch.manual_seed(cfg.seed)
     model = Denoiser(model_cfg).train()
     sched = Schedule(model_cfg.T, model_cfg.K)
+    inference_t = torch.tensor(sched.timesteps)
     gen = torch.Generator().manual_seed(cfg.seed)
     step_no = [0]
 
@@ -187,9 +191,13 @@ def train_refiner(sequences: dict[str, np.ndarray], cameras: list[Camera], cfg: 
             t = torch.full((cfg.batch,), model_cfg.T)
         else:
             t = torch.randint(1, model_cfg.T + 1, (cfg.batch,), generator=gen)
+            at_steps = torch.rand(cfg.batch, generator=gen) < 0.5
+            pick = inference_t[torch.randint(len(inference_t), (cfg.batch,), generator=gen)]
+            t = torch.where(at_steps, pick, t)
         x_t = sched.q_sample(x0, x0 + err, t)
         return (model(inp_t, x_t, t.float()) - err).square().mean()
 
     stats = _timed_loop(cfg, list(model.parameters()), step, "denoiser")
-    stats.update(cross_fit_lifter_mpjpe_mm=cross_fit_mpjpe, noise=noise, fold_minutes=fold_minutes, folds=folds)
+    stats.update(cross_fit_lifter_mpjpe_mm=cross_fit_mpjpe, noise=noise, fold_minutes=fold_minutes, folds=folds,
+                 cnd_rho=cnd.rho)
     return model.eval(), cnd, stats

@@ -50,7 +50,7 @@ class OrtBackend:
         if lcfg["window"] != dcfg["window"]:
             raise ValueError(f"lifter window {lcfg['window']} != denoiser window {dcfg['window']}")
         delay = 0 if lcfg["causal"] else lcfg["window"] // 2
-        cnd = CND(rckpt["cnd"]["mean"], rckpt["cnd"]["cov"])
+        cnd = CND(rckpt["cnd"]["mean"], rckpt["cnd"]["cov"], rckpt["cnd"].get("rho", 0.0))
         return cls(lifter_onnx, den_onnx, lcfg["window"], delay, Schedule(dcfg["T"], dcfg["K"]), threads, cnd)
 
     def lift(self, inp: np.ndarray) -> np.ndarray:
