@@ -3,8 +3,12 @@ attention over joints within a frame, then over frames for each joint)."""
 
 from __future__ import annotations
 
+from dataclasses import asdict
+
 import torch
 from torch import nn
+
+from posert.skeleton import NUM_JOINTS, ROOT
 
 #: Additive mask value for disallowed attention; finite so FP16 engines stay NaN-free.
 MASK_VALUE = -1.0e4
@@ -95,3 +99,38 @@ class STBackbone(nn.Module):
                 x = x + cond
             x = blk(x, mask)
         return self.norm(x)
+
+
+class PoseSequenceModel(nn.Module):
+    """Shared shell of the lifter and the denoiser: ``embed`` (in_channels → C), the
+    spatio-temporal backbone, a linear head to 3-D, and the pelvis pinned at the origin.
+
+    ``cfg`` is a dataclass with ``window``, ``dim``, ``depth``, ``heads``, ``causal``; the model
+    exposes its geometry (``window``, ``causal``) so callers never hard-code window arithmetic.
+    """
+
+    def __init__(self, cfg, in_channels: int):
+        super().__init__()
+        self.cfg = cfg
+        self.embed = nn.Linear(in_channels, cfg.dim)
+        self.backbone = STBackbone(cfg.window, NUM_JOINTS, cfg.dim, cfg.depth, cfg.heads, cfg.causal)
+        self.head = nn.Linear(cfg.dim, 3)
+        root_mask = torch.ones(1, 1, NUM_JOINTS, 1)
+        root_mask[..., ROOT, :] = 0
+        self.register_buffer("root_mask", root_mask, persistent=False)
+
+    @property
+    def window(self) -> int:
+        """Receptive field N in frames."""
+        return self.cfg.window
+
+    @property
+    def causal(self) -> bool:
+        return self.cfg.causal
+
+    def decode(self, h: torch.Tensor) -> torch.Tensor:
+        """(B, N, 17, C) features → (B, N, 17, 3), 0 at the pelvis (root-relative output)."""
+        return self.head(h) * self.root_mask
+
+    def config_dict(self) -> dict:
+        return asdict(self.cfg)

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from posert.models.blocks import STBackbone
+from posert.models.blocks import PoseSequenceModel
 from posert.models.diffusion import Schedule, ddim_step
-from posert.skeleton import NUM_JOINTS, ROOT
 
 
 @dataclass(frozen=True)
@@ -32,7 +31,7 @@ def timestep_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
     return torch.cat([torch.sin(args), torch.cos(args)], dim=-1)
 
 
-class Denoiser(nn.Module):
+class Denoiser(PoseSequenceModel):
     """Predicts the lifter error e from the 2D window and the noisy 3D window (D3PRefiner's g).
 
     forward(inp, x_t, t):
@@ -47,31 +46,13 @@ class Denoiser(nn.Module):
     """
 
     def __init__(self, cfg: DenoiserConfig = DenoiserConfig()):
-        super().__init__()
-        self.cfg = cfg
-        self.embed = nn.Linear(6, cfg.dim)
+        super().__init__(cfg, in_channels=6)
         self.t_mlp = nn.Sequential(nn.Linear(cfg.dim, cfg.dim), nn.GELU(), nn.Linear(cfg.dim, cfg.dim))
-        self.backbone = STBackbone(cfg.window, NUM_JOINTS, cfg.dim, cfg.depth, cfg.heads, cfg.causal)
-        self.head = nn.Linear(cfg.dim, 3)
-        root_mask = torch.ones(1, 1, NUM_JOINTS, 1)
-        root_mask[..., ROOT, :] = 0
-        self.register_buffer("root_mask", root_mask, persistent=False)
-
-    @property
-    def window(self) -> int:
-        return self.cfg.window
-
-    @property
-    def causal(self) -> bool:
-        return self.cfg.causal
 
     def forward(self, inp: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         temb = self.t_mlp(timestep_embedding(t, self.cfg.dim))[:, None, None, :]
         h = self.embed(torch.cat([x_t, inp], dim=-1))
-        return self.head(self.backbone(h, temb)) * self.root_mask  # the pelvis stays at 0
-
-    def config_dict(self) -> dict:
-        return asdict(self.cfg)
+        return self.decode(self.backbone(h, temb))  # the pelvis stays at 0
 
 
 class Refiner(nn.Module):

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
-from torch import nn
 
-from posert.models.blocks import STBackbone
-from posert.skeleton import NUM_JOINTS, ROOT
+from posert.models.blocks import PoseSequenceModel
 
 
 @dataclass(frozen=True)
@@ -22,7 +20,7 @@ class LifterConfig:
     causal: bool = True
 
 
-class Lifter(nn.Module):
+class Lifter(PoseSequenceModel):
     """Seq2seq lifter: 2D keypoints of a window → root-relative 3D of every frame of the window.
 
     Input ``inp``: (B, N, 17, 3) float32 — normalised screen (x, y) (VideoPose3D convention) and
@@ -35,23 +33,7 @@ class Lifter(nn.Module):
     """
 
     def __init__(self, cfg: LifterConfig = LifterConfig()):
-        super().__init__()
-        self.cfg = cfg
-        self.embed = nn.Linear(3, cfg.dim)
-        self.backbone = STBackbone(cfg.window, NUM_JOINTS, cfg.dim, cfg.depth, cfg.heads, cfg.causal)
-        self.head = nn.Linear(cfg.dim, 3)
-        root_mask = torch.ones(1, 1, NUM_JOINTS, 1)
-        root_mask[..., ROOT, :] = 0
-        self.register_buffer("root_mask", root_mask, persistent=False)
-
-    @property
-    def window(self) -> int:
-        """Receptive field N in frames."""
-        return self.cfg.window
-
-    @property
-    def causal(self) -> bool:
-        return self.cfg.causal
+        super().__init__(cfg, in_channels=3)
 
     @property
     def delay(self) -> int:
@@ -59,7 +41,4 @@ class Lifter(nn.Module):
         return 0 if self.cfg.causal else self.cfg.window // 2
 
     def forward(self, inp: torch.Tensor) -> torch.Tensor:
-        return self.head(self.backbone(self.embed(inp))) * self.root_mask
-
-    def config_dict(self) -> dict:
-        return asdict(self.cfg)
+        return self.decode(self.backbone(self.embed(inp)))
