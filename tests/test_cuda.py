@@ -73,3 +73,22 @@ def test_ring_cuda_equals_cpu():
         np.testing.assert_array_equal(dout.get(), cpu)
         for d in (ds, df, dq, dout):
             d.close()
+
+
+def test_kv_push_cuda_equals_cpu():
+    rng = np.random.default_rng(2)
+    G, S, R, M, D, B = 8, 6, 68, 9, 16, 5
+    storage = rng.normal(size=(G, S, R, M, D)).astype(np.float32)
+    d_storage = Dev(storage)
+    for _ in range(10):
+        fresh = rng.normal(size=(G, B, R, D)).astype(np.float32)
+        rows = rng.choice(B, size=rng.integers(1, B + 1), replace=False).astype(np.int32)
+        pos = rng.integers(0, M, len(rows)).astype(np.int32)
+        _C.kv_push(storage, fresh, rows, pos)
+        df, dr, dp = Dev(fresh), Dev(rows), Dev(pos)
+        _C.kv_push_cuda(int(d_storage.ptr), G, S, R, M, D, int(df.ptr), B, int(dr.ptr), int(dp.ptr), len(rows))
+        _check(cudart.cudaDeviceSynchronize())
+        np.testing.assert_array_equal(d_storage.get(), storage)
+        for d in (df, dr, dp):
+            d.close()
+    d_storage.close()

@@ -127,3 +127,26 @@ def test_cuda_entry_points_fail_clearly_without_gpu():
         _C.ddim_update_cuda(1, 1, 1, 1, 1.0, 0.0, 1.0, 0.0)
     with pytest.raises(RuntimeError, match="no usable GPU"):
         _C.ring_gather_cuda(1, 1, 1, 1, 1, 1, 1, 1, 1)
+
+
+def test_kv_push_matches_numpy_and_rejects_bad_rows():
+    """Key/value ring-cache write: storage[:, rows[k], :, pos[k]] = fresh[:, rows[k]] only."""
+    rng = np.random.default_rng(1)
+    G, S, R, M, D, B = 6, 5, 68, 7, 16, 4
+    storage = rng.normal(size=(G, S, R, M, D)).astype(np.float32)
+    ref = storage.copy()
+    for _ in range(20):
+        fresh = rng.normal(size=(G, B, R, D)).astype(np.float32)
+        rows = rng.choice(B, size=rng.integers(1, B + 1), replace=False).astype(np.int32)
+        pos = rng.integers(0, M, len(rows)).astype(np.int32)
+        _C.kv_push(storage, fresh, rows, pos)
+        for r, p in zip(rows, pos):
+            ref[:, r, :, p] = fresh[:, r]
+        np.testing.assert_array_equal(storage, ref)  # stream 4 (≥ B) and unlisted rows untouched
+    with pytest.raises(IndexError):
+        _C.kv_push(storage, fresh, np.array([B], np.int32), np.array([0], np.int32))
+    with pytest.raises(IndexError):
+        _C.kv_push(storage, fresh, np.array([0], np.int32), np.array([M], np.int32))
+    with pytest.raises(ValueError, match="shape"):
+        _C.kv_push(storage, fresh[:, :, :5], np.array([0], np.int32), np.array([0], np.int32))
+    np.testing.assert_array_equal(storage, ref)
