@@ -6,7 +6,9 @@ import torch
 
 from posert.models import CND, Denoiser, Lifter, Schedule
 from posert.models.diffusion import ddim_step
+from posert.models.denoiser import DenoiserConfig
 from posert.models.lifter import LifterConfig
+from posert.runtime.pipeline import ring_lags
 
 
 def test_cosine_schedule_shape():
@@ -89,3 +91,65 @@ def test_denoiser_is_causal_and_keeps_root(real_windows):
         a, b = model(y, x, t), model(y, x2, t)
     torch.testing.assert_close(a[:, :10], b[:, :10])
     assert a[..., 0, :].abs().max() == 0
+
+
+def _stream_steps(model, inp: torch.Tensor, extra=()):
+    """Run ``model.step`` frame by frame over inp (B, T, 17, 3) with ring caches."""
+    G, J, h, M, d = model.cache_shape
+    B, T = inp.shape[:2]
+    cache = np.zeros((G, B, J, h, M, d), np.float32)
+    outs = []
+    with torch.no_grad():
+        for n in range(T):
+            lag = torch.from_numpy(ring_lags(np.full(B, n), M))
+            args = [inp[:, n]] + [a[:, n] if a.dim() > 1 else a for a in extra]
+            out, kv = model.step(*args, lag, *[torch.from_numpy(cache[g]) for g in range(G)])
+            cache[:, :, :, :, n % M] = kv.numpy()
+            outs.append(out)
+    return torch.stack(outs, dim=1)
+
+
+@pytest.mark.parametrize("window", [27, 81])  # span 7: broadcast-multiply form; span 20: MatMul form
+def test_incremental_step_equals_full_sequence(real_views, cameras, window):
+    """One frame per step with key/value ring caches = the whole sequence at once, through
+    ring wrap-arounds (relative positions: cached keys never go stale)."""
+    from posert.data.dataset import make_input
+
+    torch.manual_seed(0)
+    px = real_views[0][:, 100:190]
+    inp = torch.from_numpy(np.stack([make_input(p, np.ones((90, 17), np.float32), c.width, c.height)
+                                     for p, c in zip(px[:2], cameras)]))
+    lifter = Lifter(LifterConfig(window=window)).eval()
+    den = Denoiser(DenoiserConfig(window=window)).eval()
+    for m in (lifter, den):  # non-trivial relative biases, as after training
+        for blk in m.backbone.blocks:
+            torch.nn.init.normal_(blk.t_attn.rel, std=1.0)
+    with torch.no_grad():
+        full = lifter(inp)
+    step = _stream_steps(lifter, inp)
+    assert lifter.max_lag * lifter.cfg.depth >= lifter.window - 1 and 2 * lifter.max_lag < 90
+    assert (step - full).abs().max() < 1e-5  # metres
+    t = torch.full((2,), 25.0)
+    with torch.no_grad():
+        full_e = den(inp, full, t)
+    step_e = _stream_steps(den, inp, (full, t))
+    assert (step_e - full_e).abs().max() < 1e-5
+
+
+def test_receptive_field_is_the_window(real_windows):
+    """A frame depends on exactly the N − 1 frames before it (causal, span-limited layers)."""
+    torch.manual_seed(0)
+    model = Lifter(LifterConfig(window=27, dim=32, depth=2)).eval()
+    x = torch.from_numpy(np.concatenate([real_windows[0], real_windows[1]]))[None]  # 54 frames
+    far, near = x.clone(), x.clone()
+    N = model.window
+    M = model.max_lag
+    far[:, : 53 - model.cfg.depth * M] += 0.5  # beyond the receptive field of frame 53
+    near[:, 53 - model.cfg.depth * M] += 0.5  # its oldest frame
+    with torch.no_grad():
+        a, b, c = model(x), model(far), model(near)
+    assert model.cfg.depth * M >= N - 1
+    torch.testing.assert_close(a[:, -1], b[:, -1])
+    assert (a[:, -1] - c[:, -1]).abs().max() > 1e-6  # exactly 0 if it did not reach
+    with pytest.raises(ValueError, match="causal"):
+        Lifter(LifterConfig(causal=False)).step(x[:, 0], torch.ones(1, 7, dtype=torch.int64), *[None] * 8)

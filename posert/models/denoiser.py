@@ -54,13 +54,25 @@ class Denoiser(PoseSequenceModel):
         h = self.embed(torch.cat([x_t, inp], dim=-1))
         return self.decode(self.backbone(h, temb))  # the pelvis stays at 0
 
+    def step(self, inp: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor, lag: torch.Tensor,
+             *caches: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One new frame at one diffusion step: inp (B, 17, 3), x_t (B, 17, 3), t (B,), lag (B, M)
+        int64, caches: 2·depth tensors (B, 17, heads, M, C/heads) holding this diffusion step's
+        keys/values of the past frames. Returns (ê (B, 17, 3) metres, new keys/values
+        (2·depth, B, 17, heads, C/heads)). Each DDIM step keeps its own cache."""
+        temb = self.t_mlp(timestep_embedding(t, self.cfg.dim))[:, None, :]
+        B, J, _ = inp.shape
+        h = self.embed(torch.cat([x_t, inp], dim=-1).reshape(B * J, -1)).reshape(B, J, -1)
+        h, kv = self.backbone.step(h, lag, list(caches), temb)
+        return self.decode(h), kv
+
 
 class Refiner(nn.Module):
     """x_T (lifter output) → x_0 by K deterministic DDIM steps of :class:`Denoiser` (Eq. 9).
 
-    forward(inp (B, N, 17, 3), x_T (B, N, 17, 3)) → refined (B, N, 17, 3), metres. The K-step loop
-    unrolls at export time (the 'unrolled' ONNX variant); the runtime instead runs one exported
-    denoiser step per k with the fused DDIM kernel.
+    forward(inp (B, N, 17, 3), x_T (B, N, 17, 3)) → refined (B, N, 17, 3), metres, for sequences
+    of any length N (the full recomputation the streaming runtime is tested against; the runtime
+    runs :meth:`Denoiser.step` once per DDIM step and frame, with the fused DDIM kernel).
     """
 
     def __init__(self, denoiser: Denoiser):

@@ -120,15 +120,22 @@ class CND:
         b = np.concatenate([y, x_noisy], axis=-1) - self.mean[:, 3:]
         return self.mean[:, :3] + np.einsum("jab,...jb->...ja", self.gain, b)
 
-    def sample(self, y: torch.Tensor, x_noisy: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    def sample(self, y: torch.Tensor, x_noisy: torch.Tensor, generator: torch.Generator | None = None,
+               zero_mean: bool = False) -> torch.Tensor:
         """Draw e ~ N(μ_a|b, Σ_a|b) per frame, AR(1)-correlated along frames with ``rho``:
-        y (B, N, J, 2), x_noisy (B, N, J, 3) torch → (B, N, J, 3)."""
+        y (B, N, J, 2), x_noisy (B, N, J, 3) torch → (B, N, J, 3).
+
+        ``zero_mean`` draws N(0, Σ_a|b) instead (posert ablation): the conditional mean is a
+        per-joint linear bias correction fitted on the training folds, which need not transfer
+        to unseen motion; the residual covariance and its temporal correlation are kept."""
         dt, dev = x_noisy.dtype, x_noisy.device
         mean = torch.as_tensor(self.mean, dtype=dt, device=dev)
         gain = torch.as_tensor(self.gain, dtype=dt, device=dev)
         chol = torch.as_tensor(self.chol, dtype=dt, device=dev)
         b = torch.cat([y, x_noisy], dim=-1) - mean[:, 3:]
         mu = mean[:, :3] + torch.einsum("jab,...jb->...ja", gain, b)
+        if zero_mean:
+            mu = torch.zeros_like(mu)
         z = torch.randn(mu.shape, generator=generator, dtype=dt, device=dev)
         if self.rho > 0 and z.dim() >= 4:
             c = math.sqrt(1 - self.rho ** 2)

@@ -27,9 +27,11 @@ class Lifter(PoseSequenceModel):
     confidence in [0, 1]; missing joints have confidence 0 and coordinates 0.
     Output: (B, N, 17, 3) float32, camera frame, root-relative (pelvis = 0), metres.
 
-    With ``causal=True`` the temporal attention is masked so frame i sees frames ≤ i only: the
-    output for the newest frame (index N − 1) uses no future input, and every frame is supervised
-    in training (MixSTE-style seq2seq) while streaming reads frame N − 1.
+    With ``causal=True`` frame i sees frames i − N + 1 … i only (sliding-window attention with
+    relative positions, :class:`~posert.models.blocks.TemporalAttention`): every frame is
+    supervised in training (MixSTE-style seq2seq) and a stream runs it incrementally with
+    :meth:`step`, one frame per tick, with outputs equal to :meth:`forward` on the whole sequence.
+    The input may have any length; N is the receptive field, not a fixed input size.
     """
 
     def __init__(self, cfg: LifterConfig = LifterConfig()):
@@ -42,3 +44,12 @@ class Lifter(PoseSequenceModel):
 
     def forward(self, inp: torch.Tensor) -> torch.Tensor:
         return self.decode(self.backbone(self.embed(inp)))
+
+    def step(self, inp: torch.Tensor, lag: torch.Tensor, *caches: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One new frame of a stream: inp (B, 17, 3), lag (B, M) int64 (see
+        :meth:`~posert.models.blocks.TemporalAttention.step`), caches: 2·depth tensors
+        (B, 17, heads, M, C/heads). Returns (pose (B, 17, 3) metres, root-relative, and the new
+        frame's keys/values (2·depth, B, 17, heads, C/heads) for the caller's ring cache)."""
+        B, J, _ = inp.shape
+        h, kv = self.backbone.step(self.embed(inp.reshape(B * J, -1)).reshape(B, J, -1), lag, list(caches))
+        return self.decode(h), kv

@@ -1,16 +1,26 @@
-"""The streaming pipeline: per-stream ring buffers → batched lift → K DDIM refine steps.
+"""The streaming pipeline: one frame per stream and tick through the incremental lifter and
+K incremental denoiser steps, with per-stream key/value ring caches.
 
-The tick (DESIGN.md)::
+The tick (DESIGN.md; issue 5)::
 
-    push(stream, kp2d (17, 2) px, conf (17,), t) → ring buffer of that stream (posert._C)
-    tick(): gather windows of every stream with a new frame → y (B, N, 17, 3)
-            lifter(y) → x_T (B, N, 17, 3)
-            for each DDIM step k: ê = denoiser(y, x_k, t_k); x_{k−1} = fused DDIM update (posert._C)
-            report frame N − 1 − delay of x_0 (refined) and of x_T (lifter only), in mm
+    push(stream, kp2d (17, 2) px, conf (17,), t) → that stream's newest normalised frame
+    tick(): streams 0 … hi−1 (hi = 1 + the highest slot with a new frame) in one batch:
+            lag (hi, M)     ← how old each ring slot of every stream is (empty slots masked)
+            lifter step     → x_T (hi, 17, 3) and the new frame's keys/values → kv_push (posert._C)
+            for each DDIM step k (own cache per k):
+                denoiser step → ê and keys/values → kv_push; x ← fused DDIM update (posert._C)
+            report x_0 (refined) and x_T (lifter only) of the streams with a new frame, in mm
+
+The models' temporal attention uses relative positions over a fixed span, so every cached key and
+value stays valid as the stream advances: a tick costs one frame of work whatever the receptive
+field, and its output equals running the models on the whole stream at once (tested).
+Cache storage is (2·layers, streams, 17, heads, M, C/heads); the first ``hi`` streams of every
+layer are one contiguous block, which the backend reads in place.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 
@@ -21,6 +31,27 @@ from posert.models.diffusion import Schedule
 from posert.skeleton import NUM_JOINTS, ROOT
 
 CHANNELS = 3  # normalised x, y, confidence
+
+
+def ring_lags(count: np.ndarray, M: int, out: np.ndarray | None = None) -> np.ndarray:
+    """Lag of every ring slot for streams that have seen ``count`` (B,) frames before the new one:
+    (B, M) int64, slot w holds frame m (m ≡ w mod M, the latest such m < count) at lag count − m
+    in 1…M, or M + 1 where the slot is still empty. The new frame is then written to slot
+    count mod M."""
+    w = np.arange(M)
+    n = count.astype(np.int64)[:, None]
+    lag = (n - 1 - w) % M + 1
+    lag[lag > n] = M + 1
+    if out is not None:
+        out[...] = lag
+        return out
+    return lag
+
+def _rows_view(a: np.ndarray) -> np.ndarray:
+    """(G, B, 17, heads, [M,] d) → (G, B, 17·heads, [M,] d), the layout of ``_C.kv_push``
+    (a view when ``a`` is C-contiguous float32, else one copy)."""
+    a = np.ascontiguousarray(a, dtype=np.float32)
+    return a.reshape(a.shape[0], a.shape[1], a.shape[2] * a.shape[3], *a.shape[4:])
 
 
 @dataclass
@@ -56,22 +87,25 @@ class Pipeline:
     Args:
         backend: ``"onnxruntime"`` (default, CPU), ``"torch"`` (reference) or a backend object
             (see :mod:`posert.runtime.backends`).
-        max_streams: capacity; buffers for this many streams are allocated once.
+        max_streams: capacity; every buffer and cache for this many streams is allocated once.
         lifter, refiner: checkpoint paths (default: the committed ``checkpoints/``).
         threads: inference threads (default: one per core).
         ddim_steps: K, the number of DDIM steps (default: the checkpoint's). The denoiser is
             trained on every t in [1, T], so any 1 ≤ K ≤ T is valid.
         hypotheses: H (DiffHPE-style multi-hypothesis averaging). H > 1 folds H copies of every
-            window into the batch, starts each from x_T + δ_h with δ_h ~ N(0, Σ_a|b) (the CND's
-            residual covariance of the lifter error), runs the K steps once on the (H·B) batch
-            and averages the H refined poses. The lifter runs once. ``seed`` fixes the draws.
+            stream into the denoiser batch (each with its own caches), starts each from
+            x_T + δ_h and averages the H refined poses; the lifter runs once. δ_h is drawn from
+            the CND's residual covariance Σ_a|b and evolves per stream as the CND's AR(1) process
+            (ρ of the refiner checkpoint), so a hypothesis is consistent in time instead of
+            jittering from tick to tick. ``seed`` fixes the draws.
 
     Input per frame: keypoints in pixels of an image of the stream's size, H36M-17 order, and a
     confidence per joint in [0, 1]; confidence 0 marks a missing joint (its coordinates are
-    ignored and may be NaN). Output: see :class:`TickResult`.
+    ignored and may be NaN). Output: see :class:`TickResult`. A stream's first frames are lifted
+    from the frames it has (no padding), exactly as the models see a sequence start in training.
 
     Bad input raises before anything is written, so one stream's bad frame never touches
-    another stream's buffer: ``KeyError`` for an unknown stream, ``ValueError`` for a wrong
+    another stream's state: ``KeyError`` for an unknown stream, ``ValueError`` for a wrong
     shape, a NaN/inf coordinate on a visible joint, a confidence outside [0, 1], or a
     timestamp that does not increase.
     """
@@ -84,30 +118,36 @@ class Pipeline:
 
             backend = create_backend(backend, lifter, refiner, threads)
         self.backend = backend
-        self.window, self.delay = backend.window, backend.delay
+        self.window = backend.window
         self.schedule = backend.schedule if ddim_steps is None else Schedule(backend.schedule.T, ddim_steps)
         self._coefs = [self.schedule.ddim_coefficients(t, tp) for t, tp in self.schedule.pairs()]
         if hypotheses < 1:
             raise ValueError(f"hypotheses must be ≥ 1, got {hypotheses}")
         if hypotheses > 1 and getattr(backend, "cnd", None) is None:
             raise ValueError("hypotheses > 1 needs the refiner's CND (backend.cnd)")
-        self.hypotheses = hypotheses
+        if max_streams < 1:
+            raise ValueError(f"max_streams must be ≥ 1, got {max_streams}")
+        self.hypotheses = H = hypotheses
         self._rng = np.random.default_rng(seed)
-        if hypotheses > 1:
+        if H > 1:
             chol = backend.cnd.chol.astype(np.float32).copy()
             chol[ROOT] = 0.0  # the pelvis stays at the origin
-            self._chol = chol
-        self.max_streams = max_streams
-        self._ring = _C.RingBuffer(max_streams, self.window, NUM_JOINTS, CHANNELS)
+            self._chol, self._rho = chol, float(backend.cnd.rho)
+            self._delta = np.zeros((max_streams, H, NUM_JOINTS, 3), np.float32)
+        self.max_streams = S = max_streams
+        lc, dc = backend.lifter_cache_shape, backend.denoiser_cache_shape
+        self._lcache = np.zeros((lc[0], S, *lc[1:]), np.float32)
+        self._dcache = [np.zeros((dc[0], S * H, *dc[1:]), np.float32) for _ in self._coefs]
+        self._lag_l = np.zeros((S, lc[3]), np.int64)
+        self._lag_d = np.zeros((S * H, dc[3]), np.int64)
         self._slots: dict[Hashable, int] = {}
-        self._ids: list[Hashable | None] = [None] * max_streams
-        self._size = np.zeros((max_streams, 2), np.float32)  # (width, height) px
-        self._last_t = np.full(max_streams, -np.inf)
-        self._times = np.zeros((max_streams, self.window), np.float64)
-        self._due = np.zeros(max_streams, bool)
-        self._win = np.zeros((max_streams, self.window, NUM_JOINTS, CHANNELS), np.float32)
-        self._frame = np.zeros((1, NUM_JOINTS, CHANNELS), np.float32)
-        self._one = np.zeros(1, np.int32)
+        self._ids: list[Hashable | None] = [None] * S
+        self._size = np.zeros((S, 2), np.float32)  # (width, height) px
+        self._last_t = np.full(S, -np.inf)
+        self._count = np.zeros(S, np.int64)  # frames already in the caches
+        self._due = np.zeros(S, bool)
+        self._inp = np.zeros((S * H, NUM_JOINTS, CHANNELS), np.float32)  # newest frame (H copies when H > 1)
+        self._frame = np.zeros((NUM_JOINTS, CHANNELS), np.float32)
 
     @property
     def streams(self) -> list[Hashable]:
@@ -125,13 +165,12 @@ class Pipeline:
         free = [i for i, s in enumerate(self._ids) if s is None]
         if not free:
             raise ValueError(f"all {self.max_streams} stream slots are in use")
-        slot = free[0]
+        slot = free[0]  # lowest free slot: live streams stay packed at the front of the caches
         self._slots[stream_id], self._ids[slot] = slot, stream_id
         self._size[slot] = (width, height)
         self._last_t[slot] = -np.inf
-        self._times[slot] = 0.0
+        self._count[slot] = 0  # every cache slot of this stream now reads as empty
         self._due[slot] = False
-        self._ring.reset(slot)
 
     def remove_stream(self, stream_id: Hashable) -> None:
         """Forget a stream and free its slot (KeyError if unknown)."""
@@ -166,32 +205,36 @@ class Pipeline:
         if not np.isfinite(t) or t <= self._last_t[slot]:
             raise ValueError(f"timestamp {t} does not increase (last {self._last_t[slot]})")
         w, h = self._size[slot]
-        f = self._frame[0]
+        f = self._frame
         f[:, 0] = np.where(visible, kp[:, 0] / w * 2 - 1, 0.0)
         f[:, 1] = np.where(visible, kp[:, 1] / w * 2 - h / w, 0.0)
         f[:, 2] = c
         return t
 
+    def _store(self, slot: int, frame: np.ndarray, t: float) -> None:
+        H = self.hypotheses
+        self._inp[slot * H:(slot + 1) * H] = frame
+        self._last_t[slot] = t
+        self._due[slot] = True
+
     def push(self, stream_id: Hashable, kp2d_px, conf=None, timestamp: float | None = None) -> None:
-        """Append one frame to a stream.
+        """Give a stream its next frame (one frame per stream and tick).
 
         Args:
             kp2d_px: (17, 2) pixels, H36M-17 order.
             conf: (17,) confidences in [0, 1] (default all 1); 0 = missing joint.
             timestamp: seconds (or any increasing clock); default: previous + 1.
+        Raises ValueError also if the stream already has a frame waiting for this tick.
         """
         slot = self._slot(stream_id)
+        if self._due[slot]:
+            raise ValueError(f"stream {stream_id!r} already has a frame for this tick; call tick() first")
         t = self._prepare(slot, kp2d_px, conf, timestamp)
-        self._one[0] = slot
-        self._ring.push(self._one, self._frame)
-        self._times[slot, :-1] = self._times[slot, 1:]
-        self._times[slot, -1] = t
-        self._last_t[slot] = t
-        self._due[slot] = True
+        self._store(slot, self._frame, t)
 
     def push_many(self, stream_ids: Sequence[Hashable], kp2d_px: np.ndarray, conf: np.ndarray | None = None,
                   timestamps: Sequence[float] | None = None) -> None:
-        """Append one frame to each of several streams: kp2d_px (B, 17, 2), conf (B, 17).
+        """Give each of several streams its next frame: kp2d_px (B, 17, 2), conf (B, 17).
 
         Every frame is validated before any is written; on error nothing is pushed.
         """
@@ -201,44 +244,58 @@ class Pipeline:
         slots = [self._slot(s) for s in stream_ids]
         if len(set(slots)) != len(slots):
             raise ValueError("push_many: a stream appears twice")
+        for s in slots:
+            if self._due[s]:
+                raise ValueError(f"stream {self._ids[s]!r} already has a frame for this tick; call tick() first")
         frames = np.empty((len(slots), NUM_JOINTS, CHANNELS), np.float32)
         ts = np.empty(len(slots))
         for i, slot in enumerate(slots):
             ts[i] = self._prepare(slot, kp[i], None if conf is None else conf[i],
                                   None if timestamps is None else timestamps[i])
-            frames[i] = self._frame[0]
-        idx = np.asarray(slots, np.int32)
-        self._ring.push(idx, frames)
-        self._times[idx, :-1] = self._times[idx, 1:]
-        self._times[idx, -1] = ts
-        self._last_t[idx] = ts
-        self._due[idx] = True
+            frames[i] = self._frame
+        for i, slot in enumerate(slots):
+            self._store(slot, frames[i], ts[i])
 
     def tick(self) -> TickResult:
-        """Lift and refine every stream that received a frame since the last tick."""
-        slots = np.flatnonzero(self._due).astype(np.int32)
-        B = len(slots)
-        N, d = self.window, self.delay
-        if B == 0:
+        """Lift and refine the newest frame of every stream that received one since the last tick."""
+        due = np.flatnonzero(self._due).astype(np.int32)
+        if len(due) == 0:
             empty = np.zeros((0, NUM_JOINTS, 3), np.float32)
             return TickResult([], empty, empty.copy(), np.zeros(0))
-        win = self._win[:B]
-        self._ring.gather(slots, win)
-        x_T = self.backend.lift(win)
-        H = self.hypotheses
+        hi, H = int(due[-1]) + 1, self.hypotheses
+        count = self._count[:hi]
+        lc = self._lcache
+        lag = ring_lags(count, lc.shape[4], self._lag_l[:hi])
+        x_T, kv = self.backend.lift_step(self._inp[:hi * H:H] if H > 1 else self._inp[:hi], lag,
+                                         [lc[g, :hi] for g in range(lc.shape[0])])
+        _C.kv_push(_rows_view(lc), _rows_view(kv), due, (self._count[due] % lc.shape[4]).astype(np.int32))
         if H == 1:
-            y, x = win, np.array(x_T, dtype=np.float32, copy=True)
-        else:  # fold H hypotheses into the batch: (H·B, N, J, C), hypothesis-major
-            y = np.concatenate([win] * H)
-            z = self._rng.standard_normal((H * B, N, NUM_JOINTS, 3)).astype(np.float32)
-            x = np.concatenate([x_T] * H) + np.einsum("jab,hnjb->hnja", self._chol, z)
-            x = np.ascontiguousarray(x, dtype=np.float32)
-        for (t, _), coef in zip(self.schedule.pairs(), self._coefs):
-            e = np.ascontiguousarray(self.backend.denoise(y, x, t), dtype=np.float32)
-            _C.ddim_update(x, e, x, *coef)
+            x, rows = np.array(x_T, dtype=np.float32, copy=True), due
+        else:
+            x = self._hypotheses(x_T, due, hi)
+            rows = (due[:, None] * H + np.arange(H, dtype=np.int32)).reshape(-1)
+        M = self._dcache[0].shape[4]
+        lag_d = ring_lags(np.repeat(count, H), M, self._lag_d[:hi * H])
+        pos = (np.repeat(self._count[due], H) % M).astype(np.int32)
+        inp = self._inp[:hi * H]
+        for (t, _), coef, cache in zip(self.schedule.pairs(), self._coefs, self._dcache):
+            e, kv = self.backend.denoise_step(inp, x, t, lag_d, [cache[g, :hi * H] for g in range(cache.shape[0])])
+            _C.kv_push(_rows_view(cache), _rows_view(kv), rows, pos)
+            _C.ddim_update(x, np.ascontiguousarray(e, dtype=np.float32), x, *coef)
         if H > 1:
-            x = x.reshape(H, B, N, NUM_JOINTS, 3).mean(axis=0)
-        self._due[slots] = False
-        k = N - 1 - d
-        return TickResult([self._ids[s] for s in slots], x[:, k] * 1000.0, x_T[:, k] * 1000.0,
-                          self._times[slots, -1 - d])
+            x = x.reshape(hi, H, NUM_JOINTS, 3).mean(axis=1)
+        self._count[due] += 1
+        self._due[due] = False
+        return TickResult([self._ids[s] for s in due], x[due] * 1000.0, x_T[due] * 1000.0, self._last_t[due].copy())
+
+    def _hypotheses(self, x_T: np.ndarray, due: np.ndarray, hi: int) -> np.ndarray:
+        """x_T + δ_h for the (hi·H) denoiser rows; δ advances one AR(1) step for due streams."""
+        H = self.hypotheses
+        z = np.einsum("jab,shjb->shja", self._chol,
+                      self._rng.standard_normal((len(due), H, NUM_JOINTS, 3)).astype(np.float32))
+        first = (self._count[due] == 0)[:, None, None, None]
+        rho = self._rho
+        d = self._delta[due]
+        self._delta[due] = np.where(first, z, rho * d + math.sqrt(1 - rho * rho) * z)
+        x = x_T[:, None] + self._delta[:hi]
+        return np.ascontiguousarray(x.reshape(hi * H, NUM_JOINTS, 3), dtype=np.float32)

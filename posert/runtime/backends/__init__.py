@@ -1,7 +1,12 @@
-"""Inference backends. Each exposes ``window``, ``delay``, ``schedule`` and
+"""Inference backends of the incremental tick. Each exposes ``window`` (receptive field N),
+``schedule``, ``cnd``, ``lifter_cache_shape`` and ``denoiser_cache_shape`` (per-stream
+(2·layers, 17, heads, M, C/heads)), and
 
-- ``lift(inp (B, N, 17, 3) float32) -> (B, N, 17, 3) float32`` root-relative metres, and
-- ``denoise(inp, x_t (B, N, 17, 3), t: float) -> ê (B, N, 17, 3)`` one denoiser step.
+- ``lift_step(inp (B, 17, 3), lag (B, M) int64, caches) -> (x_T (B, 17, 3), kv (2L, B, 17, h, d))``
+- ``denoise_step(inp, x_t (B, 17, 3), t: float, lag, caches) -> (ê (B, 17, 3), kv)``
+
+with float32 arrays, poses root-relative in metres, ``caches`` a list of 2L arrays
+(B, 17, heads, M, C/heads) read in place (see :mod:`posert.runtime.pipeline`).
 
 Heavy imports (onnxruntime, torch, tensorrt) happen inside each module, so importing the runtime
 costs nothing until a backend is built.

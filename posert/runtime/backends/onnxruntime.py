@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -13,10 +12,14 @@ from posert.models.io import _load
 
 
 def session_options(threads: int | None = None) -> ort.SessionOptions:
-    """One inference thread per physical core (``threads`` or the CPU count), no inter-op pool
-    and no spinning: the tick is latency-bound and must not fight other processes for cores."""
+    """Inference threads (``threads``, default 1), no inter-op pool and no spinning.
+
+    A streaming tick is a few hundred tiny kernels on (B·17, 64) tensors: below a batch of a few
+    dozen streams one thread beats a pool (dispatch costs more than the work), and a tick must not
+    fight other processes for cores. Give ``threads`` > 1 for large batches.
+    """
     so = ort.SessionOptions()
-    so.intra_op_num_threads = threads or max(1, min(os.cpu_count() or 1, 8))
+    so.intra_op_num_threads = threads or 1
     so.inter_op_num_threads = 1
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -25,39 +28,57 @@ def session_options(threads: int | None = None) -> ort.SessionOptions:
 
 
 class OrtBackend:
-    """Lifter and one denoiser step as ONNX Runtime sessions on the CPU execution provider."""
+    """The lifter step and one denoiser step as ONNX Runtime sessions on the CPU execution
+    provider (graphs from :mod:`posert.export.onnx`). Cache arrays are passed as inputs and read
+    in place (contiguous float32 NumPy arrays are not copied)."""
 
-    def __init__(self, lifter_onnx: str | Path, denoiser_onnx: str | Path, window: int, delay: int,
-                 schedule: Schedule, threads: int | None = None, cnd: CND | None = None):
+    def __init__(self, lifter_onnx: str | Path, denoiser_onnx: str | Path, window: int, schedule: Schedule,
+                 threads: int | None = None, cnd: CND | None = None):
         so = session_options(threads)
         for p in (lifter_onnx, denoiser_onnx):
             if not Path(p).exists():
                 raise FileNotFoundError(f"ONNX model not found: {p}")
         self.lifter = ort.InferenceSession(str(lifter_onnx), so, providers=["CPUExecutionProvider"])
         self.denoiser = ort.InferenceSession(str(denoiser_onnx), so, providers=["CPUExecutionProvider"])
-        self.window, self.delay, self.schedule, self.cnd = window, delay, schedule, cnd
+        self.window, self.schedule, self.cnd = window, schedule, cnd
+        self.lifter_cache_shape = self._cache_shape(self.lifter)
+        self.denoiser_cache_shape = self._cache_shape(self.denoiser)
         self._t = np.zeros(0, np.float32)
+
+    @staticmethod
+    def _cache_shape(sess: ort.InferenceSession) -> tuple[int, ...]:
+        caches = [i for i in sess.get_inputs() if i.name.startswith("cache_")]
+        if not caches:
+            raise ValueError("not a streaming step model: no cache_* inputs")
+        return (len(caches), *caches[0].shape[1:])
 
     @classmethod
     def from_checkpoints(cls, lifter: str | None = None, refiner: str | None = None, threads: int | None = None):
-        """Export (once, cached) and load the ONNX models of the given or default checkpoints."""
+        """Export (once, cached) and load the ONNX step models of the given or default checkpoints."""
         from posert.export.onnx import cached_onnx
 
-        lifter_onnx, den_onnx = cached_onnx(lifter, refiner)
         lcfg = _load(lifter, "lifter.pt", "lifter")["config"]
         rckpt = _load(refiner, "refiner.pt", "refiner")
         dcfg = rckpt["config"]
-        if lcfg["window"] != dcfg["window"]:
-            raise ValueError(f"lifter window {lcfg['window']} != denoiser window {dcfg['window']}")
-        delay = 0 if lcfg["causal"] else lcfg["window"] // 2
+        if not (lcfg["causal"] and dcfg["causal"]):
+            raise ValueError("the streaming runtime needs causal models (an offline checkpoint was given)")
+        lifter_onnx, den_onnx = cached_onnx(lifter, refiner)
         cnd = CND(rckpt["cnd"]["mean"], rckpt["cnd"]["cov"], rckpt["cnd"].get("rho", 0.0))
-        return cls(lifter_onnx, den_onnx, lcfg["window"], delay, Schedule(dcfg["T"], dcfg["K"]), threads, cnd)
+        return cls(lifter_onnx, den_onnx, lcfg["window"], Schedule(dcfg["T"], dcfg["K"]), threads, cnd)
 
-    def lift(self, inp: np.ndarray) -> np.ndarray:
-        return self.lifter.run(None, {"inp": inp})[0]
+    @staticmethod
+    def _feeds(caches: list[np.ndarray], feeds: dict) -> dict:
+        for i, c in enumerate(caches):
+            feeds[f"cache_{i}"] = c
+        return feeds
 
-    def denoise(self, inp: np.ndarray, x_t: np.ndarray, t: float) -> np.ndarray:
+    def lift_step(self, inp: np.ndarray, lag: np.ndarray, caches: list[np.ndarray]):
+        feeds = self._feeds(caches, {"inp": np.ascontiguousarray(inp), "lag": lag})
+        return self.lifter.run(None, feeds)
+
+    def denoise_step(self, inp: np.ndarray, x_t: np.ndarray, t: float, lag: np.ndarray, caches: list[np.ndarray]):
         if self._t.shape[0] != inp.shape[0]:
             self._t = np.empty(inp.shape[0], np.float32)
         self._t.fill(t)
-        return self.denoiser.run(None, {"inp": inp, "x_t": x_t, "t": self._t})[0]
+        feeds = self._feeds(caches, {"inp": inp, "x_t": x_t, "t": self._t, "lag": lag})
+        return self.denoiser.run(None, feeds)

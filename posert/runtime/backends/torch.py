@@ -12,15 +12,20 @@ from posert.models.lifter import Lifter
 
 
 class TorchBackend:
-    """Runs the torch models directly; the accuracy reference for the other backends."""
+    """Runs the torch models' ``step`` directly; the accuracy reference for the other backends.
+
+    Raises ValueError for an offline (non-causal) model: only causal models stream incrementally.
+    """
 
     def __init__(self, lifter: Lifter, denoiser: Denoiser, threads: int | None = None, cnd: CND | None = None):
-        if lifter.window != denoiser.window:
-            raise ValueError(f"lifter window {lifter.window} != denoiser window {denoiser.window}")
+        for m in (lifter, denoiser):
+            if not m.causal:
+                raise ValueError(f"{type(m).__name__} is offline (causal=False); streaming needs causal models")
         if threads:
             torch.set_num_threads(threads)
         self.lifter, self.denoiser = lifter.eval(), denoiser.eval()
-        self.window, self.delay = lifter.window, lifter.delay
+        self.window = lifter.window
+        self.lifter_cache_shape, self.denoiser_cache_shape = lifter.cache_shape, denoiser.cache_shape
         self.schedule = Schedule(denoiser.cfg.T, denoiser.cfg.K)
         self.cnd = cnd
 
@@ -30,10 +35,14 @@ class TorchBackend:
         return cls(load_lifter(lifter), den, threads, cnd)
 
     @torch.no_grad()
-    def lift(self, inp: np.ndarray) -> np.ndarray:
-        return self.lifter(torch.from_numpy(inp)).numpy()
+    def lift_step(self, inp: np.ndarray, lag: np.ndarray, caches: list[np.ndarray]):
+        pose, kv = self.lifter.step(torch.from_numpy(np.ascontiguousarray(inp)), torch.from_numpy(lag),
+                                    *[torch.from_numpy(c) for c in caches])
+        return pose.numpy(), kv.numpy()
 
     @torch.no_grad()
-    def denoise(self, inp: np.ndarray, x_t: np.ndarray, t: float) -> np.ndarray:
+    def denoise_step(self, inp: np.ndarray, x_t: np.ndarray, t: float, lag: np.ndarray, caches: list[np.ndarray]):
         tt = torch.full((inp.shape[0],), float(t))
-        return self.denoiser(torch.from_numpy(inp), torch.from_numpy(x_t), tt).numpy()
+        e, kv = self.denoiser.step(torch.from_numpy(inp), torch.from_numpy(x_t), tt, torch.from_numpy(lag),
+                                   *[torch.from_numpy(c) for c in caches])
+        return e.numpy(), kv.numpy()
