@@ -4,6 +4,8 @@ measured in the same run on the same real 2D stream."""
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -25,8 +27,9 @@ def real_stream(seq_world: np.ndarray, cam: Camera) -> tuple[np.ndarray, np.ndar
 def reference_tick_ms(lifter: Lifter, denoiser: Denoiser, px: np.ndarray, cam: Camera, frames: int,
                       warmup: int = 10) -> np.ndarray:
     """Per-frame latency (ms) of the paper-style streaming loop: for every new frame, rebuild the
-    window tensor, run the whole window through the lifter, then K denoiser passes with the DDIM
-    update in a Python loop (torch eager, batch 1)."""
+    window tensor (the last N frames, edge-padded), run the whole window through the lifter, then
+    K denoiser passes over the window with the DDIM update in a Python loop (torch eager, batch 1),
+    and report the newest frame."""
     sched = Schedule(denoiser.cfg.T, denoiser.cfg.K)
     N = lifter.window
     history: list[torch.Tensor] = []
@@ -71,6 +74,33 @@ def pipeline_tick_ms(pipeline, px: np.ndarray, cam: Camera, frames: int, streams
         for s in ids:
             pipeline.remove_stream(s)
     return np.array(times)
+
+
+def window_sweep(windows: Sequence[int], px: np.ndarray, cam: Camera, frames: int, threads: int | None,
+                 folder: Path, reference_frames: int = 40) -> list[dict]:
+    """Per-tick latency vs receptive field N: for every N, a lifter and denoiser of the default
+    width and depth but window N (untrained weights: latency does not depend on their values),
+    exported to ONNX and streamed through a 1-stream Pipeline, plus the eager reference at N.
+    Returns one dict per N: window, max_lag (the per-layer attention span M), p50/p99 of both."""
+    from posert.export.onnx import export_step
+    from posert.models.denoiser import DenoiserConfig
+    from posert.models.diffusion import Schedule
+    from posert.models.lifter import LifterConfig
+    from posert.runtime import Pipeline
+    from posert.runtime.backends.onnxruntime import OrtBackend
+
+    rows = []
+    for N in windows:
+        torch.manual_seed(0)
+        lifter, den = Lifter(LifterConfig(window=N)).eval(), Denoiser(DenoiserConfig(window=N)).eval()
+        lp, dp = export_step(lifter, folder / f"lifter_n{N}.onnx"), export_step(den, folder / f"denoiser_n{N}.onnx")
+        backend = OrtBackend(lp, dp, N, Schedule(den.cfg.T, den.cfg.K), threads)
+        one = pipeline_tick_ms(Pipeline(backend, max_streams=1), px, cam, frames, 1)
+        ref = reference_tick_ms(lifter, den, px, cam, reference_frames)
+        rows.append({"window": N, "max_lag": lifter.max_lag, "pipeline_p50_ms": float(np.percentile(one, 50)),
+                     "pipeline_p99_ms": float(np.percentile(one, 99)),
+                     "reference_p50_ms": float(np.percentile(ref, 50))})
+    return rows
 
 
 def run_bench(pipeline, lifter: Lifter, denoiser: Denoiser, seq_world: np.ndarray, cam: Camera,

@@ -76,14 +76,12 @@ def _eval_cameras(kind: str) -> list:
 
 
 def cmd_export(args) -> int:
-    from posert.export.onnx import export_denoiser_step, export_lifter, export_refiner_unrolled
+    from posert.export.onnx import export_step
     from posert.models.io import load_lifter, load_refiner
 
     out = Path(args.out)
     lifter, (den, _) = load_lifter(args.lifter), load_refiner(args.refiner)
-    paths = [export_lifter(lifter, out / "lifter.onnx"), export_denoiser_step(den, out / "denoiser_step.onnx")]
-    if args.unrolled:
-        paths.append(export_refiner_unrolled(den, out / f"refiner_unrolled_k{den.cfg.K}.onnx"))
+    paths = [export_step(lifter, out / "lifter_step.onnx"), export_step(den, out / "denoiser_step.onnx")]
     for p in paths:
         print(p)
     return 0
@@ -132,25 +130,40 @@ def _bench_sequence(motion: str | None):
 
 
 def cmd_bench(args) -> int:
+    import tempfile
+
     import torch
 
-    from posert.bench import run_bench
+    from posert.bench import real_stream, run_bench, window_sweep
     from posert.models.io import load_lifter, load_refiner
     from posert.runtime import Pipeline
 
     torch.set_num_threads(args.threads)
     name, seq = _bench_sequence(args.motion)
     cam = _eval_cameras(args.cameras)[0]
-    pipe = Pipeline("onnxruntime", max_streams=args.streams, threads=args.threads)
+    pipe = Pipeline("onnxruntime", max_streams=args.streams, threads=args.ort_threads)
     res = run_bench(pipe, load_lifter(), load_refiner()[0], seq, cam, frames=args.frames, streams=args.streams)
-    res["sequence"] = name
+    res.update(sequence=name, ort_threads=args.ort_threads)
+    if args.windows:
+        with tempfile.TemporaryDirectory() as tmp:
+            res["windows"] = window_sweep(args.windows, real_stream(seq, cam)[0], cam, args.frames, args.ort_threads,
+                                          Path(tmp))
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(res, indent=2))
     print(f"{'':<34}{'p50 ms':>9}{'p99 ms':>9}")
     print(f"{'posert pipeline (ORT CPU), 1 stream':<34}{res['pipeline_p50_ms']:9.2f}{res['pipeline_p99_ms']:9.2f}")
     print(f"{'PyTorch eager reference':<34}{res['reference_p50_ms']:9.2f}{res['reference_p99_ms']:9.2f}")
     print(f"speedup (reference p50 / pipeline p50): {res['speedup']:.2f}x")
-    print(f"throughput, {args.streams} streams: {res['throughput_poses_per_s']:.0f} poses/s")
+    print(f"throughput, {args.streams} streams: {res['throughput_poses_per_s']:.0f} poses/s "
+          f"(tick p50 {res['multi_stream_tick_p50_ms']:.2f} ms)")
+    if res.get("windows"):
+        print(f"\n{'window N':>9}{'span M':>8}{'pipeline p50':>14}{'p99':>8}{'reference p50':>15}   (ms, 1 stream)")
+        for r in res["windows"]:
+            print(f"{r['window']:>9}{r['max_lag']:>8}{r['pipeline_p50_ms']:>14.2f}{r['pipeline_p99_ms']:>8.2f}"
+                  f"{r['reference_p50_ms']:>15.2f}")
+        w = {r["window"]: r["pipeline_p50_ms"] for r in res["windows"]}
+        if min(w) in w and max(w) in w:
+            print(f"p50 at N = {max(w)} / p50 at N = {min(w)}: {w[max(w)] / w[min(w)]:.2f}")
     return 0
 
 
@@ -194,9 +207,11 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train the lifter or the refiner (CPU, time-budgeted)")
     t.add_argument("model", choices=["lifter", "refiner"])
     t.add_argument("--minutes", type=float, default=None, help="wall-clock budget of the main model")
-    t.add_argument("--fold-minutes", type=float, default=6.0, help="refiner: budget of each fold lifter")
-    t.add_argument("--noise", choices=["cnd", "raw", "regressor"], default="cnd",
-                   help="refiner: CND noise (D3PRefiner), raw lifter error, or a one-step regressor (ablations)")
+    t.add_argument("--fold-minutes", type=float, default=14.0,
+                   help="refiner: budget of each fold lifter (give them the final lifter's)")
+    t.add_argument("--noise", choices=["cnd", "cnd0", "raw", "regressor"], default="cnd",
+                   help="refiner: CND noise (D3PRefiner), CND without its conditional mean, raw lifter error, "
+                        "or a one-step regressor (ablations)")
     t.add_argument("--folds", type=int, default=2, help="refiner: k of the k-fold cross-fitting")
     t.add_argument("--window", type=int, default=27, help="receptive field N in frames")
     t.add_argument("--offline", action="store_true", help="non-causal lifter reporting the centre frame")
@@ -209,11 +224,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", default=None, help="checkpoint folder (default: checkpoints/)")
     t.set_defaults(fn=cmd_train)
 
-    x = sub.add_parser("export", help="export the lifter and one denoiser step to ONNX")
+    x = sub.add_parser("export", help="export the streaming lifter step and one denoiser step to ONNX")
     x.add_argument("--out", default="out/onnx")
     x.add_argument("--lifter", default=None)
     x.add_argument("--refiner", default=None)
-    x.add_argument("--unrolled", action="store_true", help="also export the K-step unrolled refiner")
     x.set_defaults(fn=cmd_export)
 
     e = sub.add_parser("eval", help="stream real motion through the pipeline and score it")
@@ -237,7 +251,10 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--cameras", choices=["h36m", "ring"], default="h36m")
     b.add_argument("--frames", type=int, default=300)
     b.add_argument("--streams", type=int, default=16)
-    b.add_argument("--threads", type=int, default=2)
+    b.add_argument("--threads", type=int, default=2, help="torch threads of the eager reference")
+    b.add_argument("--ort-threads", type=int, default=None, help="ONNX Runtime threads (default: the runtime's)")
+    b.add_argument("--windows", type=int, nargs="*", default=[27, 81, 243],
+                   help="receptive fields of the latency sweep (untrained models of each N); none to skip")
     b.set_defaults(fn=cmd_bench)
 
     m = sub.add_parser("demo", help="the main job: real motion → runtime → numbers and a PNG")
@@ -249,7 +266,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "train" and args.minutes is None:
-        args.minutes = 20.0 if args.model == "lifter" else 18.0
+        args.minutes = 14.0 if args.model == "lifter" else 15.0
     return args.fn(args)
 
 

@@ -127,20 +127,24 @@ def train_fold_lifters(sequences: dict[str, np.ndarray], cameras: list[Camera], 
 
 
 @torch.no_grad()
-def collect_errors(lifter: Lifter, sampler: WindowSampler, n_windows: int, batch: int = 64):
-    """Run ``lifter`` on ``n_windows`` sampled windows; returns e, y, x_noisy per window:
-    (W, N, 17, 3), (W, N, 17, 2), (W, N, 17, 3)."""
+def collect_errors(lifter: Lifter, sampler: WindowSampler, n_windows: int, batch: int = 64, keep: int | None = None):
+    """Run ``lifter`` on ``n_windows`` sampled windows; returns e, y, x_noisy of the last ``keep``
+    frames (default: all) of every window: (W, keep, 17, 3), (W, keep, 17, 2), (W, keep, 17, 3).
+
+    With sampler windows longer than ``keep`` by the lifter's receptive field, every kept frame
+    has its full causal context, exactly as in streaming."""
     es, ys, xs = [], [], []
     for _ in range(0, n_windows, batch):
         inp, tgt = sampler.sample(batch)
         x = lifter(torch.from_numpy(inp)).numpy()
-        es.append(x - tgt)
-        ys.append(inp[..., :2])
-        xs.append(x)
+        n = keep or x.shape[1]
+        es.append((x - tgt)[:, -n:])
+        ys.append(inp[:, -n:, :, :2])
+        xs.append(x[:, -n:])
     return np.concatenate(es), np.concatenate(ys), np.concatenate(xs)
 
 
-NOISE_MODES = ("cnd", "raw", "regressor")
+NOISE_MODES = ("cnd", "cnd0", "raw", "regressor")
 
 
 def train_refiner(sequences: dict[str, np.ndarray], cameras: list[Camera], cfg: TrainConfig,
@@ -150,12 +154,17 @@ def train_refiner(sequences: dict[str, np.ndarray], cameras: list[Camera], cfg: 
     """Cross-fitted D3PRefiner training.
 
     1. k-fold cross-fitting: ``folds`` lifters (``fold_minutes`` each), lifter f never sees fold f.
+       Give them the final lifter's budget so their held-out errors have the final lifter's size.
     2. Fit the CND on every fold lifter's errors on its held-out fold.
-    3. Train the denoiser for ``cfg.minutes``: windows from fold f, x_noisy from lifter f, and
+    3. Train the denoiser for ``cfg.minutes``: windows from fold f, x_noisy from lifter f — run on
+       N_lifter − 1 extra frames before the denoiser's window, so every x_noisy frame has its full
+       causal context, exactly as the streaming lifter produces it — and
        - ``noise="cnd"``: e ~ CND(· | y, x_noisy) (D3PRefiner, with the AR(1) temporal
          correlation fitted on the cross-fitted errors), t drawn half of the time from the K
          inference timesteps and otherwise ~ U{1..T} (the network's capacity goes where DDIM
          evaluates it, while every t stays valid for other K);
+       - ``noise="cnd0"``: e ~ N(0, Σ_a|b), the CND without its conditional mean (same AR(1)
+         residual and timestep weighting; ablation);
        - ``noise="raw"``: e = x_noisy − x_0, the raw lifter error (ablation), t ~ U{1..T};
        - ``noise="regressor"``: e = x_noisy − x_0 and t = T always: the same network as a one-step
          regressor without diffusion (ablation; run it with K = 1);
@@ -165,9 +174,12 @@ def train_refiner(sequences: dict[str, np.ndarray], cameras: list[Camera], cfg: 
         raise ValueError(f"noise must be one of {NOISE_MODES}, got {noise!r}")
     fold_cfg = TrainConfig(**{**cfg.__dict__, "minutes": fold_minutes})
     fitted = train_fold_lifters(sequences, cameras, fold_cfg, folds, lifter_cfg, fold_cache)
-    samplers = [WindowSampler(held, model_cfg.window, cameras, seed=cfg.seed + 10 + f, p_occlusion=cfg.p_occlusion)
+    n_den = model_cfg.window
+    span = lifter_cfg.window - 1 + n_den
+    samplers = [WindowSampler(held, span, cameras, seed=cfg.seed + 10 + f, p_occlusion=cfg.p_occlusion)
                 for f, (_, held) in enumerate(fitted)]
-    parts = [collect_errors(lifter, samplers[f], cnd_windows // folds) for f, (lifter, _) in enumerate(fitted)]
+    parts = [collect_errors(lifter, samplers[f], cnd_windows // folds, keep=n_den)
+             for f, (lifter, _) in enumerate(fitted)]
     e, y, x = (np.concatenate(p) for p in zip(*parts))
     cnd = CND.fit(e, y, x)
     cross_fit_mpjpe = float(np.linalg.norm(e, axis=-1).mean() * 1000)
@@ -183,10 +195,13 @@ def train_refiner(sequences: dict[str, np.ndarray], cameras: list[Camera], cfg: 
         f = step_no[0] % folds
         step_no[0] += 1
         inp, tgt = samplers[f].sample(cfg.batch)
-        inp_t, x0 = torch.from_numpy(inp), torch.from_numpy(tgt)
         with torch.no_grad():
-            x_noisy = fitted[f][0](inp_t)
-        err = cnd.sample(inp_t[..., :2], x_noisy, gen) if noise == "cnd" else x_noisy - x0
+            x_noisy = fitted[f][0](torch.from_numpy(inp))[:, -n_den:]
+        inp_t, x0 = torch.from_numpy(inp[:, -n_den:]), torch.from_numpy(tgt[:, -n_den:])
+        if noise in ("cnd", "cnd0"):
+            err = cnd.sample(inp_t[..., :2], x_noisy, gen, zero_mean=noise == "cnd0")
+        else:
+            err = x_noisy - x0
         if noise == "regressor":
             t = torch.full((cfg.batch,), model_cfg.T)
         else:
