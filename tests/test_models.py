@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from posert.models import CND, Denoiser, Lifter, Schedule
-from posert.models.diffusion import ddim_step
 from posert.models.denoiser import DenoiserConfig
+from posert.models.diffusion import ddim_step
 from posert.models.lifter import LifterConfig
 from posert.runtime.pipeline import ring_lags
 
