@@ -4,7 +4,7 @@ lifter, the same cross-fitted fold lifters (cached) and the same training budget
 trained by ``posert train refiner`` into benchmarks/out/ablations/<variant>/ and evaluated with
 ``posert eval`` (ground-truth 2D and detector noise). Prints a Markdown table for RESULTS.md.
 
-    .venv/bin/python benchmarks/ablations.py [--minutes 10] [--fold-minutes 5]
+    .venv/bin/python benchmarks/ablations.py [--minutes 15] [--fold-minutes 14]
 """
 
 from __future__ import annotations
@@ -20,13 +20,13 @@ from posert.cli import main as posert
 from posert.data.build import VAL_MOTION_NAME, build_dataset
 from posert.models.io import default_checkpoint_dir
 
-VARIANTS = {"cnd": 2, "raw": 2, "regressor": 1}  # noise mode → DDIM steps used at evaluation
+VARIANTS = {"cnd": 2, "cnd0": 2, "raw": 2, "regressor": 1}  # noise mode → DDIM steps used at evaluation
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--minutes", type=float, default=10.0)
-    ap.add_argument("--fold-minutes", type=float, default=5.0)
+    ap.add_argument("--minutes", type=float, default=15.0)
+    ap.add_argument("--fold-minutes", type=float, default=14.0)
     ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     args = ap.parse_args()
     val = build_dataset().parent / VAL_MOTION_NAME

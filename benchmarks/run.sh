@@ -9,4 +9,5 @@ $P data
 VAL="${POSERT_HOME:-$HOME/.cache/posert}/val_motion.npz"
 $P eval --motion "$VAL" --json benchmarks/out/eval_gt2d.json --noise none
 $P eval --motion "$VAL" --json benchmarks/out/eval_detector.json --noise detector
+$P eval --motion "$VAL" --json benchmarks/out/eval_occlusion.json --noise occlusion
 $P bench --json benchmarks/out/bench.json
