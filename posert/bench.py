@@ -26,20 +26,24 @@ def real_stream(seq_world: np.ndarray, cam: Camera) -> tuple[np.ndarray, np.ndar
 @torch.no_grad()
 def reference_tick_ms(lifter: Lifter, denoiser: Denoiser, px: np.ndarray, cam: Camera, frames: int,
                       warmup: int = 10) -> np.ndarray:
-    """Per-frame latency (ms) of the paper-style streaming loop: for every new frame, rebuild the
-    window tensor (the last N frames, edge-padded), run the whole window through the lifter, then
+    """Per-frame latency (ms) of the paper-style streaming loop: for every new frame, gather the
+    window (the last N frames, edge-padded: ``posert._C.RingBuffer``), run the whole window through the lifter, then
     K denoiser passes over the window with the DDIM update in a Python loop (torch eager, batch 1),
     and report the newest frame."""
+    from posert import _C
+
     sched = Schedule(denoiser.cfg.T, denoiser.cfg.K)
     N = lifter.window
-    history: list[torch.Tensor] = []
+    ring = _C.RingBuffer(1, N, 17, 3)
+    slot = np.zeros(1, np.int32)
+    win = np.zeros((1, N, 17, 3), np.float32)
+    window = torch.from_numpy(win)  # shares memory with win
     times = []
     for i in range(min(frames + warmup, len(px))):
         t0 = time.perf_counter()
         y = make_input(px[i], np.ones(17, np.float32), cam.width, cam.height)
-        history.append(torch.from_numpy(y))
-        hist = history[-N:]
-        window = torch.stack([hist[0]] * (N - len(hist)) + hist)[None]
+        ring.push(slot, y[None])
+        ring.gather(slot, win)  # last N frames, edge-padded at the stream start
         x = lifter(window)
         for t, tp in sched.pairs():
             e = denoiser(window, x, torch.full((1,), float(t)))
