@@ -1,4 +1,4 @@
-"""The ``posert`` command line: data | train | export | eval | bench | demo."""
+"""The ``posert`` command line: data | train | export | build | eval | bench | demo."""
 
 from __future__ import annotations
 
@@ -87,6 +87,52 @@ def cmd_export(args) -> int:
     return 0
 
 
+def cmd_build(args) -> int:
+    from posert.export.precision import precision_onnx
+    from posert.export.trt_compat import check_tensorrt_compat
+
+    if args.precision == "int8":
+        paths = _ensure_int8(args.lifter, args.refiner, force=args.force)
+    else:
+        paths = precision_onnx(args.precision, args.lifter, args.refiner)
+    for p in paths:
+        problems = check_tensorrt_compat(p)
+        print(f"{p}  ({p.stat().st_size / 1024:.0f} KiB; TensorRT check: "
+              f"{'ok' if not problems else f'{len(problems)} problems'})")
+        for prob in problems:
+            print(f"    {prob}")
+    if args.backend == "tensorrt":
+        from posert.runtime.backends.tensorrt import build_engines
+
+        for name, path in build_engines(paths, args.precision, max_batch=args.max_batch).items():
+            print(f"{name} engine: {path}")
+    return 0
+
+
+def _ensure_int8(lifter: str | None = None, refiner: str | None = None, force: bool = False):
+    """The gated INT8 step models of these checkpoints, built (calibration + gate) if missing."""
+    import json as _json
+
+    from posert.calibration.build import build_int8
+    from posert.data.build import VAL_MOTION_NAME, build_dataset
+    from posert.evaluate import load_motion
+    from posert.export.precision import precision_onnx
+    from posert.runtime.backends.onnxruntime import OrtBackend
+
+    if not force:
+        try:
+            return precision_onnx("int8", lifter, refiner)
+        except FileNotFoundError:
+            pass
+    print("building INT8 models: calibration on real training motion, then the accuracy gate ...")
+    fp32 = precision_onnx("fp32", lifter, refiner)
+    val = load_motion(build_dataset().parent / VAL_MOTION_NAME)
+    report = build_int8(fp32, OrtBackend.from_checkpoints(lifter, refiner), _train_sequences(),
+                        _cameras(TRAIN_SUBJECTS), val, _cameras([EVAL_SUBJECT]))
+    print(_json.dumps({k: report[k] for k in ("fp32", "int8", "delta_mm", "kept_float", "quantized_nodes")}, indent=2))
+    return precision_onnx("int8", lifter, refiner)
+
+
 def cmd_eval(args) -> int:
     from posert.data.dataset import NoiseModel, OcclusionModel
     from posert.evaluate import evaluate, load_motion
@@ -94,12 +140,15 @@ def cmd_eval(args) -> int:
 
     seqs = load_motion(args.motion)
     cams = _eval_cameras(args.cameras)
+    if args.precision == "int8":
+        _ensure_int8(args.lifter, args.refiner)
     pipe = Pipeline(args.backend, max_streams=len(seqs) * len(cams), lifter=args.lifter, refiner=args.refiner,
-                    ddim_steps=args.steps, hypotheses=args.hypotheses)
+                    ddim_steps=args.steps, hypotheses=args.hypotheses, precision=args.precision)
     noise = {"none": None, "detector": NoiseModel(), "occlusion": OcclusionModel()}[args.noise]
     report = evaluate(pipe, seqs, cams, noise, seed=args.seed)
     report["config"] = {"motion": str(args.motion), "noise": args.noise, "backend": args.backend,
                         "cameras": args.cameras, "seed": args.seed, "ddim_steps": pipe.schedule.K,
+                        "precision": args.precision,
                         "hypotheses": pipe.hypotheses}
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(report, indent=2))
@@ -141,18 +190,21 @@ def cmd_bench(args) -> int:
     torch.set_num_threads(args.threads)
     name, seq = _bench_sequence(args.motion)
     cam = _eval_cameras(args.cameras)[0]
-    pipe = Pipeline("onnxruntime", max_streams=args.streams, threads=args.ort_threads)
+    if args.precision == "int8":
+        _ensure_int8()
+    pipe = Pipeline("onnxruntime", max_streams=args.streams, threads=args.ort_threads, precision=args.precision)
     res = run_bench(pipe, load_lifter(), load_refiner()[0], seq, cam, frames=args.frames, streams=args.streams)
-    res.update(sequence=name, ort_threads=args.ort_threads)
+    res.update(sequence=name, ort_threads=args.ort_threads, precision=args.precision)
     if args.windows:
         with tempfile.TemporaryDirectory() as tmp:
             res["windows"] = window_sweep(args.windows, real_stream(seq, cam)[0], cam, args.frames, args.ort_threads,
                                           Path(tmp))
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(res, indent=2))
-    print(f"{'':<34}{'p50 ms':>9}{'p99 ms':>9}")
-    print(f"{'posert pipeline (ORT CPU), 1 stream':<34}{res['pipeline_p50_ms']:9.2f}{res['pipeline_p99_ms']:9.2f}")
-    print(f"{'PyTorch eager reference':<34}{res['reference_p50_ms']:9.2f}{res['reference_p99_ms']:9.2f}")
+    label = f"posert pipeline (ORT CPU {args.precision}), 1 stream"
+    print(f"{'':<40}{'p50 ms':>9}{'p99 ms':>9}")
+    print(f"{label:<40}{res['pipeline_p50_ms']:9.2f}{res['pipeline_p99_ms']:9.2f}")
+    print(f"{'PyTorch eager reference':<40}{res['reference_p50_ms']:9.2f}{res['reference_p99_ms']:9.2f}")
     print(f"speedup (reference p50 / pipeline p50): {res['speedup']:.2f}x")
     print(f"throughput, {args.streams} streams: {res['throughput_poses_per_s']:.0f} poses/s "
           f"(tick p50 {res['multi_stream_tick_p50_ms']:.2f} ms)")
@@ -230,6 +282,16 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--refiner", default=None)
     x.set_defaults(fn=cmd_export)
 
+    u = sub.add_parser("build", help="FP32/FP16/INT8 ONNX models (and TensorRT engines) of the checkpoints")
+    u.add_argument("--precision", choices=["fp32", "fp16", "int8"], default="fp32")
+    u.add_argument("--backend", choices=["onnxruntime", "tensorrt"], default="onnxruntime",
+                   help="onnxruntime: write the ONNX models; tensorrt: also build and cache engines")
+    u.add_argument("--max-batch", type=int, default=64, help="tensorrt: largest batch of the optimisation profile")
+    u.add_argument("--force", action="store_true", help="int8: recalibrate and re-run the gate")
+    u.add_argument("--lifter", default=None)
+    u.add_argument("--refiner", default=None)
+    u.set_defaults(fn=cmd_build)
+
     e = sub.add_parser("eval", help="stream real motion through the pipeline and score it")
     e.add_argument("--motion", required=True, help=".npz of (T, 17, 3) mm sequences, z-up world, 50 fps")
     e.add_argument("--json", required=True)
@@ -237,7 +299,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="2D protocol: ground truth, detector-like noise, or missing joints/limbs")
     e.add_argument("--steps", type=int, default=None, help="DDIM steps K (default: the checkpoint's)")
     e.add_argument("--hypotheses", type=int, default=1, help="H hypotheses averaged (DiffHPE)")
-    e.add_argument("--backend", choices=["onnxruntime", "torch"], default="onnxruntime")
+    e.add_argument("--backend", choices=["onnxruntime", "torch", "tensorrt"], default="onnxruntime")
+    e.add_argument("--precision", choices=["fp32", "fp16", "int8"], default="fp32",
+                   help="model precision (int8: built with calibration and the accuracy gate on first use)")
     e.add_argument("--cameras", choices=["h36m", "ring"], default="h36m",
                    help="h36m: the 4 real H36M cameras (S9); ring: a fixed synthetic 4-camera rig (offline)")
     e.add_argument("--lifter", default=None)
@@ -253,6 +317,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--streams", type=int, default=16)
     b.add_argument("--threads", type=int, default=2, help="torch threads of the eager reference")
     b.add_argument("--ort-threads", type=int, default=None, help="ONNX Runtime threads (default: the runtime's)")
+    b.add_argument("--precision", choices=["fp32", "fp16", "int8"], default="fp32")
     b.add_argument("--windows", type=int, nargs="*", default=[27, 81, 243],
                    help="receptive fields of the latency sweep (untrained models of each N); none to skip")
     b.set_defaults(fn=cmd_bench)

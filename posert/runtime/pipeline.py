@@ -98,6 +98,7 @@ class Pipeline:
             the CND's residual covariance Σ_a|b and evolves per stream as the CND's AR(1) process
             (ρ of the refiner checkpoint), so a hypothesis is consistent in time instead of
             jittering from tick to tick. ``seed`` fixes the draws.
+        precision: ``fp32`` (default), ``fp16`` or ``int8`` models, for a backend given by name.
 
     Input per frame: keypoints in pixels of an image of the stream's size, H36M-17 order, and a
     confidence per joint in [0, 1]; confidence 0 marks a missing joint (its coordinates are
@@ -112,11 +113,11 @@ class Pipeline:
 
     def __init__(self, backend="onnxruntime", max_streams: int = 64, lifter: str | None = None,
                  refiner: str | None = None, threads: int | None = None, ddim_steps: int | None = None,
-                 hypotheses: int = 1, seed: int = 0):
+                 hypotheses: int = 1, seed: int = 0, precision: str = "fp32"):
         if isinstance(backend, str):
             from posert.runtime.backends import create_backend
 
-            backend = create_backend(backend, lifter, refiner, threads)
+            backend = create_backend(backend, lifter, refiner, threads, precision)
         self.backend = backend
         self.window = backend.window
         self.schedule = backend.schedule if ddim_steps is None else Schedule(backend.schedule.T, ddim_steps)

@@ -14,18 +14,29 @@ costs nothing until a backend is built.
 
 from __future__ import annotations
 
+BACKENDS = ("onnxruntime", "torch", "tensorrt")
 
-def create_backend(name: str, lifter: str | None = None, refiner: str | None = None, threads: int | None = None):
-    """Build a backend by name: ``onnxruntime`` (default, CPU) or ``torch`` (reference).
 
-    Raises ValueError for an unknown name.
+def create_backend(name: str, lifter: str | None = None, refiner: str | None = None, threads: int | None = None,
+                   precision: str = "fp32"):
+    """Build a backend by name: ``onnxruntime`` (default, CPU), ``torch`` (reference, FP32 only)
+    or ``tensorrt`` (GPU engines built and cached from the ONNX models of ``precision``).
+
+    Raises ValueError for an unknown name or a precision the backend lacks, ImportError (with
+    the reason) for ``tensorrt`` where TensorRT or cuda-python is not installed.
     """
     if name == "onnxruntime":
         from posert.runtime.backends.onnxruntime import OrtBackend
 
-        return OrtBackend.from_checkpoints(lifter, refiner, threads=threads)
+        return OrtBackend.from_checkpoints(lifter, refiner, threads=threads, precision=precision)
     if name == "torch":
+        if precision != "fp32":
+            raise ValueError("the torch reference backend runs fp32 only")
         from posert.runtime.backends.torch import TorchBackend
 
         return TorchBackend.from_checkpoints(lifter, refiner, threads=threads)
-    raise ValueError(f"unknown backend {name!r}; choose 'onnxruntime' or 'torch'")
+    if name == "tensorrt":
+        from posert.runtime.backends.tensorrt import TrtBackend
+
+        return TrtBackend.from_checkpoints(lifter, refiner, precision=precision)
+    raise ValueError(f"unknown backend {name!r}; choose one of {BACKENDS}")

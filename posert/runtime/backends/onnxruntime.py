@@ -27,6 +27,19 @@ def session_options(threads: int | None = None) -> ort.SessionOptions:
     return so
 
 
+def create_session(path: str | Path, threads: int | None = None) -> ort.InferenceSession:
+    """A CPU session of one ONNX file (float32, FP16 or Q/DQ INT8) with :func:`session_options`.
+
+    ORT's ``NchwcTransformer`` is disabled: it only rewrites Conv layouts (these models have
+    none), and ORT 1.31 crashes creating FP16 and Q/DQ sessions with it (DESIGN.md).
+    Raises FileNotFoundError for a missing file.
+    """
+    if not Path(path).exists():
+        raise FileNotFoundError(f"ONNX model not found: {path}")
+    return ort.InferenceSession(str(path), session_options(threads), providers=["CPUExecutionProvider"],
+                                disabled_optimizers=["NchwcTransformer"])
+
+
 class OrtBackend:
     """The lifter step and one denoiser step as ONNX Runtime sessions on the CPU execution
     provider (graphs from :mod:`posert.export.onnx`). Cache arrays are passed as inputs and read
@@ -34,12 +47,8 @@ class OrtBackend:
 
     def __init__(self, lifter_onnx: str | Path, denoiser_onnx: str | Path, window: int, schedule: Schedule,
                  threads: int | None = None, cnd: CND | None = None):
-        so = session_options(threads)
-        for p in (lifter_onnx, denoiser_onnx):
-            if not Path(p).exists():
-                raise FileNotFoundError(f"ONNX model not found: {p}")
-        self.lifter = ort.InferenceSession(str(lifter_onnx), so, providers=["CPUExecutionProvider"])
-        self.denoiser = ort.InferenceSession(str(denoiser_onnx), so, providers=["CPUExecutionProvider"])
+        self.lifter = create_session(lifter_onnx, threads)
+        self.denoiser = create_session(denoiser_onnx, threads)
         self.window, self.schedule, self.cnd = window, schedule, cnd
         self.lifter_cache_shape = self._cache_shape(self.lifter)
         self.denoiser_cache_shape = self._cache_shape(self.denoiser)
@@ -53,16 +62,18 @@ class OrtBackend:
         return (len(caches), *caches[0].shape[1:])
 
     @classmethod
-    def from_checkpoints(cls, lifter: str | None = None, refiner: str | None = None, threads: int | None = None):
-        """Export (once, cached) and load the ONNX step models of the given or default checkpoints."""
-        from posert.export.onnx import cached_onnx
+    def from_checkpoints(cls, lifter: str | None = None, refiner: str | None = None, threads: int | None = None,
+                         precision: str = "fp32"):
+        """Export (once, cached) and load the ONNX step models of the given or default checkpoints
+        at ``precision`` (fp32 | fp16 | int8; see :func:`posert.export.precision.precision_onnx`)."""
+        from posert.export.precision import precision_onnx
 
         lcfg = _load(lifter, "lifter.pt", "lifter")["config"]
         rckpt = _load(refiner, "refiner.pt", "refiner")
         dcfg = rckpt["config"]
         if not (lcfg["causal"] and dcfg["causal"]):
             raise ValueError("the streaming runtime needs causal models (an offline checkpoint was given)")
-        lifter_onnx, den_onnx = cached_onnx(lifter, refiner)
+        lifter_onnx, den_onnx = precision_onnx(precision, lifter, refiner)
         cnd = CND(rckpt["cnd"]["mean"], rckpt["cnd"]["cov"], rckpt["cnd"].get("rho", 0.0))
         return cls(lifter_onnx, den_onnx, lcfg["window"], Schedule(dcfg["T"], dcfg["K"]), threads, cnd)
 

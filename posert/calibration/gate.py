@@ -1,0 +1,88 @@
+"""INT8 accuracy gate: keep the most sensitive nodes in float until streaming MPJPE on
+validation motion is within a tolerance of FP32.
+
+Procedure (``accuracy_gate``):
+1. rank every Gemm/MatMul of both step models by its one-node sensitivity
+   (:func:`posert.calibration.quantize.node_sensitivity`, mm of output change);
+2. quantise all of them and score; while |MPJPE_int8 − MPJPE_fp32| (lifter and refined, the
+   larger) exceeds ``tol_mm``, keep the top 1, 2, 4, 8 … nodes in float;
+3. once a count passes, bisect between it and the last failing count for the fewest float nodes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from posert.calibration.quantize import quantize_int8
+
+
+def streaming_mpjpe(lifter_onnx: Path, denoiser_onnx: Path, window: int, schedule, cnd, sequences: dict,
+                    cameras: list, threads: int | None = None) -> dict[str, float]:
+    """Overall MPJPE (mm) of the lifter and of the refined output when ``sequences`` are streamed
+    through an ONNX Runtime pipeline of the two given step models (as ``posert eval`` does)."""
+    from posert.evaluate import score, stream_sequences
+    from posert.runtime import Pipeline
+    from posert.runtime.backends.onnxruntime import OrtBackend
+
+    backend = OrtBackend(lifter_onnx, denoiser_onnx, window, schedule, threads, cnd)
+    pipe = Pipeline(backend, max_streams=len(sequences) * len(cameras))
+    results, _ = stream_sequences(pipe, sequences, cameras, progress=False)
+    overall = score(results)["overall"]
+    return {"lifter": overall["lifter"]["mpjpe"], "refined": overall["refined"]["mpjpe"]}
+
+
+def accuracy_gate(models: dict[str, dict], score: Callable[[dict[str, Path]], dict[str, float]], workdir: Path,
+                  tol_mm: float = 1.0, log: Callable[[str], None] = print) -> dict:
+    """Choose the nodes to keep in float.
+
+    Args:
+        models: ``{"lifter": {...}, "denoiser": {...}}``, each with ``path`` (pre-processed FP32
+            step model), ``calibration_cache`` (MinMax ranges) and ``sensitivity`` ({node: mm}).
+        score: maps ``{"lifter": onnx, "denoiser": onnx}`` to ``{"lifter": mm, "refined": mm}``.
+        tol_mm: the gate (issue 4: 1 mm).
+    Returns a report: ``fp32`` and ``int8`` scores, ``delta_mm``, ``kept_float`` ({model:
+    [nodes]}), ``paths`` of the chosen INT8 models, ``trials`` and ``passed``.
+    Raises RuntimeError if even all-float fails the gate (the scorer is not deterministic).
+    """
+    workdir = Path(workdir)
+    ranked = sorted(((s, name, node) for name, m in models.items() for node, s in m["sensitivity"].items()),
+                    reverse=True)
+    ref = score({name: Path(m["path"]) for name, m in models.items()})
+    log(f"fp32: lifter {ref['lifter']:.2f} mm, refined {ref['refined']:.2f} mm")
+    trials: dict[int, dict] = {}
+
+    def trial(k: int) -> dict:
+        keep = {name: [node for _, n, node in ranked[:k] if n == name] for name in models}
+        paths = {name: quantize_int8(m["path"], workdir / f"{name}_step.int8.k{k}.onnx", None,
+                                     m["calibration_cache"], nodes_to_exclude=keep[name])
+                 for name, m in models.items()}
+        got = score(paths)
+        delta = max(abs(got[key] - ref[key]) for key in ("lifter", "refined"))
+        trials[k] = {"float_nodes": k, "int8": got, "delta_mm": delta, "kept_float": keep, "paths": paths}
+        log(f"{k:3d} nodes kept in float: lifter {got['lifter']:.2f}, refined {got['refined']:.2f}, "
+            f"|Δ| {delta:.2f} mm")
+        return trials[k]
+
+    n, last_fail, k = len(ranked), None, 0
+    while True:
+        if trial(k)["delta_mm"] <= tol_mm:
+            break
+        if k >= n:
+            raise RuntimeError("the all-float model fails the gate: the score is not reproducible")
+        last_fail, k = k, min(n, max(1, 2 * k))
+    best = k
+    lo = last_fail
+    while lo is not None and best - lo > 1:  # fewest float nodes that pass
+        mid = (lo + best) // 2
+        if trial(mid)["delta_mm"] <= tol_mm:
+            best = mid
+        else:
+            lo = mid
+    chosen = trials[best]
+    return {"fp32": ref, "int8": chosen["int8"], "delta_mm": chosen["delta_mm"], "tol_mm": tol_mm,
+            "kept_float": chosen["kept_float"], "paths": {k2: str(p) for k2, p in chosen["paths"].items()},
+            "quantized_nodes": {name: len(m["sensitivity"]) - len(chosen["kept_float"][name])
+                                for name, m in models.items()},
+            "passed": chosen["delta_mm"] <= tol_mm,
+            "trials": [{k2: v for k2, v in t.items() if k2 != "paths"} for _, t in sorted(trials.items())]}
