@@ -96,10 +96,21 @@ def max_abs_error_vs_torch(onnx_path: str | Path, model: PoseSequenceModel, inpu
     return max(float(np.abs(g - r.numpy()).max()) for g, r in zip(got, ref))
 
 
+def _export_code_sha256() -> str:
+    """sha256 of the source that decides an exported graph (models and this exporter): a change
+    to either must never reuse an old export (an earlier cache key missed this and served a
+    graph of an older attention form)."""
+    import posert.models as models_pkg
+
+    files = sorted(Path(models_pkg.__file__).parent.glob("*.py")) + [Path(__file__)]
+    return hashlib.sha256(b"".join(f.read_bytes() for f in files)).hexdigest()
+
+
 def cached_onnx(lifter_ckpt: str | Path | None = None, refiner_ckpt: str | Path | None = None,
                 cache: str | Path | None = None) -> tuple[Path, Path]:
     """ONNX files of the given (default: committed) checkpoints, exported once and cached under
-    ``<cache>/onnx/<sha256 of the checkpoints>/``. Returns (lifter_step.onnx, denoiser_step.onnx)."""
+    ``<cache>/onnx/<sha256 of the checkpoints, torch version and export code>/``.
+    Returns (lifter_step.onnx, denoiser_step.onnx)."""
     from posert.data.sources import cache_dir
     from posert.models.io import default_checkpoint_dir, load_lifter, load_refiner
 
@@ -108,7 +119,8 @@ def cached_onnx(lifter_ckpt: str | Path | None = None, refiner_ckpt: str | Path 
     for p in (lp, rp):
         if not p.exists():
             raise FileNotFoundError(f"checkpoint not found: {p}")
-    key = hashlib.sha256((file_sha256(lp) + file_sha256(rp) + torch.__version__ + "step1").encode()).hexdigest()[:16]
+    key = hashlib.sha256((file_sha256(lp) + file_sha256(rp) + torch.__version__ + _export_code_sha256()).encode())
+    key = key.hexdigest()[:16]
     folder = Path(cache or cache_dir()) / "onnx" / key
     lifter_onnx, den_onnx = folder / "lifter_step.onnx", folder / "denoiser_step.onnx"
     if not lifter_onnx.exists():
