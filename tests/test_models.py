@@ -109,7 +109,7 @@ def _stream_steps(model, inp: torch.Tensor, extra=()):
     return torch.stack(outs, dim=1)
 
 
-@pytest.mark.parametrize("window", [27, 81])  # span 7: broadcast-multiply form; span 20: MatMul form
+@pytest.mark.parametrize("window", [27, 81])  # spans 7 and 20 per layer
 def test_incremental_step_equals_full_sequence(real_views, cameras, window):
     """One frame per step with key/value ring caches = the whole sequence at once, through
     ring wrap-arounds (relative positions: cached keys never go stale)."""
