@@ -80,14 +80,20 @@ def quantize_int8(model_path: str | Path, out_path: str | Path, feeds: list[dict
     cache = Path(calibration_cache)
     if feeds is None and not cache.exists():
         raise ValueError(f"no calibration feeds and no calibration cache at {cache}")
-    logging.getLogger().setLevel(logging.ERROR)  # quantize_static logs a line per tensor at INFO
-    quantize_static(str(model_path), str(out_path), FeedReader(feeds) if feeds is not None else None,
-                    quant_format=QuantFormat.QDQ, op_types_to_quantize=list(QUANTIZED_OPS), per_channel=True,
-                    reduce_range=reduce_range, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
-                    nodes_to_exclude=list(nodes_to_exclude or []), nodes_to_quantize=list(nodes_to_quantize or []),
-                    calibrate_method=CalibrationMethod.MinMax, calibration_cache_path=str(cache),
-                    extra_options={"ActivationSymmetric": True, "WeightSymmetric": True,
-                                   "OpTypesToExcludeOutputQuantization": list(QUANTIZED_OPS)})
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)  # quantize_static logs a line per tensor to the root logger
+    try:
+        quantize_static(str(model_path), str(out_path), FeedReader(feeds) if feeds is not None else None,
+                        quant_format=QuantFormat.QDQ, op_types_to_quantize=list(QUANTIZED_OPS), per_channel=True,
+                        reduce_range=reduce_range, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                        nodes_to_exclude=list(nodes_to_exclude or []),
+                        nodes_to_quantize=list(nodes_to_quantize or []),
+                        calibrate_method=CalibrationMethod.MinMax, calibration_cache_path=str(cache),
+                        extra_options={"ActivationSymmetric": True, "WeightSymmetric": True,
+                                       "OpTypesToExcludeOutputQuantization": list(QUANTIZED_OPS)})
+    finally:
+        root.setLevel(level)
     return Path(out_path)
 
 

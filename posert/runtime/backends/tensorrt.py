@@ -87,8 +87,9 @@ class HostDeviceBuffer:
 class TrtStep:
     """One step engine with an execution context and buffers for ``max_batch`` rows.
 
-    ``run(feeds)`` takes arrays whose first axis is the batch (``kv``'s batch is its axis 1) and
-    returns views of the pinned output buffers, valid until the next ``run``.
+    ``run(feeds)`` takes arrays whose first axis is the batch and returns views of the pinned
+    output buffers in their runtime shapes (``kv``: (2L, B, 17, heads, d)), valid until the
+    next ``run``.
     Raises ValueError for a missing input or a batch above ``max_batch``.
     """
 
@@ -102,13 +103,10 @@ class TrtStep:
             raise RuntimeError("TensorRT could not deserialize the engine (corrupt, or built by another TensorRT)")
         self.context = self.engine.create_execution_context()
         self.stream, self.max_batch = stream, max_batch
-        self.inputs, self.outputs, self.buffers, self.batch_axis = [], [], {}, {}
+        self.inputs, self.outputs, self.buffers = [], [], {}
         for i in range(self.engine.num_io_tensors):
             name = self.engine.get_tensor_name(i)
-            shape = list(self.engine.get_tensor_shape(name))
-            axis = shape.index(-1)
-            shape[axis] = max_batch
-            self.batch_axis[name] = axis
+            shape = [max_batch if d < 0 else d for d in self.engine.get_tensor_shape(name)]
             buf = HostDeviceBuffer(tuple(shape), trt.nptype(self.engine.get_tensor_dtype(name)))
             self.buffers[name] = buf
             self.context.set_tensor_address(name, int(buf.device_ptr))
@@ -132,16 +130,11 @@ class TrtStep:
         if not self.context.execute_async_v3(self.stream):
             raise RuntimeError("TensorRT execute_async_v3 failed")
         outs = []
-        for name in self.outputs:
-            buf, axis = self.buffers[name], self.batch_axis[name]
-            view = buf.host[:batch] if axis == 0 else buf.host[:, :batch]
-            if axis == 0:
-                check(cudart.cudaMemcpyAsync(buf.host_ptr, buf.device_ptr, view.nbytes, d2h, self.stream))
-            else:  # (G, max_batch, …) output: copy each of the G leading slices' first rows
-                row = buf.nbytes // buf.host.shape[0]
-                for g in range(buf.host.shape[0]):
-                    check(cudart.cudaMemcpyAsync(int(buf.host_ptr) + g * row, int(buf.device_ptr) + g * row,
-                                                 view[g].nbytes, d2h, self.stream))
+        for name in self.outputs:  # TensorRT writes each output densely in its runtime shape
+            buf = self.buffers[name]
+            shape = tuple(self.context.get_tensor_shape(name))
+            view = buf.host.reshape(-1)[:int(np.prod(shape))].reshape(shape)
+            check(cudart.cudaMemcpyAsync(buf.host_ptr, buf.device_ptr, view.nbytes, d2h, self.stream))
             outs.append(view)
         check(cudart.cudaStreamSynchronize(self.stream))
         return outs
