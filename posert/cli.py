@@ -1,4 +1,4 @@
-"""The ``posert`` command line: data | train | export | build | eval | bench | demo."""
+"""The ``posert`` command line: data | train | export | build | eval | bench | demo | run."""
 
 from __future__ import annotations
 
@@ -63,7 +63,7 @@ def cmd_train(args) -> int:
         den_cfg = DenoiserConfig(window=args.window, K=1 if args.noise == "regressor" else 2)
         model, cnd, stats = train_refiner(seqs, cams, cfg, fold_minutes=args.fold_minutes, lifter_cfg=lifter_cfg,
                                           model_cfg=den_cfg, noise=args.noise, folds=args.folds,
-                                          fold_cache=cache_dir() / "folds")
+                                          fold_cache=cache_dir() / "folds", fold_by=args.fold_by)
         save_refiner(model, cnd, out_dir / "refiner.pt", {"train": stats, **meta})
     print(json.dumps(stats, indent=2))
     return 0
@@ -248,6 +248,26 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def cmd_run(args) -> int:
+    from posert.video.detect import RecordedDetector
+    from posert.video.run import demo_video, run_video
+
+    source = args.camera if args.camera is not None else (
+        str(demo_video()) if args.video == "demo" else args.video)
+    detector = RecordedDetector(args.detections) if args.detections else None
+    run = run_video(source, out_mp4=args.out, out_json=args.json, out_png=args.png, detector=detector,
+                    backend=args.backend, lifter=args.lifter, refiner=args.refiner, max_frames=args.max_frames,
+                    record=args.record)
+    print(f"{run.frames} frames at {run.fps:g} fps, {run.size[0]}×{run.size[1]} px; person found in "
+          f"{int(run.detected.sum())}; {run.model_frames} model frames at 50 fps; front-end {run.detector}")
+    print(f"{'stage':<10}{'p50 ms':>9}{'p99 ms':>9}{'mean ms':>9}   (per video frame)")
+    for stage, v in run.latency_table().items():
+        print(f"{stage:<10}{v['p50']:>9.2f}{v['p99']:>9.2f}{v['mean']:>9.2f}")
+    for kind, path in run.outputs.items():
+        print(f"{kind}: {path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="posert", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -265,6 +285,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="refiner: CND noise (D3PRefiner), CND without its conditional mean, raw lifter error, "
                         "or a one-step regressor (ablations)")
     t.add_argument("--folds", type=int, default=2, help="refiner: k of the k-fold cross-fitting")
+    t.add_argument("--fold-by", choices=["time", "sequence"], default="time",
+                   help="refiner: cross-fitting folds of a chunk of every sequence (time) or of whole sequences")
     t.add_argument("--window", type=int, default=27, help="receptive field N in frames")
     t.add_argument("--offline", action="store_true", help="non-causal lifter reporting the centre frame")
     t.add_argument("--holdout", default=None, help="leave this source (subject) out of training")
@@ -321,6 +343,22 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--windows", type=int, nargs="*", default=[27, 81, 243],
                    help="receptive fields of the latency sweep (untrained models of each N); none to skip")
     b.set_defaults(fn=cmd_bench)
+
+    r = sub.add_parser("run", help="a video or a webcam → 2D front-end → refined 3D: MP4, PNG and JSON")
+    src = r.add_mutually_exclusive_group(required=True)
+    src.add_argument("--video", help="video file, or 'demo' for the Sports2D demo clip (fetched once)")
+    src.add_argument("--camera", type=int, help="webcam number (live; stop with Ctrl-C or --max-frames)")
+    r.add_argument("--out", default=None, help="rendered MP4 (2D overlay beside the refined 3D skeleton)")
+    r.add_argument("--png", default=None, help="contact sheet of six rendered frames")
+    r.add_argument("--json", default=None, help="per-frame 2D, 3D (mm) and per-stage latency")
+    r.add_argument("--detections", default=None,
+                   help="replay BlazePose landmarks recorded with --record instead of running MediaPipe")
+    r.add_argument("--record", default=None, help="save the front-end's landmarks (.npz) for --detections")
+    r.add_argument("--max-frames", type=int, default=None)
+    r.add_argument("--backend", choices=["onnxruntime", "torch"], default="onnxruntime")
+    r.add_argument("--lifter", default=None)
+    r.add_argument("--refiner", default=None)
+    r.set_defaults(fn=cmd_run)
 
     m = sub.add_parser("demo", help="the main job: real motion → runtime → numbers and a PNG")
     m.add_argument("--out", default="out/demo.png")

@@ -7,7 +7,7 @@ import torch
 from posert.camera import ring_rig
 from posert.models.denoiser import DenoiserConfig
 from posert.models.lifter import LifterConfig
-from posert.train.loops import TrainConfig, temporal_folds, train_refiner
+from posert.train.loops import TrainConfig, sequence_folds, temporal_folds, train_fold_lifters, train_refiner
 
 
 def test_temporal_folds_partition_every_sequence(motion):
@@ -19,6 +19,20 @@ def test_temporal_folds_partition_every_sequence(motion):
         assert max(len(p) for p in parts) - min(len(p) for p in parts) <= 1
     with pytest.raises(ValueError):
         temporal_folds(seqs, 1)
+
+
+def test_sequence_folds_keep_sequences_whole_and_balanced(motion):
+    seqs = {"a": motion[:500], "b": motion[500:900], "c": motion[900:1000], "d": motion[:350]}
+    folds = sequence_folds(seqs, 2)
+    assert sorted(n for f in folds for n in f) == sorted(seqs)  # every sequence once, whole
+    for f in folds:
+        for name, seq in f.items():
+            assert seq is seqs[name]
+    assert sorted(sum(len(s) for s in f.values()) for f in folds) == [600, 750]  # longest first, each to the lighter fold
+    with pytest.raises(ValueError):
+        sequence_folds({"a": motion}, 2)
+    with pytest.raises(ValueError):
+        train_fold_lifters(seqs, ring_rig(), TrainConfig(minutes=0.01), 2, fold_by="random")
 
 
 @pytest.mark.parametrize("noise", ["cnd", "regressor"])

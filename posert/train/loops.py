@@ -100,16 +100,45 @@ def temporal_folds(sequences: dict[str, np.ndarray], k: int) -> list[dict[str, n
     return folds
 
 
+def sequence_folds(sequences: dict[str, np.ndarray], k: int) -> list[dict[str, np.ndarray]]:
+    """Assign whole sequences to ``k`` folds, longest first to the fold with the fewest frames.
+
+    A fold lifter then meets its held-out fold as the final lifter meets validation motion:
+    sequences it never saw, not unseen minutes of sequences it trained on.
+    Raises ValueError when there are fewer sequences than folds.
+    """
+    if k < 2:
+        raise ValueError(f"cross-fitting needs k ≥ 2 folds, got {k}")
+    if len(sequences) < k:
+        raise ValueError(f"{len(sequences)} sequences cannot fill {k} sequence folds")
+    folds: list[dict[str, np.ndarray]] = [{} for _ in range(k)]
+    sizes = [0] * k
+    for name, seq in sorted(sequences.items(), key=lambda kv: (-len(kv[1]), kv[0])):
+        f = int(np.argmin(sizes))
+        folds[f][name] = seq
+        sizes[f] += len(seq)
+    return folds
+
+
+FOLD_KINDS = ("time", "sequence")
+
+
 def train_fold_lifters(sequences: dict[str, np.ndarray], cameras: list[Camera], cfg: TrainConfig, k: int,
-                       lifter_cfg: LifterConfig = LifterConfig(), cache: Path | None = None):
+                       lifter_cfg: LifterConfig = LifterConfig(), cache: Path | None = None,
+                       fold_by: str = "time"):
     """k-fold cross-fitting: lifter f trains on every fold but f. Returns [(lifter_f, fold_f)].
 
-    With ``cache`` the fold lifters are stored under a key of (sequences, k, budget, config, seed)
-    and reused by later refiner trainings (ablations share them).
+    ``fold_by="time"``: :func:`temporal_folds` (a chunk of every sequence per fold);
+    ``"sequence"``: :func:`sequence_folds` (whole sequences per fold).
+    With ``cache`` the fold lifters are stored under a key of (sequences, k, folds, budget,
+    config, seed) and reused by later refiner trainings (ablations share them).
     """
-    folds = temporal_folds(sequences, k)
-    key = hashlib.sha256(json.dumps([sorted((n, len(s)) for n, s in sequences.items()), k, cfg.minutes, cfg.p_occlusion,
-                                     cfg.batch, cfg.seed, asdict(lifter_cfg)]).encode()).hexdigest()[:12]
+    if fold_by not in FOLD_KINDS:
+        raise ValueError(f"fold_by must be one of {FOLD_KINDS}, got {fold_by!r}")
+    folds = temporal_folds(sequences, k) if fold_by == "time" else sequence_folds(sequences, k)
+    ident = [sorted((n, len(s)) for n, s in sequences.items()), k, cfg.minutes, cfg.p_occlusion,
+             cfg.batch, cfg.seed, asdict(lifter_cfg)] + ([] if fold_by == "time" else [fold_by])
+    key = hashlib.sha256(json.dumps(ident).encode()).hexdigest()[:12]
     out = []
     for f in range(k):
         path = cache / f"fold_lifter_{key}_{f}.pt" if cache else None
@@ -150,11 +179,13 @@ NOISE_MODES = ("cnd", "cnd0", "raw", "regressor")
 def train_refiner(sequences: dict[str, np.ndarray], cameras: list[Camera], cfg: TrainConfig,
                   fold_minutes: float, lifter_cfg: LifterConfig = LifterConfig(),
                   model_cfg: DenoiserConfig = DenoiserConfig(), noise: str = "cnd", folds: int = 2,
-                  cnd_windows: int = 1024, fold_cache: Path | None = None) -> tuple[Denoiser, CND, dict]:
+                  cnd_windows: int = 1024, fold_cache: Path | None = None,
+                  fold_by: str = "time") -> tuple[Denoiser, CND, dict]:
     """Cross-fitted D3PRefiner training.
 
     1. k-fold cross-fitting: ``folds`` lifters (``fold_minutes`` each), lifter f never sees fold f.
        Give them the final lifter's budget so their held-out errors have the final lifter's size.
+       ``fold_by``: "time" (a chunk of every sequence per fold) or "sequence" (whole sequences).
     2. Fit the CND on every fold lifter's errors on its held-out fold.
     3. Train the denoiser for ``cfg.minutes``: windows from fold f, x_noisy from lifter f — run on
        N_lifter − 1 extra frames before the denoiser's window, so every x_noisy frame has its full
@@ -173,7 +204,7 @@ def train_refiner(sequences: dict[str, np.ndarray], cameras: list[Camera], cfg: 
     if noise not in NOISE_MODES:
         raise ValueError(f"noise must be one of {NOISE_MODES}, got {noise!r}")
     fold_cfg = TrainConfig(**{**cfg.__dict__, "minutes": fold_minutes})
-    fitted = train_fold_lifters(sequences, cameras, fold_cfg, folds, lifter_cfg, fold_cache)
+    fitted = train_fold_lifters(sequences, cameras, fold_cfg, folds, lifter_cfg, fold_cache, fold_by)
     n_den = model_cfg.window
     span = lifter_cfg.window - 1 + n_den
     samplers = [WindowSampler(held, span, cameras, seed=cfg.seed + 10 + f, p_occlusion=cfg.p_occlusion)
@@ -214,5 +245,5 @@ def train_refiner(sequences: dict[str, np.ndarray], cameras: list[Camera], cfg: 
 
     stats = _timed_loop(cfg, list(model.parameters()), step, "denoiser")
     stats.update(cross_fit_lifter_mpjpe_mm=cross_fit_mpjpe, noise=noise, fold_minutes=fold_minutes, folds=folds,
-                 cnd_rho=cnd.rho)
+                 cnd_rho=cnd.rho, fold_by=fold_by)
     return model.eval(), cnd, stats
