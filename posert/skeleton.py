@@ -48,3 +48,70 @@ def bone_lengths(pose: np.ndarray) -> np.ndarray:
     parent = np.array([p for p, _ in BONES])
     child = np.array([c for _, c in BONES])
     return np.linalg.norm(pose[..., child, :] - pose[..., parent, :], axis=-1)
+
+
+#: MediaPipe BlazePose's 33 landmarks (``mp.solutions.pose.PoseLandmark`` order).
+BLAZEPOSE33_NAMES: tuple[str, ...] = (
+    "nose", "left_eye_inner", "left_eye", "left_eye_outer", "right_eye_inner", "right_eye", "right_eye_outer",
+    "left_ear", "right_ear", "mouth_left", "mouth_right", "left_shoulder", "right_shoulder", "left_elbow",
+    "right_elbow", "left_wrist", "right_wrist", "left_pinky", "right_pinky", "left_index", "right_index",
+    "left_thumb", "right_thumb", "left_hip", "right_hip", "left_knee", "right_knee", "left_ankle", "right_ankle",
+    "left_heel", "right_heel", "left_foot_index", "right_foot_index",
+)
+
+
+def _blazepose_map() -> np.ndarray:
+    """(17, 33) weights: every H36M-17 joint as an affine (weights sum to 1) combination of
+    BlazePose landmarks, so it applies to pixels and to metric coordinates alike.
+
+    pelvis = mid-hip; spine = midpoint of mid-hip and mid-shoulder; thorax = mid-shoulder;
+    neck/nose = nose; head (H36M's head top) = mid-ear + 1.5 × (mid-eye − mid-mouth), i.e. about
+    one eye-to-mouth distance above the ears. Limbs map one to one.
+    """
+    idx = {n: i for i, n in enumerate(BLAZEPOSE33_NAMES)}
+    W = np.zeros((NUM_JOINTS, len(BLAZEPOSE33_NAMES)))
+
+    def put(joint: str, **weights: float) -> None:
+        for name, w in weights.items():
+            W[JOINT_NAMES.index(joint), idx[name]] += w
+
+    put("pelvis", left_hip=0.5, right_hip=0.5)
+    for side, s in (("r", "right"), ("l", "left")):
+        put(f"{side}_hip", **{f"{s}_hip": 1.0})
+        put(f"{side}_knee", **{f"{s}_knee": 1.0})
+        put(f"{side}_ankle", **{f"{s}_ankle": 1.0})
+        put(f"{side}_shoulder", **{f"{s}_shoulder": 1.0})
+        put(f"{side}_elbow", **{f"{s}_elbow": 1.0})
+        put(f"{side}_wrist", **{f"{s}_wrist": 1.0})
+    put("spine", left_hip=0.25, right_hip=0.25, left_shoulder=0.25, right_shoulder=0.25)
+    put("thorax", left_shoulder=0.5, right_shoulder=0.5)
+    put("neck", nose=1.0)
+    put("head", left_ear=0.5, right_ear=0.5, left_eye=0.75, right_eye=0.75, mouth_left=-0.75, mouth_right=-0.75)
+    assert np.allclose(W.sum(axis=1), 1.0)
+    return W
+
+
+#: (17, 33) affine map from BlazePose-33 landmarks to H36M-17 joints (see :func:`_blazepose_map`).
+BLAZEPOSE33_TO_H36M: np.ndarray = _blazepose_map()
+
+
+def blazepose_to_h36m(landmarks: np.ndarray, visibility: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Map BlazePose-33 landmarks to H36M-17 joints.
+
+    Args:
+        landmarks: (..., 33, D) positions in any unit (D = 2 for pixels, 3 for metres).
+        visibility: (..., 33) BlazePose visibility in [0, 1].
+    Returns:
+        (joints (..., 17, D), confidence (..., 17)): a joint's confidence is the lowest visibility
+        of the landmarks it is made of (a joint is only as reliable as its least visible part).
+    Raises:
+        ValueError: if the landmark axis is not 33 long or the shapes disagree.
+    """
+    lm, vis = np.asarray(landmarks, np.float64), np.asarray(visibility, np.float64)
+    n = len(BLAZEPOSE33_NAMES)
+    if lm.ndim < 2 or lm.shape[-2] != n or vis.shape != lm.shape[:-1]:
+        raise ValueError(f"expected landmarks (..., {n}, D) and visibility (..., {n}), got {lm.shape}, {vis.shape}")
+    joints = np.einsum("jl,...ld->...jd", BLAZEPOSE33_TO_H36M, lm)
+    used = BLAZEPOSE33_TO_H36M != 0  # (17, 33)
+    conf = np.where(used, vis[..., None, :], np.inf).min(axis=-1)
+    return joints.astype(np.float32), np.clip(conf, 0.0, 1.0).astype(np.float32)

@@ -1,0 +1,274 @@
+"""``posert run``: a video file or a webcam → 2D front-end → streaming lifter + diffusion refiner →
+rendered MP4, contact-sheet PNG and JSON, with per-stage latency."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from posert.skeleton import NUM_JOINTS
+from posert.video.detect import Detection, save_recording
+from posert.video.render import PersonCrop, compose, contact_sheet
+from posert.video.resample import RateConverter
+
+STAGES = ("decode", "detect", "lift", "refine", "render")
+#: A person lost for longer than this (seconds) starts a new stream: stale context is dropped.
+MAX_GAP_S = 0.5
+#: A pelvis that jumps by more than this share of the image width between detections is taken
+#: as another person (single-person front-ends switch identity): the stream restarts.
+MAX_JUMP = 0.15
+DEMO_VIDEO_SPEC = "sports2d==0.8.34"
+
+
+def demo_video() -> Path:
+    """The Sports2D demo clip (BSD-3, 230 frames, 30 fps, 1768×994), fetched once into the cache
+    (``pip download sports2d==0.8.34``; see shared/DATA.md). Raises RuntimeError if the download
+    fails."""
+    from posert.data.sources import _extract, _pip_download, cache_dir
+
+    root = cache_dir()
+    wheel = _pip_download(DEMO_VIDEO_SPEC, root / "downloads", sdist=False)
+    out = _extract(wheel, lambda n: n.endswith("Demo/demo.mp4") or n.endswith("licenses/LICENSE"),
+                   root / "extracted" / "sports2d")
+    found = sorted(out.rglob("demo.mp4"))
+    if not found:
+        raise RuntimeError(f"{wheel.name} holds no Demo/demo.mp4")
+    return found[0]
+
+
+def open_video(source: str | int) -> tuple[Iterator[np.ndarray], float, bool]:
+    """Frames (H, W, 3) uint8 RGB of a file or of webcam number ``source`` (int), the frame rate
+    (fps), and whether it is live. Uses imageio's FFmpeg plugin. Raises FileNotFoundError for a
+    missing file."""
+    import imageio.v3 as iio
+
+    if isinstance(source, int):
+        uri = f"<video{source}>"
+        return iter(iio.imiter(uri, plugin="FFMPEG")), 30.0, True
+    path = Path(source)
+    if not path.exists():
+        raise FileNotFoundError(f"no video at {path}")
+    fps = float(iio.immeta(path, plugin="FFMPEG").get("fps") or 30.0)
+    return iter(iio.imiter(path, plugin="FFMPEG")), fps, False
+
+
+class _TimedBackend:
+    """Forwards to a runtime backend and adds the time spent in the lifter step to ``lift_s``."""
+
+    def __init__(self, backend):
+        self._b = backend
+        self.lift_s = 0.0
+
+    def __getattr__(self, name):
+        return getattr(self._b, name)
+
+    def lift_step(self, *args, **kwargs):
+        t0 = time.perf_counter()
+        try:
+            return self._b.lift_step(*args, **kwargs)
+        finally:
+            self.lift_s += time.perf_counter() - t0
+
+
+@dataclass
+class VideoRun:
+    """Result of :func:`run_video`.
+
+    Attributes:
+        fps: source frame rate; frames: frames read; size: (width, height) px.
+        detected: (F,) bool, a person was found in the frame.
+        kp2d: (F, 17, 2) float32 px (NaN where none), conf: (F, 17) float32.
+        refined, lifted: (F, 17, 3) float32 mm, camera frame, root-relative: the pose of the
+            newest model frame at that video frame (NaN before the first detection).
+        stage_ms: stage → (F,) per-video-frame cost in ms (decode, detect, lift, refine, render).
+        model_frames: 50 fps frames streamed through the pipeline.
+        stream_restarts: times the stream restarted (person lost > ``MAX_GAP_S`` or switched).
+    """
+
+    fps: float
+    frames: int
+    size: tuple[int, int]
+    detected: np.ndarray
+    kp2d: np.ndarray
+    conf: np.ndarray
+    refined: np.ndarray
+    lifted: np.ndarray
+    stage_ms: dict[str, np.ndarray]
+    model_frames: int
+    detector: str
+    stream_restarts: int = 0
+    outputs: dict[str, str] = field(default_factory=dict)
+
+    def latency_table(self) -> dict[str, dict[str, float]]:
+        """stage → {p50, p99, mean} ms per video frame (lift/refine: frames with a detection)."""
+        out = {}
+        for s in (*STAGES, "total"):
+            v = self.stage_ms[s] if s != "total" else sum(self.stage_ms[k] for k in STAGES)
+            if s in ("lift", "refine"):
+                v = v[self.detected]
+            if len(v):
+                out[s] = {"p50": float(np.percentile(v, 50)), "p99": float(np.percentile(v, 99)),
+                          "mean": float(v.mean())}
+        return out
+
+    def to_json(self) -> dict:
+        def rows(a):
+            return [None if not np.all(np.isfinite(x)) else np.round(x, 2).tolist() for x in a]
+
+        return {"video": {"fps": self.fps, "frames": self.frames, "width": self.size[0], "height": self.size[1]},
+                "detector": self.detector, "model_fps": 50.0, "model_frames": self.model_frames,
+                "stream_restarts": self.stream_restarts,
+                "frames_with_person": int(self.detected.sum()),
+                "units": {"kp2d": "px", "pose3d": "mm, camera frame (x right, y down, z forward), root-relative"},
+                "latency_ms": self.latency_table(), "outputs": self.outputs,
+                "frames": [{"index": i, "t": i / self.fps, "detected": bool(self.detected[i]),
+                            "kp2d": r2, "conf": np.round(self.conf[i], 3).tolist(), "refined_mm": r3, "lifted_mm": l3}
+                           for i, (r2, r3, l3) in enumerate(zip(rows(self.kp2d), rows(self.refined),
+                                                                rows(self.lifted)))]}
+
+
+def run_video(source: str | int, out_mp4: str | Path | None = None, out_json: str | Path | None = None,
+              out_png: str | Path | None = None, detector: Callable[[np.ndarray], Detection | None] | None = None,
+              backend: str = "onnxruntime", lifter: str | None = None, refiner: str | None = None,
+              max_frames: int | None = None, render_height: int = 480, record: str | Path | None = None,
+              follow_person: bool = True, progress: bool = True) -> VideoRun:
+    """Run a video (file path, or webcam number) through ``detector`` and the streaming pipeline.
+
+    Args:
+        detector: callable RGB frame → :class:`Detection` | None; default :class:`MediaPipePose`.
+        out_mp4 / out_png / out_json: rendered video, contact sheet of six frames, JSON report
+            (any may be None). Rendering runs only when ``out_mp4`` or ``out_png`` is given.
+        record: write the front-end's raw keypoints (``.npz``) for :class:`RecordedDetector`.
+        follow_person: render a smoothed crop around the person (:class:`PersonCrop`) instead of
+            the whole frame.
+    Detections are converted causally to the models' 50 fps (:class:`RateConverter`); a person
+    lost for more than ``MAX_GAP_S``, or a 2D pelvis jump of more than ``MAX_JUMP`` of the image
+    width (the front-end switched to another person), restarts the stream. Returns a :class:`VideoRun`.
+    Raises FileNotFoundError for a missing video and ValueError for an empty one.
+    """
+    from posert.runtime import Pipeline
+
+    if detector is None:
+        from posert.video.detect import MediaPipePose
+
+        detector = MediaPipePose()
+    frames_it, fps, live = open_video(source)
+    pipe = Pipeline(backend, max_streams=1, lifter=lifter, refiner=refiner)
+    timed = _TimedBackend(pipe.backend)
+    pipe.backend = timed
+    conv = RateConverter()
+    render = out_mp4 is not None or out_png is not None
+    writer = None
+    if out_mp4 is not None:
+        import imageio.v2 as iio2
+
+        Path(out_mp4).parent.mkdir(parents=True, exist_ok=True)
+        writer = iio2.get_writer(str(out_mp4), fps=fps, codec="libx264", quality=7, macro_block_size=2,
+                                 ffmpeg_log_level="error")
+    cols: dict[str, list] = {k: [] for k in ("det", "kp", "conf", "ref", "lif", "raw")}
+    stage: dict[str, list[float]] = {s: [] for s in STAGES}
+    follow = PersonCrop() if follow_person else None
+    kept: list[tuple[int, np.ndarray]] = []  # every ``stride``-th rendered frame at half size, for the PNG
+    stride = 3
+    nan3 = np.full((NUM_JOINTS, 3), np.nan, np.float32)
+    last_ref, last_lif, last_seen, stream_on, model_frames = nan3, nan3, -np.inf, False, 0
+    last_pelvis, restarts = None, 0
+    size = (0, 0)
+    t_start = time.perf_counter()
+    bar = tqdm(desc="posert run", unit="frame", disable=not progress)
+    try:
+        i = 0
+        while max_frames is None or i < max_frames:
+            t0 = time.perf_counter()
+            try:
+                frame = next(frames_it)
+            except StopIteration:
+                break
+            t_dec = time.perf_counter()
+            size = (frame.shape[1], frame.shape[0])
+            t = (t_dec - t_start) if live else i / fps
+            det = detector(frame)
+            t_det = time.perf_counter()
+            timed.lift_s, tick_s = 0.0, 0.0
+            if det is not None:
+                pelvis = det.kp2d[0] if det.conf[0] > 0 else None
+                jump = (pelvis is not None and last_pelvis is not None
+                        and np.linalg.norm(pelvis - last_pelvis) > MAX_JUMP * frame.shape[1])
+                if pelvis is not None:
+                    last_pelvis = pelvis
+                if t - last_seen > MAX_GAP_S or jump:
+                    if stream_on:
+                        pipe.remove_stream("video")
+                        restarts += 1
+                    pipe.add_stream("video", *size)
+                    stream_on = True
+                    conv.reset()
+                last_seen = t
+                for tau, kp, c in conv(t, det.kp2d, det.conf):
+                    pipe.push("video", kp, c, tau)
+                    ts = time.perf_counter()
+                    res = pipe.tick()
+                    tick_s += time.perf_counter() - ts
+                    last_ref, last_lif = res.refined[0], res.lifted[0]
+                    model_frames += 1
+            t_model = time.perf_counter()
+            kp = det.kp2d if det is not None else np.full((NUM_JOINTS, 2), np.nan, np.float32)
+            conf = det.conf if det is not None else np.zeros(NUM_JOINTS, np.float32)
+            for k, v in (("det", det is not None), ("kp", kp), ("conf", conf), ("ref", last_ref), ("lif", last_lif),
+                         ("raw", None if det is None else det.raw)):
+                cols[k].append(v)
+            if render:
+                show = det is not None or np.all(np.isfinite(last_ref))
+                img = compose(frame, kp if det is not None else None, conf,
+                              last_ref if show and np.all(np.isfinite(last_ref)) else None,
+                              last_lif if show and np.all(np.isfinite(last_lif)) else None,
+                              height=render_height, label=f"t = {t:5.2f} s",
+                              crop=None if follow is None else follow.update(
+                                  kp if det is not None else None, conf, *size),
+                              crop_aspect=PersonCrop().aspect)
+                if writer is not None:
+                    writer.append_data(img)
+                if out_png is not None and i % stride == 0:
+                    kept.append((i, img[::2, ::2].copy()))
+                    if len(kept) > 90:  # long or live input: keep memory bounded
+                        kept, stride = kept[::2], stride * 2
+            t_ren = time.perf_counter()
+            for s, v in (("decode", t_dec - t0), ("detect", t_det - t_dec), ("lift", timed.lift_s),
+                         ("refine", tick_s - timed.lift_s), ("render", t_ren - t_model)):
+                stage[s].append(v * 1e3)
+            i += 1
+            bar.update(1)
+    finally:
+        bar.close()
+        if writer is not None:
+            writer.close()
+    if i == 0:
+        raise ValueError(f"no frames could be read from {source!r}")
+    run = VideoRun(fps=fps, frames=i, size=size, detected=np.array(cols["det"]), kp2d=np.stack(cols["kp"]),
+                   conf=np.stack(cols["conf"]), refined=np.stack(cols["ref"]), lifted=np.stack(cols["lif"]),
+                   stage_ms={s: np.array(v) for s, v in stage.items()}, model_frames=model_frames,
+                   detector=getattr(detector, "name", type(detector).__name__), stream_restarts=restarts)
+    if out_mp4 is not None:
+        run.outputs["mp4"] = str(out_mp4)
+    if out_png is not None and kept:
+        import imageio.v3 as iio
+
+        hits = [img for k, img in kept if run.detected[k]] or [img for _, img in kept]
+        picks = sorted({round(q) for q in np.linspace(len(hits) * 0.15, len(hits) - 1, 6)})
+        Path(out_png).parent.mkdir(parents=True, exist_ok=True)
+        iio.imwrite(out_png, contact_sheet([hits[k] for k in picks], columns=2))
+        run.outputs["png"] = str(out_png)
+    if record is not None:
+        save_recording(record, cols["raw"], run.detector)
+        run.outputs["record"] = str(record)
+    if out_json is not None:
+        Path(out_json).parent.mkdir(parents=True, exist_ok=True)
+        run.outputs["json"] = str(out_json)
+        Path(out_json).write_text(json.dumps(run.to_json()))
+    return run
