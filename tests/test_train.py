@@ -28,7 +28,7 @@ def test_sequence_folds_keep_sequences_whole_and_balanced(motion):
     for f in folds:
         for name, seq in f.items():
             assert seq is seqs[name]
-    assert sorted(sum(len(s) for s in f.values()) for f in folds) == [600, 750]  # longest first, each to the lighter fold
+    assert sorted(sum(len(s) for s in f.values()) for f in folds) == [600, 750]  # longest first, to the lighter fold
     with pytest.raises(ValueError):
         sequence_folds({"a": motion}, 2)
     with pytest.raises(ValueError):

@@ -82,6 +82,7 @@ class VideoRun:
 
     Attributes:
         fps: source frame rate; frames: frames read; size: (width, height) px.
+        times: (F,) float64 seconds of every frame (index / fps for a file, wall clock when live).
         detected: (F,) bool, a person was found in the frame.
         kp2d: (F, 17, 2) float32 px (NaN where none), conf: (F, 17) float32.
         refined, lifted: (F, 17, 3) float32 mm, camera frame, root-relative: the pose of the
@@ -94,6 +95,7 @@ class VideoRun:
     fps: float
     frames: int
     size: tuple[int, int]
+    times: np.ndarray
     detected: np.ndarray
     kp2d: np.ndarray
     conf: np.ndarray
@@ -127,7 +129,7 @@ class VideoRun:
                 "frames_with_person": int(self.detected.sum()),
                 "units": {"kp2d": "px", "pose3d": "mm, camera frame (x right, y down, z forward), root-relative"},
                 "latency_ms": self.latency_table(), "outputs": self.outputs,
-                "frames": [{"index": i, "t": i / self.fps, "detected": bool(self.detected[i]),
+                "frames": [{"index": i, "t": round(float(self.times[i]), 4), "detected": bool(self.detected[i]),
                             "kp2d": r2, "conf": np.round(self.conf[i], 3).tolist(), "refined_mm": r3, "lifted_mm": l3}
                            for i, (r2, r3, l3) in enumerate(zip(rows(self.kp2d), rows(self.refined),
                                                                 rows(self.lifted)))]}
@@ -171,7 +173,7 @@ def run_video(source: str | int, out_mp4: str | Path | None = None, out_json: st
         Path(out_mp4).parent.mkdir(parents=True, exist_ok=True)
         writer = iio2.get_writer(str(out_mp4), fps=fps, codec="libx264", quality=7, macro_block_size=2,
                                  ffmpeg_log_level="error")
-    cols: dict[str, list] = {k: [] for k in ("det", "kp", "conf", "ref", "lif", "raw")}
+    cols: dict[str, list] = {k: [] for k in ("t", "det", "kp", "conf", "ref", "lif", "raw")}
     stage: dict[str, list[float]] = {s: [] for s in STAGES}
     follow = PersonCrop() if follow_person else None
     kept: list[tuple[int, np.ndarray]] = []  # every ``stride``-th rendered frame at half size, for the PNG
@@ -220,8 +222,8 @@ def run_video(source: str | int, out_mp4: str | Path | None = None, out_json: st
             t_model = time.perf_counter()
             kp = det.kp2d if det is not None else np.full((NUM_JOINTS, 2), np.nan, np.float32)
             conf = det.conf if det is not None else np.zeros(NUM_JOINTS, np.float32)
-            for k, v in (("det", det is not None), ("kp", kp), ("conf", conf), ("ref", last_ref), ("lif", last_lif),
-                         ("raw", None if det is None else det.raw)):
+            for k, v in (("t", t), ("det", det is not None), ("kp", kp), ("conf", conf), ("ref", last_ref),
+                         ("lif", last_lif), ("raw", None if det is None else det.raw)):
                 cols[k].append(v)
             if render:
                 show = det is not None or np.all(np.isfinite(last_ref))
@@ -250,7 +252,8 @@ def run_video(source: str | int, out_mp4: str | Path | None = None, out_json: st
             writer.close()
     if i == 0:
         raise ValueError(f"no frames could be read from {source!r}")
-    run = VideoRun(fps=fps, frames=i, size=size, detected=np.array(cols["det"]), kp2d=np.stack(cols["kp"]),
+    run = VideoRun(fps=fps, frames=i, size=size, times=np.array(cols["t"]), detected=np.array(cols["det"]),
+                   kp2d=np.stack(cols["kp"]),
                    conf=np.stack(cols["conf"]), refined=np.stack(cols["ref"]), lifted=np.stack(cols["lif"]),
                    stage_ms={s: np.array(v) for s, v in stage.items()}, model_frames=model_frames,
                    detector=getattr(detector, "name", type(detector).__name__), stream_restarts=restarts)
