@@ -141,3 +141,27 @@ def test_mediapipe_front_end_matches_the_recording(landmarks):
             assert np.abs(d.raw[:, :2] - landmarks[i, :, :2]).mean() < 3.0  # px
     det.close()
     assert sum(found) >= 57
+
+
+def test_bad_detections_never_reach_the_pipeline(tmp_path):
+    pytest.importorskip("imageio_ffmpeg")
+    from posert.video.detect import Detection
+    from posert.video.run import run_video
+
+    replay = RecordedDetector(LANDMARKS)
+
+    def flaky(frame):
+        det = replay(frame)
+        i = replay._i
+        if i % 10 == 3:
+            det.kp2d[13] = np.nan  # NaN on a joint reported as visible
+            det.conf[16] = 7.0  # out-of-range confidence
+        if i % 10 == 7:
+            return Detection(det.kp2d, np.zeros(17, np.float32))  # nothing visible: no person
+        return det
+
+    run = run_video(CLIP, detector=flaky, progress=False)
+    assert np.all(np.isfinite(run.refined[run.detected]))
+    assert run.detected.sum() == 54 and run.conf[2, 13] == 0.0 and run.conf[2, 16] == 1.0
+    with pytest.raises(ValueError, match="kp2d"):
+        run_video(CLIP, detector=lambda f: Detection(np.zeros((33, 2)), np.ones(33)), progress=False)

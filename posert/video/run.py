@@ -58,6 +58,25 @@ def open_video(source: str | int) -> tuple[Iterator[np.ndarray], float, bool]:
     return iter(iio.imiter(path, plugin="FFMPEG")), fps, False
 
 
+def _checked(det: Detection | None) -> Detection | None:
+    """Validate a front-end's output. Joints with a non-finite coordinate become missing
+    (confidence 0) and confidences are clipped to [0, 1]; a detection with fewer than 4 visible
+    joints counts as no person. Raises TypeError/ValueError for a malformed detection."""
+    if det is None:
+        return None
+    if not isinstance(det, Detection):
+        raise TypeError(f"a detector must return posert.video.Detection or None, got {type(det).__name__}")
+    kp = np.asarray(det.kp2d, np.float32)
+    conf = np.asarray(det.conf, np.float32)
+    if kp.shape != (NUM_JOINTS, 2) or conf.shape != (NUM_JOINTS,):
+        raise ValueError(f"detection must be kp2d ({NUM_JOINTS}, 2) and conf ({NUM_JOINTS},), got {kp.shape}, "
+                         f"{conf.shape}")
+    conf = np.where(np.isfinite(kp).all(axis=-1) & np.isfinite(conf), np.clip(conf, 0.0, 1.0), 0.0)
+    if (conf > 0).sum() < 4:
+        return None
+    return Detection(kp, conf.astype(np.float32), det.raw)
+
+
 class _TimedBackend:
     """Forwards to a runtime backend and adds the time spent in the lifter step to ``lift_s``."""
 
@@ -195,7 +214,7 @@ def run_video(source: str | int, out_mp4: str | Path | None = None, out_json: st
             t_dec = time.perf_counter()
             size = (frame.shape[1], frame.shape[0])
             t = (t_dec - t_start) if live else i / fps
-            det = detector(frame)
+            det = _checked(detector(frame))
             t_det = time.perf_counter()
             timed.lift_s, tick_s = 0.0, 0.0
             if det is not None:
