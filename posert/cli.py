@@ -63,7 +63,8 @@ def cmd_train(args) -> int:
         den_cfg = DenoiserConfig(window=args.window, K=1 if args.noise == "regressor" else 2)
         model, cnd, stats = train_refiner(seqs, cams, cfg, fold_minutes=args.fold_minutes, lifter_cfg=lifter_cfg,
                                           model_cfg=den_cfg, noise=args.noise, folds=args.folds,
-                                          fold_cache=cache_dir() / "folds", fold_by=args.fold_by)
+                                          fold_cache=cache_dir() / "folds", fold_by=args.fold_by,
+                                          loss=args.loss)
         save_refiner(model, cnd, out_dir / "refiner.pt", {"train": stats, **meta})
     print(json.dumps(stats, indent=2))
     return 0
@@ -285,6 +286,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="refiner: CND noise (D3PRefiner), CND without its conditional mean, raw lifter error, "
                         "or a one-step regressor (ablations)")
     t.add_argument("--folds", type=int, default=2, help="refiner: k of the k-fold cross-fitting")
+    t.add_argument("--loss", choices=["mse", "mpjpe"], default="mse",
+                   help="refiner: squared error of ê (D3PRefiner) or its per-joint Euclidean norm (MPJPE)")
     t.add_argument("--fold-by", choices=["time", "sequence"], default="time",
                    help="refiner: cross-fitting folds of a chunk of every sequence (time) or of whole sequences")
     t.add_argument("--window", type=int, default=27, help="receptive field N in frames")

@@ -35,15 +35,16 @@ def test_sequence_folds_keep_sequences_whole_and_balanced(motion):
         train_fold_lifters(seqs, ring_rig(), TrainConfig(minutes=0.01), 2, fold_by="random")
 
 
-@pytest.mark.parametrize("noise", ["cnd", "regressor"])
-def test_refiner_training_reuses_cached_fold_lifters(motion, tmp_path, noise):
+@pytest.mark.parametrize("noise,loss", [("cnd", "mse"), ("regressor", "mpjpe")])
+def test_refiner_training_reuses_cached_fold_lifters(motion, tmp_path, noise, loss):
     seqs = {"cmu": motion[:400]}
     cams = ring_rig()
     tiny_l = LifterConfig(window=9, dim=16, depth=1, heads=2)
     tiny_d = DenoiserConfig(window=9, dim=16, depth=1, heads=2, K=1 if noise == "regressor" else 2)
     cfg = TrainConfig(minutes=0.01, batch=4)
     den, cnd, stats = train_refiner(seqs, cams, cfg, fold_minutes=0.01, lifter_cfg=tiny_l, model_cfg=tiny_d,
-                                    noise=noise, fold_cache=tmp_path, cnd_windows=128)
+                                    noise=noise, fold_cache=tmp_path, cnd_windows=128, loss=loss)
+    assert stats["loss"] == loss
     cached = sorted(tmp_path.glob("fold_lifter_*.pt"))
     assert len(cached) == 2 and stats["steps"] >= 1 and np.isfinite(stats["cross_fit_lifter_mpjpe_mm"])
     assert np.all(np.isfinite(cnd.chol)) and cnd.gain.shape == (17, 3, 5)
@@ -54,3 +55,6 @@ def test_refiner_training_reuses_cached_fold_lifters(motion, tmp_path, noise):
     np.testing.assert_allclose(cnd2.mean, cnd.mean, rtol=0.5, atol=0.05)  # same lifters, new windows
     out = den(torch.zeros(1, 9, 17, 3), torch.zeros(1, 9, 17, 3), torch.full((1,), 50.0))
     assert torch.isfinite(out).all()
+    with pytest.raises(ValueError, match="loss"):
+        train_refiner(seqs, cams, cfg, fold_minutes=0.01, lifter_cfg=tiny_l, model_cfg=tiny_d, fold_cache=tmp_path,
+                      loss="l1")
