@@ -175,11 +175,12 @@ def run_video(source: str | int, out_mp4: str | Path | None = None, out_json: st
     """
     from posert.runtime import Pipeline
 
-    if detector is None:
+    frames_it, fps, live = open_video(source)
+    own_detector = detector is None
+    if own_detector:
         from posert.video.detect import MediaPipePose
 
         detector = MediaPipePose()
-    frames_it, fps, live = open_video(source)
     pipe = Pipeline(backend, max_streams=1, lifter=lifter, refiner=refiner)
     timed = _TimedBackend(pipe.backend)
     pipe.backend = timed
@@ -269,6 +270,8 @@ def run_video(source: str | int, out_mp4: str | Path | None = None, out_json: st
         bar.close()
         if writer is not None:
             writer.close()
+        if own_detector:
+            detector.close()
     if i == 0:
         raise ValueError(f"no frames could be read from {source!r}")
     run = VideoRun(fps=fps, frames=i, size=size, times=np.array(cols["t"]), detected=np.array(cols["det"]),
