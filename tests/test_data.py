@@ -122,3 +122,54 @@ def test_occlusion_model_hides_runs_of_joints_and_limbs(real_views):
     # runs: a hidden joint usually stays hidden in the next frame
     starts = hidden[1:] & ~hidden[:-1]
     assert starts.sum() < 0.3 * hidden.sum()
+
+
+# The joint structure of DeepMimic's humanoid.urdf (pybullet_data), written out: offsets in the
+# URDF's 4× units, knees and elbows revolute about z.
+_HUMANOID_URDF = "".join(
+    f'<joint name="{n}" type="{kind}"><parent link="{p}"/><child link="{n}"/>'
+    f'<origin rpy="0 0 0" xyz="{x} {y} {z}"/>' + ('<axis xyz="0 0 1"/>' if kind == "revolute" else "") + "</joint>"
+    for n, kind, p, (x, y, z) in [
+        ("root", "fixed", "base", (0, 0, 0)), ("chest", "spherical", "root", (0, 0.944604, 0)),
+        ("neck", "spherical", "chest", (0, 0.895576, 0)), ("right_hip", "spherical", "root", (0, 0, 0.339548)),
+        ("right_knee", "revolute", "right_hip", (0, -1.686184, 0)),
+        ("right_ankle", "spherical", "right_knee", (0, -1.63948, 0)),
+        ("right_shoulder", "spherical", "chest", (-0.0962, 0.974, 0.73244)),
+        ("right_elbow", "revolute", "right_shoulder", (0, -1.099152, 0)),
+        ("right_wrist", "fixed", "right_elbow", (0, -1.035788, 0)),
+        ("left_hip", "spherical", "root", (0, 0, -0.339548)),
+        ("left_knee", "revolute", "left_hip", (0, -1.686184, 0)),
+        ("left_ankle", "spherical", "left_knee", (0, -1.63948, 0)),
+        ("left_shoulder", "spherical", "chest", (-0.0962, 0.974, -0.73244)),
+        ("left_elbow", "revolute", "left_shoulder", (0, -1.099152, 0)),
+        ("left_wrist", "fixed", "left_elbow", (0, -1.035788, 0))])
+
+
+def test_deepmimic_forward_kinematics_by_hand():
+    from posert.data.deepmimic import ROW, clip_to_h36m, parse_urdf_joints
+
+    joints = parse_urdf_joints(_HUMANOID_URDF)
+    assert joints["right_knee"][0] == "right_hip" and np.allclose(joints["right_knee"][2], [0, 0, 1])
+    row = np.zeros(ROW)
+    row[0], row[1:4] = 1 / 30, [0.0, 0.85, 0.0]  # duration, root position (y-up, m)
+    row[4:8] = [1, 0, 0, 0]  # root: identity
+    i = 8
+    for _, n in (("chest", 4), ("neck", 4), ("rh", 4), ("rk", 1), ("ra", 4), ("rs", 4), ("re", 1), ("lh", 4),
+                 ("lk", 1), ("la", 4), ("ls", 4), ("le", 1)):
+        if n == 4:
+            row[i] = 1.0
+        i += n
+    bent = row.copy()
+    bent[20] = -np.pi / 2  # right knee flexed 90°
+    half = np.sqrt(0.5)
+    bent[4:8] = [half, 0, half, 0]  # root turned +90° about the vertical (y): facing −z
+    p = clip_to_h36m(np.stack([row, bent]), joints)
+    np.testing.assert_allclose(p[0, 0], [0, 0.85, 0])
+    np.testing.assert_allclose(p[0, 1], [0, 0.85, 0.339548 / 4], atol=1e-9)  # right hip at +z (the right)
+    np.testing.assert_allclose(p[0, 3], [0, 0.85 - (1.686184 + 1.63948) / 4, 0.339548 / 4], atol=1e-9)
+    np.testing.assert_allclose(bone_lengths(p[0]), bone_lengths(p[1]), atol=1e-9)  # rigid bones
+    # facing −z after the turn, the flexed shin points backwards (+z) and stays horizontal
+    shin = p[1, 3] - p[1, 2]
+    np.testing.assert_allclose(shin, [0, 0, 1.63948 / 4], atol=1e-9)
+    with pytest.raises(ValueError):
+        clip_to_h36m(np.zeros((2, 40)), joints)

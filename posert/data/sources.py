@@ -195,6 +195,28 @@ def load_mocapbank(cache: Path) -> dict[str, np.ndarray]:
     return {"mocapbank_01": bvh_to_h36m(path, MOCAPBANK_MAP, 10.0)}  # file units: cm
 
 
+def load_deepmimic(cache: Path) -> dict[str, np.ndarray]:
+    """DeepMimic's 15 humanoid clips (walk, run, kicks, cartwheel, get-ups, …; 1,620 frames at
+    16–60 fps) from the ``pybullet==3.2.7`` wheel, by forward kinematics through its humanoid URDF
+    (:mod:`posert.data.deepmimic`)."""
+    from posert.data.deepmimic import clip_to_h36m, load_clip, parse_urdf_joints
+
+    archive = _pip_download("pybullet==3.2.7", cache / "downloads", sdist=False)
+    root = _extract(archive, lambda n: n.endswith("humanoid/humanoid.urdf") or "motions/humanoid3d_" in n,
+                    cache / "extracted" / "pybullet")
+    urdf = sorted(root.rglob("humanoid/humanoid.urdf"))
+    clips = sorted(root.rglob("motions/humanoid3d_*.txt"))
+    if not urdf or not clips:
+        raise RuntimeError(f"{archive.name}: no humanoid.urdf or humanoid3d clips")
+    joints = parse_urdf_joints(urdf[0].read_text(errors="ignore"))
+    out = {}
+    for path in clips:
+        frames, fps = load_clip(path)
+        pos = y_up_to_z_up(clip_to_h36m(frames, joints)) * 1000.0  # metres → mm
+        out[path.stem.replace("humanoid3d_", "")] = resample(pos, fps)
+    return out
+
+
 def h36m_camera_file(cache: Path | None = None) -> Path:
     """Path to the real Human3.6M ``camera-parameters.json`` (fetched from the gvhmr sdist)."""
     cache = cache or cache_dir()
@@ -213,4 +235,7 @@ SOURCES: tuple[Source, ...] = (
     Source("mocapbank", "mocapbank BVH example",
            "bvhtoolbox package licence (MIT)", "PyPI sdist bvhtoolbox==0.1.3: tests/example_files",
            load_mocapbank),
+    Source("deepmimic", "DeepMimic humanoid clips (walk, run, kicks, cartwheel, get-ups, …), FK through the URDF",
+           "zlib (pybullet)", "PyPI wheel pybullet==3.2.7: pybullet_data/data/motions/humanoid3d_*.txt, humanoid.urdf",
+           load_deepmimic),
 )
