@@ -26,7 +26,8 @@ def build_int8(fp32_paths: tuple[Path, Path], backend, train_sequences: dict, tr
             provides window, schedule and CND for scoring).
         train_sequences / train_cameras: real training motion (mm, world) and cameras; the
             calibration windows come only from these.
-        val_sequences / val_cameras: the validation motion the gate scores on (ground-truth 2D).
+        val_sequences / val_cameras: the validation motion the gate scores on (ground-truth 2D,
+            detector noise, missing joints: every protocol within ``tol_mm``).
     Returns the report written to ``int8_report.json`` (see :func:`accuracy_gate`), plus the
     calibration set's description and the build time.
     """
