@@ -109,11 +109,13 @@ void ddim_update(const F32& x_k, const F32& e, const py::array& out_arr, float a
   F32 out = as_out(out_arr, "out");
   if (x_k.size() != e.size() || x_k.size() != out.size())
     throw py::value_error("ddim_update: x_k, e and out must have the same number of elements");
+  py::gil_scoped_release nogil;
   posert::ddim_update_cpu(x_k.data(), e.data(), out.mutable_data(), x_k.size(), a, b, ap, bp);
 }
 
-// storage (G, S, R, M, D) float32, fresh (G, B, R, D), rows (K,) int32 < min(B, S), pos (K,) int32 < M.
-void kv_push(const py::array& storage_arr, const F32& fresh, const I32& rows, const I32& pos) {
+// storage (G, S, R, M, D) float32, fresh (G, B, R, D) holding streams first … first + B − 1,
+// rows (K,) int32 in [first, min(first + B, S)), pos (K,) int32 < M.
+void kv_push(const py::array& storage_arr, const F32& fresh, const I32& rows, const I32& pos, int64_t first) {
   F32 storage = as_out(storage_arr, "storage");
   require_shape(storage, {-1, -1, -1, -1, -1}, "storage (G, S, R, M, D)");
   const int64_t G = storage.shape(0), S = storage.shape(1), R = storage.shape(2), M = storage.shape(3),
@@ -122,12 +124,21 @@ void kv_push(const py::array& storage_arr, const F32& fresh, const I32& rows, co
   const int64_t B = fresh.shape(1), K = rows.shape(0);
   require_shape(rows, {-1}, "rows");
   require_shape(pos, {K}, "pos");
-  check_slots(rows, B < S ? B : S);
+  if (first < 0) throw py::index_error("first must be >= 0, got " + std::to_string(first));
+  const int32_t* rp = rows.data();
+  const int64_t end = first + B < S ? first + B : S;
+  for (int64_t k = 0; k < K; ++k)
+    if (rp[k] < first || rp[k] >= end)
+      throw py::index_error("row " + std::to_string(rp[k]) + " out of range [" + std::to_string(first) + ", " +
+                            std::to_string(end) + ")");
   const int32_t* p = pos.data();
   for (int64_t k = 0; k < K; ++k)
     if (p[k] < 0 || p[k] >= M) throw py::index_error("ring position " + std::to_string(p[k]) + " out of range [0, " +
                                                      std::to_string(M) + ")");
-  posert::kv_push_cpu(storage.mutable_data(), G, S, R, M, D, fresh.data(), B, rows.data(), p, K);
+  {
+    py::gil_scoped_release nogil;  // shards of one tick write disjoint rows from two threads
+    posert::kv_push_cpu(storage.mutable_data(), G, S, R, M, D, fresh.data(), B, rp, p, K, first);
+  }
 }
 
 template <typename T>
@@ -188,8 +199,9 @@ PYBIND11_MODULE(_C, m) {
       }, "Functional CPU gather on caller-owned arrays.");
 
   m.def("kv_push", &kv_push, py::arg("storage"), py::arg("fresh"), py::arg("rows"), py::arg("pos"),
-        "Write one new frame's keys/values fresh (G, B, R, D) into the ring caches storage (G, S, R, M, D) at "
-        "storage[:, rows[k], :, pos[k]] for every k (see csrc/kv_cache.h).");
+        py::arg("first") = 0,
+        "Write one new frame's keys/values fresh (G, B, R, D) into the ring caches storage (G, S, R, M, D): "
+        "storage[:, rows[k], :, pos[k]] = fresh[:, rows[k] - first] for every k (see csrc/kv_cache.h).");
   m.def("ddim_update", &ddim_update, py::arg("x_k"), py::arg("e"), py::arg("out"), py::arg("a"), py::arg("b"),
         py::arg("ap"), py::arg("bp"), "Fused DDIM update (D3PRefiner Eq. 9) on float32 arrays; out may alias x_k.");
 
@@ -216,16 +228,16 @@ PYBIND11_MODULE(_C, m) {
       }, py::arg("storage"), py::arg("head"), py::arg("count"), py::arg("S"), py::arg("N"), py::arg("F"),
       py::arg("slots"), py::arg("B"), py::arg("out"), py::arg("stream") = 0);
   m.def("kv_push_cuda", [](uintptr_t storage, int64_t G, int64_t S, int64_t R, int64_t M, int64_t D, uintptr_t fresh,
-                           int64_t B, uintptr_t rows, uintptr_t pos, int64_t K, uintptr_t stream) {
+                           int64_t B, uintptr_t rows, uintptr_t pos, int64_t K, uintptr_t stream, int64_t first) {
 #ifdef POSERT_WITH_CUDA
         posert::kv_push_cuda(ptr<float>(storage, "storage"), G, S, R, M, D, ptr<const float>(fresh, "fresh"), B,
                              ptr<const int32_t>(rows, "rows"), ptr<const int32_t>(pos, "pos"), K,
-                             reinterpret_cast<void*>(stream));
+                             reinterpret_cast<void*>(stream), first);
 #else
         throw std::runtime_error("posert._C was built without CUDA (nvcc not found at build time)");
 #endif
       }, py::arg("storage"), py::arg("G"), py::arg("S"), py::arg("R"), py::arg("M"), py::arg("D"), py::arg("fresh"),
-      py::arg("B"), py::arg("rows"), py::arg("pos"), py::arg("K"), py::arg("stream") = 0);
+      py::arg("B"), py::arg("rows"), py::arg("pos"), py::arg("K"), py::arg("stream") = 0, py::arg("first") = 0);
   m.def("ddim_update_cuda", [](uintptr_t x_k, uintptr_t e, uintptr_t out, int64_t n, float a, float b, float ap,
                                float bp, uintptr_t stream) {
 #ifdef POSERT_WITH_CUDA

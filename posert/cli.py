@@ -193,9 +193,10 @@ def cmd_bench(args) -> int:
     cam = _eval_cameras(args.cameras)[0]
     if args.precision == "int8":
         _ensure_int8()
-    pipe = Pipeline("onnxruntime", max_streams=args.streams, threads=args.ort_threads, precision=args.precision)
+    pipe = Pipeline("onnxruntime", max_streams=args.streams, threads=args.ort_threads, precision=args.precision,
+                    workers=args.workers)
     res = run_bench(pipe, load_lifter(), load_refiner()[0], seq, cam, frames=args.frames, streams=args.streams)
-    res.update(sequence=name, ort_threads=args.ort_threads, precision=args.precision)
+    res.update(sequence=name, ort_threads=args.ort_threads, precision=args.precision, workers=pipe.workers)
     if args.windows:
         with tempfile.TemporaryDirectory() as tmp:
             res["windows"] = window_sweep(args.windows, real_stream(seq, cam)[0], cam, args.frames, args.ort_threads,
@@ -208,7 +209,7 @@ def cmd_bench(args) -> int:
     print(f"{'PyTorch eager reference':<40}{res['reference_p50_ms']:9.2f}{res['reference_p99_ms']:9.2f}")
     print(f"speedup (reference p50 / pipeline p50): {res['speedup']:.2f}x")
     print(f"throughput, {args.streams} streams: {res['throughput_poses_per_s']:.0f} poses/s "
-          f"(tick p50 {res['multi_stream_tick_p50_ms']:.2f} ms)")
+          f"(tick p50 {res['multi_stream_tick_p50_ms']:.2f} ms, {pipe.workers} shard(s) per tick)")
     if res.get("windows"):
         print(f"\n{'window N':>9}{'span M':>8}{'pipeline p50':>14}{'p99':>8}{'reference p50':>15}   (ms, 1 stream)")
         for r in res["windows"]:
@@ -342,6 +343,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--streams", type=int, default=16)
     b.add_argument("--threads", type=int, default=2, help="torch threads of the eager reference")
     b.add_argument("--ort-threads", type=int, default=None, help="ONNX Runtime threads (default: the runtime's)")
+    b.add_argument("--workers", type=int, choices=[1, 2], default=None,
+                   help="shards per multi-stream tick run concurrently (default: 2 on ≥ 2 cores)")
     b.add_argument("--precision", choices=["fp32", "fp16", "int8"], default="fp32")
     b.add_argument("--windows", type=int, nargs="*", default=[27, 81, 243],
                    help="receptive fields of the latency sweep (untrained models of each N); none to skip")

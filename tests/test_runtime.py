@@ -166,3 +166,69 @@ def test_ddim_steps_override(real_views):
     r1 = np.stack([r.refined[0] for r in stream(k1, px, frames=10)])
     r2 = np.stack([r.refined[0] for r in stream(Pipeline(backend, max_streams=1), px, frames=10)])
     assert np.all(np.isfinite(r1)) and np.abs(r1 - r2).max() > 0
+
+
+def _run_streams(pipe, px, ticks=45):
+    """Six streams of real 2D (4 cameras, two at another phase) with a freed slot between them
+    and ticks that serve only some streams; returns every tick's (ids, refined, lifted)."""
+    C, T = px.shape[:2]
+    ids = [f"s{i}" for i in range(7)]
+    for s in ids:
+        pipe.add_stream(s, 1000, 1000)
+    pipe.remove_stream("s2")  # a hole in the slots: the shards span it
+    ids.remove("s2")
+    out = []
+    try:
+        for t in range(ticks):
+            live = ids if t % 4 else ids[1::2]
+            kp = np.stack([px[k % C, (t + 17 * k) % T] for k in range(len(live))])
+            pipe.push_many(live, kp, None, [t / 50] * len(live))
+            r = pipe.tick()
+            out.append((r.stream_ids, r.refined.copy(), r.lifted.copy()))
+    finally:
+        for s in ids:
+            pipe.remove_stream(s)
+    return out
+
+
+def test_sharded_tick_equals_one_batch(real_views):
+    """workers = 2 splits a tick into two blocks of slots that run concurrently: same streams
+    served, same poses as one batch, for every tick of real streams with gaps."""
+    px = real_views[0]
+    one = _run_streams(Pipeline("onnxruntime", max_streams=8, workers=1), px)
+    two_pipe = Pipeline("onnxruntime", max_streams=8, workers=2, min_shard=1)
+    assert two_pipe.workers == 2
+    two = _run_streams(two_pipe, px)
+    two_pipe.close()
+    for (ids_a, ref_a, lift_a), (ids_b, ref_b, lift_b) in zip(one, two):
+        assert ids_a == ids_b
+        np.testing.assert_allclose(ref_b, ref_a, atol=1e-3)  # mm
+        np.testing.assert_allclose(lift_b, lift_a, atol=1e-3)
+    assert len(one[1][0]) == 6 and len(one[0][0]) == 3
+
+
+def test_push_many_names_the_bad_stream_and_writes_nothing(ort_pipe, real_views):
+    px = real_views[0]
+    for s in ("a", "b", "c"):
+        ort_pipe.add_stream(s, 1000, 1000)
+    try:
+        kp = px[:3, 0].copy()
+        kp[2, 5] = np.inf
+        with pytest.raises(ValueError, match="'c'.*NaN/inf"):
+            ort_pipe.push_many(["a", "b", "c"], kp)
+        conf = np.ones((3, 17), np.float32)
+        conf[1, 0] = -0.1
+        with pytest.raises(ValueError, match="'b'.*conf"):
+            ort_pipe.push_many(["a", "b", "c"], px[:3, 0], conf)
+        with pytest.raises(ValueError, match="timestamp"):
+            ort_pipe.push_many(["a", "b"], px[:2, 0], None, [1.0])
+        assert len(ort_pipe.tick()) == 0  # nothing was pushed
+        conf[1, 0] = 0.0
+        kp[2, 5] = 0.0
+        ort_pipe.push_many(["a", "b", "c"], kp, conf, [0.0, 0.0, 0.0])
+        assert len(ort_pipe.tick()) == 3
+        with pytest.raises(ValueError, match="'b'.*does not increase"):
+            ort_pipe.push_many(["a", "b"], px[:2, 1], None, [0.02, 0.0])
+    finally:
+        for s in ("a", "b", "c"):
+            ort_pipe.remove_stream(s)

@@ -21,7 +21,9 @@ layer are one contiguous block, which the backend reads in place.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Hashable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -98,6 +100,10 @@ class Pipeline:
             the CND's residual covariance Σ_a|b and evolves per stream as the CND's AR(1) process
             (ρ of the refiner checkpoint), so a hypothesis is consistent in time instead of
             jittering from tick to tick. ``seed`` fixes the draws.
+        workers: 1, or 2 to split a tick of at least ``2 · min_shard`` streams into two blocks
+            that run concurrently (backends with ``concurrent_runs``, i.e. ONNX Runtime, and
+            H = 1 only). Default: 2 where the process may use ≥ 2 cores. One ORT thread per block
+            beats ORT's own intra-op threads on these small graphs (benchmarks/RESULTS.md).
         precision: ``fp32`` (default), ``fp16`` or ``int8`` models, for a backend given by name.
 
     Input per frame: keypoints in pixels of an image of the stream's size, H36M-17 order, and a
@@ -113,7 +119,8 @@ class Pipeline:
 
     def __init__(self, backend="onnxruntime", max_streams: int = 64, lifter: str | None = None,
                  refiner: str | None = None, threads: int | None = None, ddim_steps: int | None = None,
-                 hypotheses: int = 1, seed: int = 0, precision: str = "fp32"):
+                 hypotheses: int = 1, seed: int = 0, precision: str = "fp32", workers: int | None = None,
+                 min_shard: int = 4):
         if isinstance(backend, str):
             from posert.runtime.backends import create_backend
 
@@ -148,7 +155,21 @@ class Pipeline:
         self._count = np.zeros(S, np.int64)  # frames already in the caches
         self._due = np.zeros(S, bool)
         self._inp = np.zeros((S * H, NUM_JOINTS, CHANNELS), np.float32)  # newest frame (H copies when H > 1)
-        self._frame = np.zeros((NUM_JOINTS, CHANNELS), np.float32)
+        self.min_shard = max(1, int(min_shard))
+        if workers is None:
+            cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+            workers = 2 if cores >= 2 else 1
+        if workers not in (1, 2):
+            raise ValueError(f"workers must be 1 or 2, got {workers}")
+        concurrent = getattr(backend, "concurrent_runs", False) and H == 1
+        self.workers = workers if concurrent else 1
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="posert-shard") if self.workers == 2 else None
+
+    def close(self) -> None:
+        """Stop the shard worker thread (also done at interpreter exit)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
 
     @property
     def streams(self) -> list[Hashable]:
@@ -186,37 +207,58 @@ class Pipeline:
         except (KeyError, TypeError):
             raise KeyError(f"unknown stream {stream_id!r}; call add_stream() first") from None
 
-    def _prepare(self, slot: int, kp2d_px, conf, timestamp: float | None) -> float:
-        """Validate one frame and write its normalised form to ``self._frame``; returns t."""
+    def _prepare(self, slots: np.ndarray, kp2d_px, conf, timestamps) -> tuple[np.ndarray, np.ndarray]:
+        """Validate the frames of ``slots`` (B,) at once; returns their normalised form
+        (B, 17, 3) float32 and timestamps (B,) float64. Writes nothing. The error names the
+        first offending stream."""
+        B = len(slots)
         kp = np.asarray(kp2d_px, dtype=np.float64)
-        if kp.shape != (NUM_JOINTS, 2):
-            raise ValueError(f"kp2d_px must have shape ({NUM_JOINTS}, 2), got {kp.shape}")
-        c = np.ones(NUM_JOINTS) if conf is None else np.asarray(conf, dtype=np.float64)
-        if c.shape != (NUM_JOINTS,):
-            raise ValueError(f"conf must have shape ({NUM_JOINTS},), got {c.shape}")
-        if not np.all(np.isfinite(c)) or np.any((c < 0) | (c > 1)):
-            raise ValueError("conf must be finite and in [0, 1]")
-        visible = c > 0
-        if not np.all(np.isfinite(kp[visible])):
-            raise ValueError("kp2d_px has NaN/inf on a joint with confidence > 0 (set its confidence to 0)")
-        if timestamp is None:
-            t = 0.0 if not np.isfinite(self._last_t[slot]) else float(self._last_t[slot]) + 1.0
+        if kp.shape != (B, NUM_JOINTS, 2):
+            raise ValueError(f"kp2d_px must have shape ({NUM_JOINTS}, 2) per frame, got {kp.shape[1:]}")
+        if conf is None:
+            c = np.ones((B, NUM_JOINTS))
         else:
-            t = float(timestamp)
-        if not np.isfinite(t) or t <= self._last_t[slot]:
-            raise ValueError(f"timestamp {t} does not increase (last {self._last_t[slot]})")
-        w, h = self._size[slot]
-        f = self._frame
-        f[:, 0] = np.where(visible, kp[:, 0] / w * 2 - 1, 0.0)
-        f[:, 1] = np.where(visible, kp[:, 1] / w * 2 - h / w, 0.0)
-        f[:, 2] = c
-        return t
+            c = np.asarray(conf, dtype=np.float64)
+            if c.shape != (B, NUM_JOINTS):
+                raise ValueError(f"conf must have shape ({NUM_JOINTS},) per frame, got {c.shape[1:]}")
 
-    def _store(self, slot: int, frame: np.ndarray, t: float) -> None:
+        def fail(bad: np.ndarray, msg: str):
+            raise ValueError(f"stream {self._ids[slots[int(np.argmax(bad))]]!r}: {msg}")
+
+        bad_c = ~np.isfinite(c) | (c < 0) | (c > 1)
+        if bad_c.any():
+            fail(bad_c.any(axis=1), "conf must be finite and in [0, 1]")
+        visible = c > 0
+        bad_kp = visible & ~np.isfinite(kp).all(axis=2)
+        if bad_kp.any():
+            fail(bad_kp.any(axis=1), "kp2d_px has NaN/inf on a joint with confidence > 0 (set its confidence to 0)")
+        last = self._last_t[slots]
+        if timestamps is None:
+            t = np.where(np.isfinite(last), last + 1.0, 0.0)
+        else:
+            t = np.asarray(timestamps, dtype=np.float64).reshape(-1)
+            if t.shape != (B,):
+                raise ValueError(f"need one timestamp per frame: {B}, got {t.shape[0]}")
+        bad_t = ~np.isfinite(t) | (t <= last)
+        if bad_t.any():
+            i = int(np.argmax(bad_t))
+            fail(bad_t, f"timestamp {t[i]} does not increase (last {last[i]})")
+        w, h = self._size[slots, 0, None], self._size[slots, 1, None]
+        f = np.empty((B, NUM_JOINTS, CHANNELS), np.float32)
+        with np.errstate(invalid="ignore"):  # NaN coordinates of hidden joints are discarded
+            f[..., 0] = np.where(visible, kp[..., 0] / w * 2 - 1, 0.0)
+            f[..., 1] = np.where(visible, kp[..., 1] / w * 2 - h / w, 0.0)
+        f[..., 2] = c
+        return f, t
+
+    def _store(self, slots: np.ndarray, frames: np.ndarray, t: np.ndarray) -> None:
         H = self.hypotheses
-        self._inp[slot * H:(slot + 1) * H] = frame
-        self._last_t[slot] = t
-        self._due[slot] = True
+        if H == 1:
+            self._inp[slots] = frames
+        else:
+            self._inp.reshape(self.max_streams, H, NUM_JOINTS, CHANNELS)[slots] = frames[:, None]
+        self._last_t[slots] = t
+        self._due[slots] = True
 
     def push(self, stream_id: Hashable, kp2d_px, conf=None, timestamp: float | None = None) -> None:
         """Give a stream its next frame (one frame per stream and tick).
@@ -227,67 +269,90 @@ class Pipeline:
             timestamp: seconds (or any increasing clock); default: previous + 1.
         Raises ValueError also if the stream already has a frame waiting for this tick.
         """
-        slot = self._slot(stream_id)
-        if self._due[slot]:
-            raise ValueError(f"stream {stream_id!r} already has a frame for this tick; call tick() first")
-        t = self._prepare(slot, kp2d_px, conf, timestamp)
-        self._store(slot, self._frame, t)
+        kp = np.asarray(kp2d_px)
+        if kp.shape != (NUM_JOINTS, 2):
+            raise ValueError(f"kp2d_px must have shape ({NUM_JOINTS}, 2), got {kp.shape}")
+        self.push_many([stream_id], kp[None], None if conf is None else np.asarray(conf)[None],
+                       None if timestamp is None else [timestamp])
 
     def push_many(self, stream_ids: Sequence[Hashable], kp2d_px: np.ndarray, conf: np.ndarray | None = None,
                   timestamps: Sequence[float] | None = None) -> None:
-        """Give each of several streams its next frame: kp2d_px (B, 17, 2), conf (B, 17).
+        """Give each of several streams its next frame: kp2d_px (B, 17, 2) pixels, conf (B, 17)
+        in [0, 1] (default all 1), timestamps (B,) (default: each stream's previous + 1).
 
-        Every frame is validated before any is written; on error nothing is pushed.
+        Every frame is validated (vectorised, no per-stream Python work beyond the id lookup)
+        before any is written; on error nothing is pushed. Raises KeyError for an unknown stream,
+        ValueError as :meth:`push` does, naming the offending stream.
         """
         kp = np.asarray(kp2d_px)
         if kp.ndim != 3 or kp.shape[0] != len(stream_ids):
             raise ValueError(f"kp2d_px must have shape ({len(stream_ids)}, 17, 2), got {kp.shape}")
-        slots = [self._slot(s) for s in stream_ids]
-        if len(set(slots)) != len(slots):
+        slots = np.fromiter((self._slot(s) for s in stream_ids), np.int64, len(stream_ids))
+        if len(np.unique(slots)) != len(slots):
             raise ValueError("push_many: a stream appears twice")
-        for s in slots:
-            if self._due[s]:
-                raise ValueError(f"stream {self._ids[s]!r} already has a frame for this tick; call tick() first")
-        frames = np.empty((len(slots), NUM_JOINTS, CHANNELS), np.float32)
-        ts = np.empty(len(slots))
-        for i, slot in enumerate(slots):
-            ts[i] = self._prepare(slot, kp[i], None if conf is None else conf[i],
-                                  None if timestamps is None else timestamps[i])
-            frames[i] = self._frame
-        for i, slot in enumerate(slots):
-            self._store(slot, frames[i], ts[i])
+        waiting = self._due[slots]
+        if waiting.any():
+            sid = self._ids[slots[int(np.argmax(waiting))]]
+            raise ValueError(f"stream {sid!r} already has a frame for this tick; call tick() first")
+        frames, t = self._prepare(slots, kp, conf, timestamps)
+        self._store(slots, frames, t)
 
     def tick(self) -> TickResult:
-        """Lift and refine the newest frame of every stream that received one since the last tick."""
+        """Lift and refine the newest frame of every stream that received one since the last tick.
+
+        With ``workers`` = 2 and at least ``2 · min_shard`` streams due (H = 1), the due streams are
+        split into two contiguous blocks of slots that run the whole chain concurrently, one on the
+        calling thread and one on a worker thread (ONNX Runtime releases the GIL while it runs).
+        Each row's arithmetic is the same as in one batch, so the output does not change (tested).
+        """
         due = np.flatnonzero(self._due).astype(np.int32)
         if len(due) == 0:
             empty = np.zeros((0, NUM_JOINTS, 3), np.float32)
             return TickResult([], empty, empty.copy(), np.zeros(0))
-        hi, H = int(due[-1]) + 1, self.hypotheses
-        count = self._count[:hi]
+        hi = int(due[-1]) + 1
+        if self._pool is not None and len(due) >= 2 * self.min_shard:
+            half = len(due) // 2
+            cut = int(due[half])  # slots [0, cut) here, [cut, hi) on the worker
+            other = self._pool.submit(self._run, cut, hi, due[half:])
+            try:
+                x_a, xT_a = self._run(0, cut, due[:half])
+            finally:
+                x_b, xT_b = other.result()  # never leave the worker writing after an error here
+            x, x_T = np.concatenate([x_a, x_b]), np.concatenate([xT_a, xT_b])
+        else:
+            x, x_T = self._run(0, hi, due)
+        self._count[due] += 1
+        self._due[due] = False
+        return TickResult([self._ids[s] for s in due], x * 1000.0, x_T * 1000.0, self._last_t[due].copy())
+
+    def _run(self, lo: int, hi: int, due: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The chain for the block of slots [lo, hi): returns (refined, x_T), (len(due), 17, 3)
+        metres, of the ``due`` slots (absolute indices in [lo, hi)). Reads and writes only rows
+        of that block, so two blocks may run at once."""
+        H = self.hypotheses
+        count = self._count[lo:hi]
         lc = self._lcache
-        lag = ring_lags(count, lc.shape[4], self._lag_l[:hi])
-        x_T, kv = self.backend.lift_step(self._inp[:hi * H:H] if H > 1 else self._inp[:hi], lag,
-                                         [lc[g, :hi] for g in range(lc.shape[0])])
-        _C.kv_push(_rows_view(lc), _rows_view(kv), due, (self._count[due] % lc.shape[4]).astype(np.int32))
+        lag = ring_lags(count, lc.shape[4], self._lag_l[lo:hi])
+        x_T, kv = self.backend.lift_step(self._inp[lo * H:hi * H:H] if H > 1 else self._inp[lo:hi], lag,
+                                         [lc[g, lo:hi] for g in range(lc.shape[0])])
+        _C.kv_push(_rows_view(lc), _rows_view(kv), due, (self._count[due] % lc.shape[4]).astype(np.int32), lo)
         if H == 1:
             x, rows = np.array(x_T, dtype=np.float32, copy=True), due
         else:
+            assert lo == 0, "hypotheses run unsharded"
             x = self._hypotheses(x_T, due, hi)
             rows = (due[:, None] * H + np.arange(H, dtype=np.int32)).reshape(-1)
         M = self._dcache[0].shape[4]
-        lag_d = ring_lags(np.repeat(count, H), M, self._lag_d[:hi * H])
+        lag_d = ring_lags(np.repeat(count, H), M, self._lag_d[lo * H:hi * H])
         pos = (np.repeat(self._count[due], H) % M).astype(np.int32)
-        inp = self._inp[:hi * H]
+        inp = self._inp[lo * H:hi * H]
         for (t, _), coef, cache in zip(self.schedule.pairs(), self._coefs, self._dcache):
-            e, kv = self.backend.denoise_step(inp, x, t, lag_d, [cache[g, :hi * H] for g in range(cache.shape[0])])
-            _C.kv_push(_rows_view(cache), _rows_view(kv), rows, pos)
+            e, kv = self.backend.denoise_step(inp, x, t, lag_d, [cache[g, lo * H:hi * H] for g in range(cache.shape[0])])
+            _C.kv_push(_rows_view(cache), _rows_view(kv), rows, pos, lo * H)
             _C.ddim_update(x, np.ascontiguousarray(e, dtype=np.float32), x, *coef)
         if H > 1:
-            x = x.reshape(hi, H, NUM_JOINTS, 3).mean(axis=1)
-        self._count[due] += 1
-        self._due[due] = False
-        return TickResult([self._ids[s] for s in due], x[due] * 1000.0, x_T[due] * 1000.0, self._last_t[due].copy())
+            x = x.reshape(hi - lo, H, NUM_JOINTS, 3).mean(axis=1)
+        return x[due - lo], x_T[due - lo]
 
     def _hypotheses(self, x_T: np.ndarray, due: np.ndarray, hi: int) -> np.ndarray:
         """x_T + δ_h for the (hi·H) denoiser rows; δ advances one AR(1) step for due streams."""

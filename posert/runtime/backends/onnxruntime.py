@@ -43,7 +43,11 @@ def create_session(path: str | Path, threads: int | None = None) -> ort.Inferenc
 class OrtBackend:
     """The lifter step and one denoiser step as ONNX Runtime sessions on the CPU execution
     provider (graphs from :mod:`posert.export.onnx`). Cache arrays are passed as inputs and read
-    in place (contiguous float32 NumPy arrays are not copied)."""
+    in place (contiguous float32 NumPy arrays are not copied). ``lift_step`` and ``denoise_step``
+    may be called from two threads at once (ORT sessions are thread-safe for ``run``), which
+    :class:`~posert.runtime.pipeline.Pipeline` uses to run two shards of a tick concurrently."""
+
+    concurrent_runs = True
 
     def __init__(self, lifter_onnx: str | Path, denoiser_onnx: str | Path, window: int, schedule: Schedule,
                  threads: int | None = None, cnd: CND | None = None):
@@ -52,7 +56,7 @@ class OrtBackend:
         self.window, self.schedule, self.cnd = window, schedule, cnd
         self.lifter_cache_shape = self._cache_shape(self.lifter)
         self.denoiser_cache_shape = self._cache_shape(self.denoiser)
-        self._t = np.zeros(0, np.float32)
+        self._t: dict[tuple[int, float], np.ndarray] = {}  # read-only t inputs, shared by threads
 
     @staticmethod
     def _cache_shape(sess: ort.InferenceSession) -> tuple[int, ...]:
@@ -88,8 +92,8 @@ class OrtBackend:
         return self.lifter.run(None, feeds)
 
     def denoise_step(self, inp: np.ndarray, x_t: np.ndarray, t: float, lag: np.ndarray, caches: list[np.ndarray]):
-        if self._t.shape[0] != inp.shape[0]:
-            self._t = np.empty(inp.shape[0], np.float32)
-        self._t.fill(t)
-        feeds = self._feeds(caches, {"inp": inp, "x_t": x_t, "t": self._t, "lag": lag})
+        tt = self._t.get((inp.shape[0], t))
+        if tt is None:
+            tt = self._t.setdefault((inp.shape[0], t), np.full(inp.shape[0], t, np.float32))
+        feeds = self._feeds(caches, {"inp": inp, "x_t": x_t, "t": tt, "lag": lag})
         return self.denoiser.run(None, feeds)
