@@ -91,4 +91,14 @@ def test_kv_push_cuda_equals_cpu():
         np.testing.assert_array_equal(d_storage.get(), storage)
         for d in (df, dr, dp):
             d.close()
+    first = S - B  # one shard: fresh holds the last B streams
+    fresh = rng.normal(size=(G, B, R, D)).astype(np.float32)
+    rows, pos = np.arange(first, S, dtype=np.int32)[::-1].copy(), rng.integers(0, M, B).astype(np.int32)
+    _C.kv_push(storage, fresh, rows, pos, first)
+    df, dr, dp = Dev(fresh), Dev(rows), Dev(pos)
+    _C.kv_push_cuda(int(d_storage.ptr), G, S, R, M, D, int(df.ptr), B, int(dr.ptr), int(dp.ptr), len(rows), 0, first)
+    _check(cudart.cudaDeviceSynchronize())
+    np.testing.assert_array_equal(d_storage.get(), storage)
+    for d in (df, dr, dp):
+        d.close()
     d_storage.close()

@@ -150,3 +150,22 @@ def test_kv_push_matches_numpy_and_rejects_bad_rows():
     with pytest.raises(ValueError, match="shape"):
         _C.kv_push(storage, fresh[:, :, :5], np.array([0], np.int32), np.array([0], np.int32))
     np.testing.assert_array_equal(storage, ref)
+
+
+def test_kv_push_first_offset_writes_one_block_of_streams():
+    """fresh holds streams first … first + B − 1 (one shard of a tick): storage[:, r] gets
+    fresh[:, r − first]; rows outside the block are refused before anything is written."""
+    rng = np.random.default_rng(3)
+    G, S, R, M, D, B, first = 4, 9, 68, 7, 16, 3, 5
+    storage = rng.normal(size=(G, S, R, M, D)).astype(np.float32)
+    ref = storage.copy()
+    fresh = rng.normal(size=(G, B, R, D)).astype(np.float32)
+    rows, pos = np.array([7, 5], np.int32), np.array([6, 0], np.int32)
+    _C.kv_push(storage, fresh, rows, pos, first)
+    ref[:, 7, :, 6] = fresh[:, 2]
+    ref[:, 5, :, 0] = fresh[:, 0]
+    np.testing.assert_array_equal(storage, ref)
+    for bad in (4, 8):  # below the block; past its end
+        with pytest.raises(IndexError, match="out of range"):
+            _C.kv_push(storage, fresh, np.array([6, bad], np.int32), np.array([0, 0], np.int32), first)
+    np.testing.assert_array_equal(storage, ref)
