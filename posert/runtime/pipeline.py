@@ -155,6 +155,10 @@ class Pipeline:
         self._count = np.zeros(S, np.int64)  # frames already in the caches
         self._due = np.zeros(S, bool)
         self._inp = np.zeros((S * H, NUM_JOINTS, CHANNELS), np.float32)  # newest frame (H copies when H > 1)
+        self._x = np.zeros((S * H, NUM_JOINTS, 3), np.float32)  # the DDIM state x_k, updated in place
+        self._lrows = _rows_view(self._lcache)  # (G, S, 17·heads, M, d) views for _C.kv_push
+        self._drows = [_rows_view(c) for c in self._dcache]
+        self._blocks: dict[tuple[int, int], dict] = {}
         self.min_shard = max(1, int(min_shard))
         if workers is None:
             cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
@@ -325,37 +329,55 @@ class Pipeline:
         self._due[due] = False
         return TickResult([self._ids[s] for s in due], x * 1000.0, x_T * 1000.0, self._last_t[due].copy())
 
+    def _block(self, lo: int, hi: int) -> dict:
+        """The views of every buffer a block of slots [lo, hi) feeds the backend, made once per
+        block and reused (the ORT backend then finds its I/O binding by object identity)."""
+        v = self._blocks.get((lo, hi))
+        if v is None:
+            if len(self._blocks) > 256:  # stream churn: drop old blocks (views are cheap to remake)
+                self._blocks.clear()
+            H, lc = self.hypotheses, self._lcache
+            a, b = lo * H, hi * H
+            v = {"inp_l": self._inp[a:b:H] if H > 1 else self._inp[lo:hi], "lag_l": self._lag_l[lo:hi],
+                 "lcaches": [lc[g, lo:hi] for g in range(lc.shape[0])],
+                 "x": self._x[a:b], "inp_d": self._inp[a:b], "lag_d": self._lag_d[a:b],
+                 "dcaches": [[c[g, a:b] for g in range(c.shape[0])] for c in self._dcache]}
+            self._blocks[(lo, hi)] = v
+        return v
+
     def _run(self, lo: int, hi: int, due: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The chain for the block of slots [lo, hi): returns (refined, x_T), (len(due), 17, 3)
         metres, of the ``due`` slots (absolute indices in [lo, hi)). Reads and writes only rows
         of that block, so two blocks may run at once."""
         H = self.hypotheses
+        v = self._block(lo, hi)
         count = self._count[lo:hi]
         lc = self._lcache
-        lag = ring_lags(count, lc.shape[4], self._lag_l[lo:hi])
-        x_T, kv = self.backend.lift_step(self._inp[lo * H:hi * H:H] if H > 1 else self._inp[lo:hi], lag,
-                                         [lc[g, lo:hi] for g in range(lc.shape[0])])
-        _C.kv_push(_rows_view(lc), _rows_view(kv), due, (self._count[due] % lc.shape[4]).astype(np.int32), lo)
+        ring_lags(count, lc.shape[4], v["lag_l"])
+        x_T, kv = self.backend.lift_step(v["inp_l"], v["lag_l"], v["lcaches"])
+        _C.kv_push(self._lrows, _rows_view(kv), due, (self._count[due] % lc.shape[4]).astype(np.int32), lo)
+        x = v["x"]  # the same buffer every tick: the backend's input bindings stay valid
         if H == 1:
-            x, rows = np.array(x_T, dtype=np.float32, copy=True), due
+            np.copyto(x, x_T)
+            rows = due
         else:
             assert lo == 0, "hypotheses run unsharded"
-            x = self._hypotheses(x_T, due, hi)
+            self._hypotheses(x_T, due, hi, x)
             rows = (due[:, None] * H + np.arange(H, dtype=np.int32)).reshape(-1)
         M = self._dcache[0].shape[4]
-        lag_d = ring_lags(np.repeat(count, H), M, self._lag_d[lo * H:hi * H])
+        lag_d = ring_lags(np.repeat(count, H) if H > 1 else count, M, v["lag_d"])
         pos = (np.repeat(self._count[due], H) % M).astype(np.int32)
-        inp = self._inp[lo * H:hi * H]
-        for (t, _), coef, cache in zip(self.schedule.pairs(), self._coefs, self._dcache):
-            e, kv = self.backend.denoise_step(inp, x, t, lag_d, [cache[g, lo * H:hi * H] for g in range(cache.shape[0])])
-            _C.kv_push(_rows_view(cache), _rows_view(kv), rows, pos, lo * H)
+        for (t, _), coef, store, caches in zip(self.schedule.pairs(), self._coefs, self._drows, v["dcaches"]):
+            e, kv = self.backend.denoise_step(v["inp_d"], x, t, lag_d, caches)
+            _C.kv_push(store, _rows_view(kv), rows, pos, lo * H)
             _C.ddim_update(x, np.ascontiguousarray(e, dtype=np.float32), x, *coef)
         if H > 1:
             x = x.reshape(hi - lo, H, NUM_JOINTS, 3).mean(axis=1)
-        return x[due - lo], x_T[due - lo]
+        return x[due - lo], x_T[due - lo]  # copies: x_T may be a buffer the backend reuses
 
-    def _hypotheses(self, x_T: np.ndarray, due: np.ndarray, hi: int) -> np.ndarray:
-        """x_T + δ_h for the (hi·H) denoiser rows; δ advances one AR(1) step for due streams."""
+    def _hypotheses(self, x_T: np.ndarray, due: np.ndarray, hi: int, out: np.ndarray) -> None:
+        """Write x_T + δ_h for the (hi·H) denoiser rows into ``out``; δ advances one AR(1) step
+        for due streams."""
         H = self.hypotheses
         z = np.einsum("jab,shjb->shja", self._chol,
                       self._rng.standard_normal((len(due), H, NUM_JOINTS, 3)).astype(np.float32))
@@ -363,5 +385,4 @@ class Pipeline:
         rho = self._rho
         d = self._delta[due]
         self._delta[due] = np.where(first, z, rho * d + math.sqrt(1 - rho * rho) * z)
-        x = x_T[:, None] + self._delta[:hi]
-        return np.ascontiguousarray(x.reshape(hi * H, NUM_JOINTS, 3), dtype=np.float32)
+        out.reshape(hi, H, NUM_JOINTS, 3)[...] = x_T[:, None] + self._delta[:hi]

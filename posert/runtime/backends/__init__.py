@@ -6,7 +6,10 @@
 - ``denoise_step(inp, x_t (B, 17, 3), t: float, lag, caches) -> (ê (B, 17, 3), kv)``
 
 with float32 arrays, poses root-relative in metres, ``caches`` a list of 2L arrays
-(B, 17, heads, M, C/heads) read in place (see :mod:`posert.runtime.pipeline`).
+(B, 17, heads, M, C/heads) read in place (see :mod:`posert.runtime.pipeline`). The returned
+arrays may be buffers the backend owns and reuses (ONNX Runtime I/O bindings, TensorRT's pinned
+outputs): they are valid until the next call on the same input buffers, so a caller copies what
+it keeps.
 
 Heavy imports (onnxruntime, torch, tensorrt) happen inside each module, so importing the runtime
 costs nothing until a backend is built.
