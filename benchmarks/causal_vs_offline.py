@@ -92,7 +92,8 @@ def main() -> None:
           "| causal accel | offline accel | per sequence, causal / offline MPJPE |")
     print("|---|---|---|---|---|---|---|---|---|")
     for proto, c, o in rows:
-        seqs = "; ".join(f"{k} {c['sequences'][k]['mpjpe']:.1f} / {o['sequences'][k]['mpjpe']:.1f}" for k in c["sequences"])
+        seqs = "; ".join(f"{k} {c['sequences'][k]['mpjpe']:.1f} / {o['sequences'][k]['mpjpe']:.1f}"
+                         for k in c["sequences"])
         co, oo = c["overall"], o["overall"]
         print(f"| {proto} | {co['mpjpe']:.1f} | {oo['mpjpe']:.1f} | {co['mpjpe'] / oo['mpjpe']:.3f} | "
               f"{co['p_mpjpe']:.1f} | {oo['p_mpjpe']:.1f} | {co['accel']:.2f} | {oo['accel']:.2f} | {seqs} |")
