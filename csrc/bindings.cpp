@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "attention.h"
 #include "ddim.h"
 #include "kv_cache.h"
 #include "ring_buffer.h"
@@ -20,6 +21,7 @@ namespace {
 
 using F32 = py::array_t<float, py::array::c_style>;
 using I32 = py::array_t<int32_t, py::array::c_style>;
+using I64 = py::array_t<int64_t, py::array::c_style>;
 
 // Output arrays must be written in place: reject anything pybind11 would silently copy.
 F32 as_out(const py::array& a, const char* name) {
@@ -141,6 +143,42 @@ void kv_push(const py::array& storage_arr, const F32& fresh, const I32& rows, co
   }
 }
 
+// qkv (B, J, 3·H·D), cache_k/cache_v (B, J, H, M, D), lag (B, M) int64 in [1, M + 1], table (H, M + 2);
+// writes out (B, J, H·D), k_new and v_new (B, J, H, D). See csrc/attention.h.
+void cached_attention(const F32& qkv, const F32& cache_k, const F32& cache_v, const I64& lag, const F32& table,
+                      float scale, const py::array& out_arr, const py::array& k_arr, const py::array& v_arr) {
+  F32 out = as_out(out_arr, "out"), k_new = as_out(k_arr, "k_new"), v_new = as_out(v_arr, "v_new");
+  require_shape(cache_k, {-1, -1, -1, -1, -1}, "cache_k (B, J, H, M, D)");
+  const int64_t B = cache_k.shape(0), J = cache_k.shape(1), H = cache_k.shape(2), M = cache_k.shape(3),
+                D = cache_k.shape(4);
+  require_shape(cache_v, {B, J, H, M, D}, "cache_v");
+  require_shape(qkv, {B, J, 3 * H * D}, "qkv");
+  require_shape(lag, {B, M}, "lag");
+  require_shape(table, {H, M + 2}, "table");
+  require_shape(out, {B, J, H * D}, "out");
+  require_shape(k_new, {B, J, H, D}, "k_new");
+  require_shape(v_new, {B, J, H, D}, "v_new");
+  const int64_t* lg = lag.data();
+  for (int64_t i = 0; i < B * M; ++i)
+    if (lg[i] < 1 || lg[i] > M + 1)
+      throw py::index_error("lag " + std::to_string(lg[i]) + " out of range [1, " + std::to_string(M + 1) + "]");
+  py::gil_scoped_release nogil;  // the two shards of a tick run it from two threads
+  posert::cached_attention_cpu(qkv.data(), cache_k.data(), cache_v.data(), lg, table.data(), scale, B, J, H, M, D,
+                               out.mutable_data(), k_new.mutable_data(), v_new.mutable_data());
+}
+
+// qkv (B, J, 3·H·D) → out (B, J, H·D); see csrc/attention.h.
+void spatial_attention(const F32& qkv, int64_t heads, float scale, const py::array& out_arr) {
+  F32 out = as_out(out_arr, "out");
+  require_shape(qkv, {-1, -1, -1}, "qkv (B, J, 3·H·D)");
+  const int64_t B = qkv.shape(0), J = qkv.shape(1), C3 = qkv.shape(2);
+  if (heads <= 0 || C3 % (3 * heads)) throw py::value_error("qkv: last axis must be 3 · heads · D");
+  const int64_t D = C3 / (3 * heads);
+  require_shape(out, {B, J, heads * D}, "out");
+  py::gil_scoped_release nogil;
+  posert::spatial_attention_cpu(qkv.data(), scale, B, J, heads, D, out.mutable_data());
+}
+
 template <typename T>
 T* ptr(uintptr_t p, const char* name) {
   if (p == 0) throw py::value_error(std::string(name) + ": null device pointer");
@@ -202,6 +240,14 @@ PYBIND11_MODULE(_C, m) {
         py::arg("first") = 0,
         "Write one new frame's keys/values fresh (G, B, R, D) into the ring caches storage (G, S, R, M, D): "
         "storage[:, rows[k], :, pos[k]] = fresh[:, rows[k] - first] for every k (see csrc/kv_cache.h).");
+  m.def("cached_attention", &cached_attention, py::arg("qkv"), py::arg("cache_k"), py::arg("cache_v"), py::arg("lag"),
+        py::arg("table"), py::arg("scale"), py::arg("out"), py::arg("k_new"), py::arg("v_new"),
+        "Attention core of one new frame over its cached past (csrc/attention.h): qkv (B, J, 3·H·D), caches "
+        "(B, J, H, M, D), lag (B, M) int64 in [1, M + 1], table (H, M + 2) → out (B, J, H·D), k_new, v_new "
+        "(B, J, H, D), all float32 but lag; raises ValueError/IndexError on shapes or lags.");
+  m.def("spatial_attention", &spatial_attention, py::arg("qkv"), py::arg("heads"), py::arg("scale"), py::arg("out"),
+        "Spatial attention core of one frame (csrc/attention.h): qkv (B, J, 3·H·D) → out (B, J, H·D), float32; "
+        "raises ValueError on shapes.");
   m.def("ddim_update", &ddim_update, py::arg("x_k"), py::arg("e"), py::arg("out"), py::arg("a"), py::arg("b"),
         py::arg("ap"), py::arg("bp"), "Fused DDIM update (D3PRefiner Eq. 9) on float32 arrays; out may alias x_k.");
 

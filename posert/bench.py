@@ -81,12 +81,14 @@ def pipeline_tick_ms(pipeline, px: np.ndarray, cam: Camera, frames: int, streams
 
 
 def window_sweep(windows: Sequence[int], px: np.ndarray, cam: Camera, frames: int, threads: int | None,
-                 folder: Path, reference_frames: int = 40) -> list[dict]:
+                 folder: Path, reference_frames: int = 40, split: bool = True) -> list[dict]:
     """Per-tick latency vs receptive field N: for every N, a lifter and denoiser of the default
     width and depth but window N (untrained weights: latency does not depend on their values),
     exported to ONNX and streamed through a 1-stream Pipeline, plus the eager reference at N.
-    Returns one dict per N: window, max_lag (the per-layer attention span M), p50/p99 of both."""
-    from posert.export.onnx import export_step
+    ``split``: run the split step graphs with the C++ attention cores (the fp32 default), else
+    the single step graphs. Returns one dict per N: window, max_lag (the per-layer attention span
+    M), p50/p99 of both."""
+    from posert.export.onnx import export_split_step, export_step
     from posert.models.denoiser import DenoiserConfig
     from posert.models.diffusion import Schedule
     from posert.models.lifter import LifterConfig
@@ -97,7 +99,12 @@ def window_sweep(windows: Sequence[int], px: np.ndarray, cam: Camera, frames: in
     for N in windows:
         torch.manual_seed(0)
         lifter, den = Lifter(LifterConfig(window=N)).eval(), Denoiser(DenoiserConfig(window=N)).eval()
-        lp, dp = export_step(lifter, folder / f"lifter_n{N}.onnx"), export_step(den, folder / f"denoiser_n{N}.onnx")
+        if split:
+            lp = export_split_step(lifter, folder / f"lifter_n{N}")
+            dp = export_split_step(den, folder / f"denoiser_n{N}")
+        else:
+            lp = export_step(lifter, folder / f"lifter_n{N}.onnx")
+            dp = export_step(den, folder / f"denoiser_n{N}.onnx")
         backend = OrtBackend(lp, dp, N, Schedule(den.cfg.T, den.cfg.K), threads)
         one = pipeline_tick_ms(Pipeline(backend, max_streams=1), px, cam, frames, 1)
         ref = reference_tick_ms(lifter, den, px, cam, reference_frames)

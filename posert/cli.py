@@ -77,12 +77,15 @@ def _eval_cameras(kind: str) -> list:
 
 
 def cmd_export(args) -> int:
-    from posert.export.onnx import export_step
+    from posert.export.onnx import export_split_step, export_step
     from posert.models.io import load_lifter, load_refiner
 
     out = Path(args.out)
     lifter, (den, _) = load_lifter(args.lifter), load_refiner(args.refiner)
     paths = [export_step(lifter, out / "lifter_step.onnx"), export_step(den, out / "denoiser_step.onnx")]
+    if args.split:
+        paths += [export_split_step(lifter, out / "lifter_step.split"),
+                  export_split_step(den, out / "denoiser_step.split")]
     for p in paths:
         print(p)
     return 0
@@ -194,16 +197,17 @@ def cmd_bench(args) -> int:
     if args.precision == "int8":
         _ensure_int8()
     pipe = Pipeline("onnxruntime", max_streams=args.streams, threads=args.ort_threads, precision=args.precision,
-                    workers=args.workers)
+                    workers=args.workers, attention=args.attention)
     res = run_bench(pipe, load_lifter(), load_refiner()[0], seq, cam, frames=args.frames, streams=args.streams)
-    res.update(sequence=name, ort_threads=args.ort_threads, precision=args.precision, workers=pipe.workers)
+    res.update(sequence=name, ort_threads=args.ort_threads, precision=args.precision, workers=pipe.workers,
+               attention="kernel" if pipe.backend.split else "graph")
     if args.windows:
         with tempfile.TemporaryDirectory() as tmp:
             res["windows"] = window_sweep(args.windows, real_stream(seq, cam)[0], cam, args.frames, args.ort_threads,
-                                          Path(tmp))
+                                          Path(tmp), split=pipe.backend.split)
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(res, indent=2))
-    label = f"posert pipeline (ORT CPU {args.precision}), 1 stream"
+    label = f"posert pipeline (ORT CPU {args.precision}, {res['attention']}), 1 stream"
     print(f"{'':<40}{'p50 ms':>9}{'p99 ms':>9}")
     print(f"{label:<40}{res['pipeline_p50_ms']:9.2f}{res['pipeline_p99_ms']:9.2f}")
     print(f"{'PyTorch eager reference':<40}{res['reference_p50_ms']:9.2f}{res['reference_p99_ms']:9.2f}")
@@ -306,6 +310,9 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--out", default="out/onnx")
     x.add_argument("--lifter", default=None)
     x.add_argument("--refiner", default=None)
+    x.add_argument("--split", action="store_true",
+                   help="also write the split step models (2L + 1 graphs per model; the ONNX Runtime CPU default, "
+                        "with the C++ attention cores between them)")
     x.set_defaults(fn=cmd_export)
 
     u = sub.add_parser("build", help="FP32/FP16/INT8 ONNX models (and TensorRT engines) of the checkpoints")
@@ -346,6 +353,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--workers", type=int, choices=[1, 2], default=None,
                    help="shards per multi-stream tick run concurrently (default: 2 on ≥ 2 cores)")
     b.add_argument("--precision", choices=["fp32", "fp16", "int8"], default="fp32")
+    b.add_argument("--attention", choices=["auto", "kernel", "graph"], default="auto",
+                   help="cached temporal attention: C++ kernel between split step graphs (auto at fp32) or in the "
+                        "ONNX graph")
     b.add_argument("--windows", type=int, nargs="*", default=[27, 81, 243],
                    help="receptive fields of the latency sweep (untrained models of each N); none to skip")
     b.set_defaults(fn=cmd_bench)

@@ -237,8 +237,16 @@ def test_push_many_names_the_bad_stream_and_writes_nothing(ort_pipe, real_views)
 def test_ort_bindings_read_inputs_in_place_and_reuse_outputs(ort_pipe, real_views, cameras):
     """The ORT backend runs through cached I/O bindings: a second call on the same buffers sees
     their new contents (the caches change every tick), writes into the same output arrays (no
-    allocation), and equals a plain ``session.run``; non-contiguous inputs fall back to a copy."""
-    be = ort_pipe.backend
+    allocation), and equals a run on fresh copies; non-contiguous inputs fall back to a copy.
+    Both ways of running the attention: the split step graphs with the C++ cores (default) and
+    the single step graph (checked against a plain ``session.run``)."""
+    from posert.runtime.backends.onnxruntime import OrtBackend
+
+    for be in (ort_pipe.backend, OrtBackend.from_checkpoints(attention="graph")):
+        _check_bindings(be, real_views, cameras)
+
+
+def _check_bindings(be, real_views, cameras):
     px = real_views[0]
     c = cameras[0]
     B, (G, J, h, M, d) = 3, be.lifter_cache_shape
@@ -255,10 +263,32 @@ def test_ort_bindings_read_inputs_in_place_and_reuse_outputs(ort_pipe, real_view
     pose2, kv2 = be.lift_step(inp, lag, caches)
     assert pose2 is be.lift_step(inp, lag, caches)[0]  # the binding's own output array, reused
     feeds = {"inp": inp, "lag": lag, **{f"cache_{g}": caches[g] for g in range(G)}}
-    ref_pose, ref_kv = be.lifter.run(None, feeds)
+    if be.split:
+        ref_pose, ref_kv = (o.copy() for o in be._lift.run({k: v.copy() for k, v in feeds.items()}))
+    else:
+        ref_pose, ref_kv = be._lift.session.run(None, feeds)
     np.testing.assert_array_equal(pose2, ref_pose)
     np.testing.assert_array_equal(kv2, ref_kv)
     assert np.abs(pose2 - pose1).max() > 1e-4  # the history changed the pose: inputs were re-read
     strided = np.stack([inp, inp], axis=1)[:, 0]  # same values, not C-contiguous
     assert not strided.flags.c_contiguous
     np.testing.assert_array_equal(be.lift_step(strided, lag, caches)[0], ref_pose)
+
+
+def test_split_attention_pipeline_equals_single_graph(ort_pipe, real_views):
+    """The default ORT backend (split step graphs + C++ attention cores) and the single step
+    graphs give the same lifted and refined poses on real streams with gaps (within 1e-3 mm)."""
+    from posert.runtime.backends.onnxruntime import OrtBackend
+
+    assert ort_pipe.backend.split
+    px = real_views[0]
+    kernel = _run_streams(Pipeline(OrtBackend.from_checkpoints(attention="kernel"), max_streams=8, workers=1), px)
+    graph = _run_streams(Pipeline(OrtBackend.from_checkpoints(attention="graph"), max_streams=8, workers=1), px)
+    for (ids_a, ref_a, lift_a), (ids_b, ref_b, lift_b) in zip(kernel, graph):
+        assert ids_a == ids_b
+        np.testing.assert_allclose(ref_a, ref_b, atol=1e-3)  # mm
+        np.testing.assert_allclose(lift_a, lift_b, atol=1e-3)
+    with pytest.raises(ValueError, match="fp32 only"):
+        OrtBackend.from_checkpoints(attention="kernel", precision="fp16")
+    with pytest.raises(ValueError, match="attention must be one of"):
+        OrtBackend.from_checkpoints(attention="fused")

@@ -22,7 +22,7 @@ import onnx
 import torch
 
 from posert.models.blocks import PoseSequenceModel
-from posert.models.denoiser import Denoiser
+from posert.models.denoiser import Denoiser, timestep_embedding
 from posert.models.lifter import Lifter
 
 OPSET = 17
@@ -75,6 +75,115 @@ def export_step(model: PoseSequenceModel, path: str | Path) -> Path:
     prog.save(str(path))
     onnx.checker.check_model(str(path))
     return path
+
+
+class StepSegment(torch.nn.Module):
+    """Piece ``index`` (0 … 2L) of ``model.step`` cut at its 2L attention cores (a spatial and a
+    temporal one per block).
+
+    The ONNX Runtime CPU backend runs the dense layers as these 2L + 1 graphs and the cores
+    between them in C++: ``posert._C.spatial_attention`` after every even piece and
+    ``posert._C.cached_attention`` (with the block's key/value ring cache) after every odd one
+    (csrc/attention.h). Every piece but the first sees only per-token operations, so its tensors
+    are 2-D (N = B·17 tokens, joint-minor) and the cuts cost no reshape. Shapes (C channels):
+
+    - piece 0: ``inp`` (B, 17, 3) [denoiser: ``x_t`` (B, 17, 3), ``t`` (B,)] → ``x`` (N, C)
+      block 0's input, ``qkv`` (N, 3C) its spatial qkv [denoiser: and ``cond`` (N, C), the
+      timestep embedding of each token's stream, added before every block];
+    - piece 2i + 1: ``x_prev`` (block i's input), ``a_prev`` (its spatial core's output) →
+      ``x`` the residual stream after the spatial layer, ``qkv`` the temporal qkv;
+    - piece 2i + 2 < 2L: ``x_prev``, ``a_prev`` (the temporal core's output) [``cond``] →
+      block i + 1's input and spatial qkv;
+    - piece 2L: ``x_prev``, ``a_prev`` → ``pose`` / ``e_hat`` (B, 17, 3) metres, root-relative.
+
+    Composed with the cores this is :meth:`PoseSequenceModel.step`, layer for layer.
+    """
+
+    def __init__(self, model: PoseSequenceModel, index: int):
+        super().__init__()
+        if not 0 <= index <= 2 * len(model.backbone.blocks):
+            raise ValueError(f"piece {index} out of range 0 … {2 * len(model.backbone.blocks)}")
+        self.model, self.index = model, index
+        self.denoiser = isinstance(model, Denoiser)
+
+    def forward(self, *args):
+        m, k = self.model, self.index
+        bb, L, C = m.backbone, len(m.backbone.blocks), m.cfg.dim
+        if k == 0:
+            inp = args[0]
+            B, J, _ = inp.shape
+            cond = None
+            if self.denoiser:
+                x_t, t = args[1], args[2]
+                h = m.embed(torch.cat([x_t, inp], dim=-1).reshape(B * J, -1))
+                cond = m.t_mlp(timestep_embedding(t, C))[:, None, :].expand(B, J, C).reshape(B * J, C)
+            else:
+                h = m.embed(inp.reshape(B * J, -1))
+            x = (h.reshape(B, J, C) + bb.joint_pos[0]).reshape(B * J, C)
+            if cond is not None:
+                x = x + cond
+            outs = (x, bb.blocks[0].spatial_qkv(x))
+            return outs + (cond,) if cond is not None else outs
+        x, a = args[0], args[1]
+        i = (k - 1) // 2
+        if k % 2:  # after block i's spatial core
+            s = bb.blocks[i].post_spatial(x, a)
+            return s, bb.blocks[i].t_attn.qkv(bb.blocks[i].t_norm1(s))
+        x = bb.blocks[i].post_attention(x, a)  # after block i's temporal core
+        if k == 2 * L:
+            return m.decode(bb.norm(x))
+        if self.denoiser:
+            x = x + args[2]
+        return x, bb.blocks[i + 1].spatial_qkv(x)
+
+
+def segment_io_names(model: PoseSequenceModel, index: int) -> tuple[list[str], list[str]]:
+    """(input names, output names) of :class:`StepSegment` ``index``."""
+    L, den = len(model.backbone.blocks), isinstance(model, Denoiser)
+    if index == 0:
+        return (["inp", "x_t", "t"] if den else ["inp"]), (["x", "qkv", "cond"] if den else ["x", "qkv"])
+    if index == 2 * L:
+        return ["x_prev", "a_prev"], ["e_hat" if den else "pose"]
+    cond = den and index % 2 == 0
+    return ["x_prev", "a_prev"] + (["cond"] if cond else []), ["x", "qkv"]
+
+
+def export_split_step(model: PoseSequenceModel, folder: str | Path) -> Path:
+    """Write ``model.step`` (causal) as 2L + 1 :class:`StepSegment` graphs ``segment_{i}.onnx``
+    (dynamo exporter, opset 17, dynamic batch) and ``attention.npz`` with what the cores need:
+    ``tables`` (L, heads, M + 2) float32 bias by lag (:meth:`TemporalAttention.bias_table`),
+    ``scale`` (the query scale of every core), ``heads``, ``pieces`` (2L + 1), ``kind``
+    ("lifter" | "denoiser"). Returns ``folder``.
+    Raises ValueError for an offline model."""
+    if not model.causal:
+        raise ValueError("only causal models stream incrementally; export an offline model's forward instead")
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    model = model.eval()
+    ex = example_step_inputs(model)
+    B, J, C = ex["inp"].shape[0], ex["inp"].shape[1], model.cfg.dim
+    L = len(model.backbone.blocks)
+    batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
+    g = torch.Generator().manual_seed(1)
+    tokens = torch.export.Dim("tokens", min=1, max=MAX_BATCH * J)
+    for i in range(2 * L + 1):
+        ins, outs = segment_io_names(model, i)
+        if i == 0:
+            args, dim = tuple(ex[n] for n in ins), batch
+        else:
+            args, dim = tuple(torch.randn(B * J, C, generator=g) for _ in ins), tokens
+        prog = torch.onnx.export(StepSegment(model, i).eval(), args, dynamo=True, opset_version=OPSET,
+                                 input_names=ins, output_names=outs,
+                                 dynamic_shapes=(tuple({0: dim} for _ in ins),), external_data=False,
+                                 verbose=False)
+        prog.save(str(folder / f"segment_{i}.onnx"))
+        onnx.checker.check_model(str(folder / f"segment_{i}.onnx"))
+    with torch.no_grad():
+        tables = torch.stack([b.t_attn.bias_table() for b in model.backbone.blocks]).numpy().astype(np.float32)
+    np.savez(folder / "attention.npz", tables=tables, scale=np.float32(model.backbone.blocks[0].t_attn.scale),
+             heads=np.int64(model.cfg.heads), pieces=np.int64(2 * L + 1),
+             kind=np.array("denoiser" if isinstance(model, Denoiser) else "lifter"))
+    return folder
 
 
 def file_sha256(path: str | Path) -> str:
@@ -130,3 +239,27 @@ def cached_onnx(lifter_ckpt: str | Path | None = None, refiner_ckpt: str | Path 
         export_step(load_refiner(rp)[0], den_onnx.with_suffix(".tmp"))
         den_onnx.with_suffix(".tmp").rename(den_onnx)
     return lifter_onnx, den_onnx
+
+
+def cached_split_onnx(lifter_ckpt: str | Path | None = None, refiner_ckpt: str | Path | None = None,
+                      cache: str | Path | None = None) -> tuple[Path, Path]:
+    """Split step models (:func:`export_split_step`) of the given (default: committed)
+    checkpoints, exported once into the folder of :func:`cached_onnx` (same cache key).
+    Returns (lifter_step.split/, denoiser_step.split/) folders."""
+    import shutil
+
+    from posert.models.io import default_checkpoint_dir, load_lifter, load_refiner
+
+    lifter_onnx, _ = cached_onnx(lifter_ckpt, refiner_ckpt, cache)
+    folder = lifter_onnx.parent
+    lp = Path(lifter_ckpt) if lifter_ckpt else default_checkpoint_dir() / "lifter.pt"
+    rp = Path(refiner_ckpt) if refiner_ckpt else default_checkpoint_dir() / "refiner.pt"
+    out = folder / "lifter_step.split", folder / "denoiser_step.split"
+    for dst, load in zip(out, (lambda: load_lifter(lp), lambda: load_refiner(rp)[0])):
+        if not (dst / "attention.npz").exists():
+            tmp = dst.with_suffix(".tmp")
+            shutil.rmtree(tmp, ignore_errors=True)
+            export_split_step(load(), tmp)
+            shutil.rmtree(dst, ignore_errors=True)
+            tmp.rename(dst)
+    return out

@@ -44,12 +44,17 @@ class Attention(nn.Module):
     def forward_flat(self, x: torch.Tensor, groups: int) -> torch.Tensor:
         """Same as :meth:`forward` (no mask) on x (S·L, C) flattened, S = ``groups``: the linear
         layers see 2-D input, which ONNX Runtime fuses into Gemm (the streaming step path)."""
-        SL, C = x.shape
-        L = SL // groups
-        qkv = self.qkv(x).reshape(groups, L, 3, self.heads, C // self.heads).permute(2, 0, 3, 1, 4)
+        return self.proj(self.core_flat(self.qkv(x), groups))
+
+    def core_flat(self, qkv: torch.Tensor, groups: int) -> torch.Tensor:
+        """The attention core of :meth:`forward_flat`: qkv (S·L, 3C) → output (S·L, C) before
+        ``proj``. ``posert._C.spatial_attention`` is its C++ twin (csrc/attention.h)."""
+        SL, C3 = qkv.shape
+        C, L = C3 // 3, SL // groups
+        qkv = qkv.reshape(groups, L, 3, self.heads, C // self.heads).permute(2, 0, 3, 1, 4)
         q, k, v = qkv[0], qkv[1], qkv[2]
         out = ((q * self.scale) @ k.transpose(-2, -1)).softmax(dim=-1) @ v
-        return self.proj(out.transpose(1, 2).reshape(SL, C))
+        return out.transpose(1, 2).reshape(SL, C)
 
 
 class GELU(nn.Module):
@@ -105,12 +110,26 @@ class TemporalAttention(Attention):
             lag: (B, M) int64, the lag 1…M of each slot, or M + 1 for an empty slot (stream start).
         Returns (out (B·J, C), k_new (B, J, heads, C/heads), v_new (B, J, heads, C/heads)).
         """
-        BJ, C = x.shape
+        out, k, v = self.core(self.qkv(x), cache_k, cache_v, lag)
+        return self.proj(out), k, v
+
+    def bias_table(self) -> torch.Tensor:
+        """(heads, M + 2) additive bias by lag 0 … M, then MASK_VALUE for an empty slot (lag M + 1)."""
+        h = self.heads
+        return torch.cat([self.rel, torch.full((h, 1), MASK_VALUE, dtype=self.rel.dtype, device=self.rel.device)], 1)
+
+    def core(self, qkv: torch.Tensor, cache_k: torch.Tensor, cache_v: torch.Tensor, lag: torch.Tensor):
+        """What :meth:`step` does between the qkv and the output projection, for one new frame:
+        qkv (B·J, 3C) → (attention output (B·J, C) before ``proj``, k_new, v_new (B, J, heads,
+        C/heads)). ``posert._C.cached_attention`` is its C++ twin (csrc/attention.h), which the
+        ONNX Runtime backend runs between the split step graphs."""
+        BJ, C3 = qkv.shape
+        C = C3 // 3
         B, J = lag.shape[0], cache_k.shape[1]
         h, M = self.heads, self.max_lag
-        q, k, v = self.qkv(x).reshape(B, J, 3, h, C // h).unbind(2)  # (B, J, h, d)
+        q, k, v = qkv.reshape(B, J, 3, h, C // h).unbind(2)  # (B, J, h, d)
         q = q * self.scale
-        table = torch.cat([self.rel, torch.full((h, 1), MASK_VALUE, dtype=x.dtype)], dim=1)  # (h, M + 2)
+        table = self.bias_table()  # (h, M + 2)
         bias = table[:, lag].permute(1, 0, 2).reshape(B, 1, h, 1, M)
         own = (q * k).sum(-1, keepdim=True) + self.rel[:, 0].reshape(1, 1, h, 1)
         # Batched 1 × d × M products (MatMul). On ONNX Runtime CPU this beats a broadcast-multiply-
@@ -118,7 +137,7 @@ class TemporalAttention(Attention):
         past = (q.unsqueeze(-2) @ cache_k.transpose(-2, -1)).squeeze(-2) + bias.reshape(B, 1, h, M)  # (B, J, h, M)
         p = torch.cat([own, past], dim=-1).softmax(dim=-1)  # (B, J, h, 1 + M)
         out = p[..., :1] * v + (p[..., 1:].unsqueeze(-2) @ cache_v).squeeze(-2)  # (B, J, h, d)
-        return self.proj(out.reshape(BJ, C)), k, v
+        return out.reshape(BJ, C), k, v
 
 
 class STBlock(nn.Module):
@@ -148,10 +167,31 @@ class STBlock(nn.Module):
         return t.reshape(B, J, N, C).transpose(1, 2)
 
     def step(self, x: torch.Tensor, cache_k: torch.Tensor, cache_v: torch.Tensor, lag: torch.Tensor):
-        s = self._spatial(x, lag.shape[0])
-        a, k, v = self.t_attn.step(self.t_norm1(s), cache_k, cache_v, lag)
-        t = s + a
-        return t + self.t_mlp(self.t_norm2(t)), k, v
+        s, qkv = self.pre_attention(x, lag.shape[0])
+        a, k, v = self.t_attn.core(qkv, cache_k, cache_v, lag)
+        return self.post_attention(s, a), k, v
+
+    def pre_attention(self, x: torch.Tensor, groups: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Step, first part: x (B·J, C), B = ``groups`` → (residual stream s (B·J, C) after the
+        spatial layer, the temporal qkv projection (B·J, 3C))."""
+        s = self._spatial(x, groups)
+        return s, self.t_attn.qkv(self.t_norm1(s))
+
+    def spatial_qkv(self, x: torch.Tensor) -> torch.Tensor:
+        """x (B·J, C) → the spatial qkv projection (B·J, 3C) (input of :meth:`Attention.core_flat`)."""
+        return self.s_attn.qkv(self.s_norm1(x))
+
+    def post_spatial(self, x: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+        """x (B·J, C) the block's input, a (B·J, C) the spatial core's output → the residual
+        stream s after the spatial layer (as in :meth:`pre_attention`)."""
+        x = x + self.s_attn.proj(a)
+        return x + self.s_mlp(self.s_norm2(x))
+
+    def post_attention(self, s: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+        """Step, last part: s (B·J, C) from :meth:`pre_attention`, a (B·J, C) the attention core's
+        output → the block's output (B·J, C)."""
+        t = s + self.t_attn.proj(a)
+        return t + self.t_mlp(self.t_norm2(t))
 
 
 def max_lag_for(window: int, depth: int) -> int:

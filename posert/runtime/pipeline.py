@@ -105,6 +105,10 @@ class Pipeline:
             H = 1 only). Default: 2 where the process may use ≥ 2 cores. One ORT thread per block
             beats ORT's own intra-op threads on these small graphs (benchmarks/RESULTS.md).
         precision: ``fp32`` (default), ``fp16`` or ``int8`` models, for a backend given by name.
+        attention: for ``"onnxruntime"``, how the cached temporal attention runs: ``auto``
+            (default: ``kernel`` at fp32, else ``graph``), ``kernel`` (split step graphs with the
+            C++ attention cores between them) or ``graph`` (one ONNX graph per step); see
+            :meth:`~posert.runtime.backends.onnxruntime.OrtBackend.from_checkpoints`.
 
     Input per frame: keypoints in pixels of an image of the stream's size, H36M-17 order, and a
     confidence per joint in [0, 1]; confidence 0 marks a missing joint (its coordinates are
@@ -120,11 +124,11 @@ class Pipeline:
     def __init__(self, backend="onnxruntime", max_streams: int = 64, lifter: str | None = None,
                  refiner: str | None = None, threads: int | None = None, ddim_steps: int | None = None,
                  hypotheses: int = 1, seed: int = 0, precision: str = "fp32", workers: int | None = None,
-                 min_shard: int = 4):
+                 min_shard: int = 4, attention: str = "auto"):
         if isinstance(backend, str):
             from posert.runtime.backends import create_backend
 
-            backend = create_backend(backend, lifter, refiner, threads, precision)
+            backend = create_backend(backend, lifter, refiner, threads, precision, attention)
         self.backend = backend
         self.window = backend.window
         self.schedule = backend.schedule if ddim_steps is None else Schedule(backend.schedule.T, ddim_steps)

@@ -21,17 +21,22 @@ BACKENDS = ("onnxruntime", "torch", "tensorrt")
 
 
 def create_backend(name: str, lifter: str | None = None, refiner: str | None = None, threads: int | None = None,
-                   precision: str = "fp32"):
+                   precision: str = "fp32", attention: str = "auto"):
     """Build a backend by name: ``onnxruntime`` (default, CPU), ``torch`` (reference, FP32 only)
     or ``tensorrt`` (GPU engines built and cached from the ONNX models of ``precision``).
 
-    Raises ValueError for an unknown name or a precision the backend lacks, ImportError (with
-    the reason) for ``tensorrt`` where TensorRT or cuda-python is not installed.
+    ``attention`` (``auto`` | ``kernel`` | ``graph``) chooses how ONNX Runtime runs the cached
+    temporal attention (:meth:`OrtBackend.from_checkpoints`); other backends take ``auto`` only.
+
+    Raises ValueError for an unknown name, a precision or attention mode the backend lacks,
+    ImportError (with the reason) for ``tensorrt`` where TensorRT or cuda-python is not installed.
     """
     if name == "onnxruntime":
         from posert.runtime.backends.onnxruntime import OrtBackend
 
-        return OrtBackend.from_checkpoints(lifter, refiner, threads=threads, precision=precision)
+        return OrtBackend.from_checkpoints(lifter, refiner, threads=threads, precision=precision, attention=attention)
+    if attention != "auto":
+        raise ValueError(f"attention={attention!r} applies to the onnxruntime backend only")
     if name == "torch":
         if precision != "fp32":
             raise ValueError("the torch reference backend runs fp32 only")

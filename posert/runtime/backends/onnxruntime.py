@@ -42,6 +42,10 @@ def create_session(path: str | Path, threads: int | None = None) -> ort.Inferenc
                                 disabled_optimizers=["NchwcTransformer"])
 
 
+#: How the ONNX Runtime backend runs the cached temporal attention (:meth:`OrtBackend.from_checkpoints`).
+ATTENTION_MODES = ("auto", "kernel", "graph")
+
+
 class BoundStep:
     """One ONNX Runtime session run through I/O bindings: inputs are read in place from the
     caller's arrays and outputs are written into arrays allocated once per set of input buffers.
@@ -71,6 +75,16 @@ class BoundStep:
 
     def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         arrays = [feeds[n] for n in self.input_names]
+        entry = self.entry(arrays)
+        if entry is None:  # not C-contiguous: a plain run on copies
+            return self.session.run(None, {n: np.ascontiguousarray(a) for n, a in zip(self.input_names, arrays)})
+        binding, outputs = entry[0], entry[1]
+        self.session.run_with_iobinding(binding)
+        return outputs
+
+    def entry(self, arrays: list[np.ndarray]):
+        """The cached (binding, outputs, …) of these input arrays (in ``input_names`` order),
+        created on first use; None if an array is not C-contiguous (it cannot be bound)."""
         ids = tuple(map(id, arrays))
         with self._lock:
             key = self._by_id.get(ids)  # the binding holds these objects: ids cannot be reused
@@ -79,7 +93,7 @@ class BoundStep:
                 self._bindings.move_to_end(key)
         if entry is None:
             if not all(a.flags.c_contiguous for a in arrays):
-                return self.session.run(None, {n: np.ascontiguousarray(a) for n, a in zip(self.input_names, arrays)})
+                return None
             key = tuple((a.__array_interface__["data"][0], a.shape, a.dtype.str) for a in arrays)
             with self._lock:
                 entry = self._bindings.get(key)
@@ -92,9 +106,7 @@ class BoundStep:
                     self._by_id[ids] = key
                     while len(self._bindings) > self.capacity:
                         self._by_id.pop(self._bindings.popitem(last=False)[1][3], None)
-        binding, outputs = entry[0], entry[1]
-        self.session.run_with_iobinding(binding)
-        return outputs
+        return entry
 
     def _bind(self, arrays: list[np.ndarray]):
         binding = self.session.io_binding()
@@ -122,6 +134,119 @@ class BoundStep:
         return out
 
 
+class SplitStep:
+    """A step model run as 2L + 1 ONNX Runtime graphs (:func:`posert.export.onnx.export_split_step`)
+    with its 2L attention cores in C++ between them: ``posert._C.spatial_attention`` (the 17
+    joints of a frame) and ``posert._C.cached_attention`` (the new frame over its key/value ring
+    cache) for each of the L blocks (csrc/attention.h).
+
+    ONNX Runtime's CPU kernels run these cores as batched GEMMs of tiny matrices (1 × 16 × M per
+    stream, joint and head for the cached one), with a Split/Squeeze/Transpose chain around
+    each: the larger part of a step's non-GEMM time (RESULTS.md, session 7). The C++ loops do
+    the same arithmetic in one call per core.
+
+    Same interface as :class:`BoundStep`: ``run(feeds)`` with the single graph's input names
+    returns ``[output (B, 17, 3), kv (2L, B, 17, heads, C/heads)]`` as arrays owned by a plan
+    per set of input objects, valid until the next run on the same input buffers. The plan
+    resolves once every piece's I/O binding (:class:`BoundStep`) and every core's arguments, so a
+    tick on known buffers allocates nothing and runs 2L + 1 ``run_with_iobinding`` and 2L kernel
+    calls. Thread-safe for runs on different buffers (the kernels release the GIL).
+
+    Raises FileNotFoundError for a folder without ``attention.npz``, ValueError for a folder whose
+    pieces do not match it or caches that do not match the model.
+    """
+
+    def __init__(self, folder: str | Path, threads: int | None = None, capacity: int = 64):
+        from posert import _C
+
+        folder = Path(folder)
+        meta_path = folder / "attention.npz"
+        if not meta_path.exists():
+            raise FileNotFoundError(f"split step model not found: {meta_path}")
+        with np.load(meta_path) as meta:
+            self.tables = [np.ascontiguousarray(t, np.float32) for t in meta["tables"]]
+            self.scale, self.heads = float(meta["scale"]), int(meta["heads"])
+            pieces, self.kind = int(meta["pieces"]), str(meta["kind"])
+        self.layers = len(self.tables)
+        if pieces != 2 * self.layers + 1:
+            raise ValueError(f"{folder}: {pieces} pieces for {self.layers} blocks (expected {2 * self.layers + 1})")
+        self.segments = [BoundStep(create_session(folder / f"segment_{i}.onnx", threads), capacity)
+                         for i in range(pieces)]
+        self._sessions = [seg.session for seg in self.segments]
+        self.first_inputs = self.segments[0].input_names
+        self.input_names = [*self.first_inputs, "lag", *(f"cache_{i}" for i in range(2 * self.layers))]
+        C = self.segments[0].session.get_outputs()[0].shape[-1]
+        M = self.tables[0].shape[1] - 2
+        #: per-stream (2L, 17, heads, M, C/heads), as :class:`OrtBackend` reports for a single graph
+        self.cache_shape = (2 * self.layers, 17, self.heads, M, C // self.heads)
+        self.capacity = capacity
+        self._spatial, self._cached = _C.spatial_attention, _C.cached_attention
+        self._plans: OrderedDict = OrderedDict()  # ids of the input arrays → plan
+        self._lock = threading.Lock()
+
+    def _plan(self, arrays: list[np.ndarray]):
+        """The cached plan of these input objects: (chain: the piece bindings interleaved with the
+        cores' argument tuples, output array, kv array, the keyed arrays, the pieces' binding
+        entries — held so that a binding evicted from its :class:`BoundStep` keeps its arrays
+        alive). Arrays that are not C-contiguous get a one-call plan on copies."""
+        ids = tuple(map(id, arrays))
+        with self._lock:
+            plan = self._plans.get(ids)
+            if plan is not None:
+                self._plans.move_to_end(ids)
+                return plan
+        n0 = len(self.first_inputs)
+        if not all(a.flags.c_contiguous for a in arrays):
+            arrays = [np.ascontiguousarray(a) for a in arrays]
+            ids = None
+        first, lag, caches = arrays[:n0], arrays[n0], arrays[n0 + 1:]
+        if len(caches) != 2 * self.layers:
+            raise ValueError(f"expected {2 * self.layers} caches, got {len(caches)}")
+        if caches[0].shape[1:] != self.cache_shape[1:]:
+            raise ValueError(f"caches of shape {caches[0].shape[1:]} do not match the model's {self.cache_shape[1:]}")
+        B, J, H, M, D = caches[0].shape
+        kv = np.empty((2 * self.layers, B, J, H, D), np.float32)
+        att = [np.empty((B, J, H * D), np.float32) for _ in range(2)]  # spatial, temporal core outputs
+        att_tokens = [a.reshape(B * J, H * D) for a in att]  # the same memory as the pieces' (N, C) input
+        chain, entries = [], []
+        entry = self.segments[0].entry(list(first))
+        entries.append(entry)
+        outs = entry[1]
+        cond = outs[2] if len(outs) > 2 else None
+        chain.append(entry[0])
+        for k in range(2 * self.layers):
+            x, qkv = outs[0], outs[1].reshape(B, J, -1)  # (N, 3C) → (B, 17, 3C) view for the core
+            i, temporal = k // 2, k % 2 == 1
+            if temporal:
+                chain.append((self._cached, (qkv, caches[2 * i], caches[2 * i + 1], lag, self.tables[i], self.scale,
+                                             att[1], kv[2 * i], kv[2 * i + 1])))
+            else:
+                chain.append((self._spatial, (qkv, H, self.scale, att[0])))
+            named = {"x_prev": x, "a_prev": att_tokens[1 if temporal else 0], "cond": cond}
+            entry = self.segments[k + 1].entry([named[n] for n in self.segments[k + 1].input_names])
+            entries.append(entry)
+            outs = entry[1]
+            chain.append(entry[0])
+        plan = (chain, outs[0], kv, arrays, entries)  # arrays: keeps the keyed objects (and their ids) alive
+        if ids is None:
+            return plan
+        with self._lock:
+            self._plans[ids] = plan
+            while len(self._plans) > self.capacity:
+                self._plans.popitem(last=False)
+        return plan
+
+    def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        chain, out, kv = self._plan([feeds[n] for n in self.input_names])[:3]
+        sessions = self._sessions
+        sessions[0].run_with_iobinding(chain[0])
+        for k in range(1, len(sessions)):
+            core, args = chain[2 * k - 1]
+            core(*args)
+            sessions[k].run_with_iobinding(chain[2 * k])
+        return [out, kv]
+
+
 class OrtBackend:
     """The lifter step and one denoiser step as ONNX Runtime sessions on the CPU execution
     provider (graphs from :mod:`posert.export.onnx`), run through cached I/O bindings
@@ -135,34 +260,52 @@ class OrtBackend:
 
     def __init__(self, lifter_onnx: str | Path, denoiser_onnx: str | Path, window: int, schedule: Schedule,
                  threads: int | None = None, cnd: CND | None = None):
-        self.lifter = create_session(lifter_onnx, threads)
-        self.denoiser = create_session(denoiser_onnx, threads)
-        self._lift, self._den = BoundStep(self.lifter), BoundStep(self.denoiser)
+        self._lift, self._den = self._step(lifter_onnx, threads), self._step(denoiser_onnx, threads)
+        self.split = isinstance(self._lift, SplitStep)
         self.window, self.schedule, self.cnd = window, schedule, cnd
-        self.lifter_cache_shape = self._cache_shape(self.lifter)
-        self.denoiser_cache_shape = self._cache_shape(self.denoiser)
+        self.lifter_cache_shape = self._lift.cache_shape
+        self.denoiser_cache_shape = self._den.cache_shape
         self._t: dict[tuple[int, float], np.ndarray] = {}  # read-only t inputs, shared by threads
 
     @staticmethod
-    def _cache_shape(sess: ort.InferenceSession) -> tuple[int, ...]:
-        caches = [i for i in sess.get_inputs() if i.name.startswith("cache_")]
+    def _step(path: str | Path, threads: int | None):
+        """A :class:`SplitStep` for a split-model folder, else a :class:`BoundStep` of one ONNX file."""
+        if Path(path).is_dir():
+            return SplitStep(path, threads)
+        step = BoundStep(create_session(path, threads))
+        caches = [i for i in step.session.get_inputs() if i.name.startswith("cache_")]
         if not caches:
-            raise ValueError("not a streaming step model: no cache_* inputs")
-        return (len(caches), *caches[0].shape[1:])
+            raise ValueError(f"not a streaming step model: no cache_* inputs ({path})")
+        step.cache_shape = (len(caches), *caches[0].shape[1:])
+        return step
 
     @classmethod
     def from_checkpoints(cls, lifter: str | None = None, refiner: str | None = None, threads: int | None = None,
-                         precision: str = "fp32"):
+                         precision: str = "fp32", attention: str = "auto"):
         """Export (once, cached) and load the ONNX step models of the given or default checkpoints
-        at ``precision`` (fp32 | fp16 | int8; see :func:`posert.export.precision.precision_onnx`)."""
+        at ``precision`` (fp32 | fp16 | int8; see :func:`posert.export.precision.precision_onnx`).
+
+        ``attention``: ``kernel`` runs the split step graphs with the C++ attention cores
+        (:class:`SplitStep`, fp32 only), ``graph`` the single step graphs, ``auto`` (default)
+        ``kernel`` at fp32 and ``graph`` otherwise. Raises ValueError for other values or for
+        ``kernel`` at fp16/int8.
+        """
+        from posert.export.onnx import cached_split_onnx
         from posert.export.precision import precision_onnx
 
+        if attention not in ATTENTION_MODES:
+            raise ValueError(f"attention must be one of {ATTENTION_MODES}, got {attention!r}")
+        if attention == "kernel" and precision != "fp32":
+            raise ValueError("the split step models (attention='kernel') are fp32 only")
         lcfg = _load(lifter, "lifter.pt", "lifter")["config"]
         rckpt = _load(refiner, "refiner.pt", "refiner")
         dcfg = rckpt["config"]
         if not (lcfg["causal"] and dcfg["causal"]):
             raise ValueError("the streaming runtime needs causal models (an offline checkpoint was given)")
-        lifter_onnx, den_onnx = precision_onnx(precision, lifter, refiner)
+        if precision == "fp32" and attention != "graph":
+            lifter_onnx, den_onnx = cached_split_onnx(lifter, refiner)
+        else:
+            lifter_onnx, den_onnx = precision_onnx(precision, lifter, refiner)
         cnd = CND(rckpt["cnd"]["mean"], rckpt["cnd"]["cov"], rckpt["cnd"].get("rho", 0.0))
         return cls(lifter_onnx, den_onnx, lcfg["window"], Schedule(dcfg["T"], dcfg["K"]), threads, cnd)
 
