@@ -84,3 +84,37 @@ def test_split_step_matches_torch_and_the_single_graph(onnx_paths, models, real_
                 assert np.abs(g - r.numpy()).max() < 1e-4  # metres
                 assert np.abs(g - s).max() < 1e-5
             assert np.abs(got[0]).max() > 1e-2  # a real pose / correction, not zeros
+
+
+def test_split_step_folder_errors_are_clear(tmp_path):
+    """A split-model folder with a missing piece or metadata that does not match its pieces
+    fails at load with a clear error, never at the first tick."""
+    import shutil
+
+    import pytest
+
+    from posert.export.onnx import cached_split_onnx
+    from posert.runtime.backends.onnxruntime import SplitStep
+
+    src = cached_split_onnx()[0]
+    with pytest.raises(FileNotFoundError, match="attention.npz"):
+        SplitStep(tmp_path)
+    bad = tmp_path / "missing_piece"
+    shutil.copytree(src, bad)
+    (bad / "segment_3.onnx").unlink()
+    with pytest.raises(FileNotFoundError, match="segment_3.onnx"):
+        SplitStep(bad)
+    odd = tmp_path / "wrong_meta"
+    shutil.copytree(src, odd)
+    with np.load(odd / "attention.npz") as z:
+        meta = dict(z)
+    meta["pieces"] = np.int64(int(meta["pieces"]) - 2)
+    np.savez(odd / "attention.npz", **meta)
+    with pytest.raises(ValueError, match="pieces"):
+        SplitStep(odd)
+    step = SplitStep(src)
+    G, J, h, M, d = step.cache_shape
+    feeds = {"inp": np.zeros((2, J, 3), np.float32), "lag": np.full((2, M), M + 1, np.int64),
+             **{f"cache_{g}": np.zeros((2, J, h, M + 1, d), np.float32) for g in range(G)}}
+    with pytest.raises(ValueError, match="do not match"):
+        step.run(feeds)
