@@ -354,8 +354,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="shards per multi-stream tick run concurrently (default: 2 on ≥ 2 cores)")
     b.add_argument("--precision", choices=["fp32", "fp16", "int8"], default="fp32")
     b.add_argument("--attention", choices=["auto", "kernel", "graph"], default="auto",
-                   help="cached temporal attention: C++ kernel between split step graphs (auto at fp32) or in the "
-                        "ONNX graph")
+                   help="attention cores: C++ kernels between split step graphs (auto at fp32) or inside one "
+                        "ONNX graph per step")
     b.add_argument("--windows", type=int, nargs="*", default=[27, 81, 243],
                    help="receptive fields of the latency sweep (untrained models of each N); none to skip")
     b.set_defaults(fn=cmd_bench)

@@ -105,7 +105,7 @@ class Pipeline:
             H = 1 only). Default: 2 where the process may use ≥ 2 cores. One ORT thread per block
             beats ORT's own intra-op threads on these small graphs (benchmarks/RESULTS.md).
         precision: ``fp32`` (default), ``fp16`` or ``int8`` models, for a backend given by name.
-        attention: for ``"onnxruntime"``, how the cached temporal attention runs: ``auto``
+        attention: for ``"onnxruntime"``, how the attention cores of a step run: ``auto``
             (default: ``kernel`` at fp32, else ``graph``), ``kernel`` (split step graphs with the
             C++ attention cores between them) or ``graph`` (one ONNX graph per step); see
             :meth:`~posert.runtime.backends.onnxruntime.OrtBackend.from_checkpoints`.

@@ -25,8 +25,8 @@ def create_backend(name: str, lifter: str | None = None, refiner: str | None = N
     """Build a backend by name: ``onnxruntime`` (default, CPU), ``torch`` (reference, FP32 only)
     or ``tensorrt`` (GPU engines built and cached from the ONNX models of ``precision``).
 
-    ``attention`` (``auto`` | ``kernel`` | ``graph``) chooses how ONNX Runtime runs the cached
-    temporal attention (:meth:`OrtBackend.from_checkpoints`); other backends take ``auto`` only.
+    ``attention`` (``auto`` | ``kernel`` | ``graph``) chooses how ONNX Runtime runs the attention
+    cores of a step (:meth:`OrtBackend.from_checkpoints`); other backends take ``auto`` only.
 
     Raises ValueError for an unknown name, a precision or attention mode the backend lacks,
     ImportError (with the reason) for ``tensorrt`` where TensorRT or cuda-python is not installed.

@@ -42,7 +42,7 @@ def create_session(path: str | Path, threads: int | None = None) -> ort.Inferenc
                                 disabled_optimizers=["NchwcTransformer"])
 
 
-#: How the ONNX Runtime backend runs the cached temporal attention (:meth:`OrtBackend.from_checkpoints`).
+#: How the ONNX Runtime backend runs the attention cores of a step (:meth:`OrtBackend.from_checkpoints`).
 ATTENTION_MODES = ("auto", "kernel", "graph")
 
 
