@@ -130,12 +130,12 @@ void kv_push(const py::array& storage_arr, const F32& fresh, const I32& rows, co
   const int32_t* rp = rows.data();
   const int64_t end = first + B < S ? first + B : S;
   for (int64_t k = 0; k < K; ++k)
-    if (rp[k] < first || rp[k] >= end)
+    if (rp[k] >= 0 && (rp[k] < first || rp[k] >= end))
       throw py::index_error("row " + std::to_string(rp[k]) + " out of range [" + std::to_string(first) + ", " +
                             std::to_string(end) + ")");
   const int32_t* p = pos.data();
   for (int64_t k = 0; k < K; ++k)
-    if (p[k] < 0 || p[k] >= M) throw py::index_error("ring position " + std::to_string(p[k]) + " out of range [0, " +
+    if (rp[k] >= 0 && (p[k] < 0 || p[k] >= M)) throw py::index_error("ring position " + std::to_string(p[k]) + " out of range [0, " +
                                                      std::to_string(M) + ")");
   {
     py::gil_scoped_release nogil;  // shards of one tick write disjoint rows from two threads
@@ -239,7 +239,8 @@ PYBIND11_MODULE(_C, m) {
   m.def("kv_push", &kv_push, py::arg("storage"), py::arg("fresh"), py::arg("rows"), py::arg("pos"),
         py::arg("first") = 0,
         "Write one new frame's keys/values fresh (G, B, R, D) into the ring caches storage (G, S, R, M, D): "
-        "storage[:, rows[k], :, pos[k]] = fresh[:, rows[k] - first] for every k (see csrc/kv_cache.h).");
+        "storage[:, rows[k], :, pos[k]] = fresh[:, rows[k] - first] for every k with rows[k] >= 0 (a negative row "
+        "writes nothing; see csrc/kv_cache.h).");
   m.def("cached_attention", &cached_attention, py::arg("qkv"), py::arg("cache_k"), py::arg("cache_v"), py::arg("lag"),
         py::arg("table"), py::arg("scale"), py::arg("out"), py::arg("k_new"), py::arg("v_new"),
         "Attention core of one new frame over its cached past (csrc/attention.h): qkv (B, J, 3·H·D), caches "

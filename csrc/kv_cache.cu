@@ -11,6 +11,7 @@ __global__ void kv_write(float* storage, int64_t G, int64_t S, int64_t R, int64_
   if (i >= G * K * R * D) return;
   const int64_t d = i % D, r = (i / D) % R, k = (i / (D * R)) % K, g = i / (D * R * K);
   const int64_t s = rows[k];
+  if (s < 0) return;  // a negative row writes nothing (a padded batch row)
   storage[(((g * S + s) * R + r) * M + pos[k]) * D + d] = fresh[((g * B + (s - first)) * R + r) * D + d];
 }
 

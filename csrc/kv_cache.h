@@ -9,7 +9,8 @@
 //   storage[g][rows[k]][r][pos[k]][:] = fresh[g][rows[k] - first][r][:]   for fresh[G][B][R][D]
 // (rows index the storage streams; fresh holds streams first … first + B − 1, so a batch that covers
 // a contiguous block of streams — one shard of a tick — writes into the shared cache; pos[k] in
-// [0, M) is the ring slot).
+// [0, M) is the ring slot). A negative rows[k] writes nothing: a batch padded to a fixed size (the
+// CUDA-graph tick, which replays one launch for any subset of due streams) marks its idle rows so.
 #pragma once
 #include <cstdint>
 

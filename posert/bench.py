@@ -29,7 +29,8 @@ def reference_tick_ms(lifter: Lifter, denoiser: Denoiser, px: np.ndarray, cam: C
     """Per-frame latency (ms) of the paper-style streaming loop: for every new frame, gather the
     window (the last N frames, edge-padded: ``posert._C.RingBuffer``), run the whole window through the lifter, then
     K denoiser passes over the window with the DDIM update in a Python loop (torch eager, batch 1),
-    and report the newest frame."""
+    and report the newest frame. Runs on the models' device: on a GPU the window is copied there
+    and the newest pose back (which waits for the GPU), as a paper-style loop would."""
     from posert import _C
 
     sched = Schedule(denoiser.cfg.T, denoiser.cfg.K)
@@ -38,17 +39,19 @@ def reference_tick_ms(lifter: Lifter, denoiser: Denoiser, px: np.ndarray, cam: C
     slot = np.zeros(1, np.int32)
     win = np.zeros((1, N, 17, 3), np.float32)
     window = torch.from_numpy(win)  # shares memory with win
+    device = next(lifter.parameters()).device
     times = []
     for i in range(min(frames + warmup, len(px))):
         t0 = time.perf_counter()
         y = make_input(px[i], np.ones(17, np.float32), cam.width, cam.height)
         ring.push(slot, y[None])
         ring.gather(slot, win)  # last N frames, edge-padded at the stream start
-        x = lifter(window)
+        w = window.to(device)
+        x = lifter(w)
         for t, tp in sched.pairs():
-            e = denoiser(window, x, torch.full((1,), float(t)))
+            e = denoiser(w, x, torch.full((1,), float(t), device=device))
             x = ddim_step(x, e, sched.ddim_coefficients(t, tp))
-        _ = x[0, -1] * 1000.0
+        _ = x[0, -1].cpu() * 1000.0
         if i >= warmup:
             times.append((time.perf_counter() - t0) * 1e3)
     return np.array(times)
@@ -81,13 +84,15 @@ def pipeline_tick_ms(pipeline, px: np.ndarray, cam: Camera, frames: int, streams
 
 
 def window_sweep(windows: Sequence[int], px: np.ndarray, cam: Camera, frames: int, threads: int | None,
-                 folder: Path, reference_frames: int = 40, split: bool = True) -> list[dict]:
+                 folder: Path, reference_frames: int = 40, split: bool = True, backend: str = "onnxruntime",
+                 compile: bool = False) -> list[dict]:
     """Per-tick latency vs receptive field N: for every N, a lifter and denoiser of the default
     width and depth but window N (untrained weights: latency does not depend on their values),
     exported to ONNX and streamed through a 1-stream Pipeline, plus the eager reference at N.
     ``split``: run the split step graphs with the C++ attention cores (the fp32 default), else
-    the single step graphs. Returns one dict per N: window, max_lag (the per-layer attention span
-    M), p50/p99 of both."""
+    the single step graphs. ``backend="cuda"``: the CUDA-graph backend instead of ONNX Runtime,
+    and the reference on the GPU. Returns one dict per N: window, max_lag (the per-layer
+    attention span M), p50/p99 of both."""
     from posert.export.onnx import export_split_step, export_step
     from posert.models.denoiser import DenoiserConfig
     from posert.models.diffusion import Schedule
@@ -99,6 +104,16 @@ def window_sweep(windows: Sequence[int], px: np.ndarray, cam: Camera, frames: in
     for N in windows:
         torch.manual_seed(0)
         lifter, den = Lifter(LifterConfig(window=N)).eval(), Denoiser(DenoiserConfig(window=N)).eval()
+        if backend == "cuda":
+            from posert.runtime.backends.cuda import CudaBackend
+
+            be = CudaBackend(lifter, den, compile=compile)
+            one = pipeline_tick_ms(Pipeline(be, max_streams=1), px, cam, frames, 1)
+            ref = reference_tick_ms(be.lifter, be.denoiser, px, cam, reference_frames)
+            rows.append({"window": N, "max_lag": lifter.max_lag, "pipeline_p50_ms": float(np.percentile(one, 50)),
+                         "pipeline_p99_ms": float(np.percentile(one, 99)),
+                         "reference_p50_ms": float(np.percentile(ref, 50))})
+            continue
         if split:
             lp = export_split_step(lifter, folder / f"lifter_n{N}")
             dp = export_split_step(den, folder / f"denoiser_n{N}")

@@ -196,18 +196,38 @@ def cmd_bench(args) -> int:
     cam = _eval_cameras(args.cameras)[0]
     if args.precision == "int8":
         _ensure_int8()
-    pipe = Pipeline("onnxruntime", max_streams=args.streams, threads=args.ort_threads, precision=args.precision,
-                    workers=args.workers, attention=args.attention)
-    res = run_bench(pipe, load_lifter(), load_refiner()[0], seq, cam, frames=args.frames, streams=args.streams)
-    res.update(sequence=name, ort_threads=args.ort_threads, precision=args.precision, workers=pipe.workers,
-               attention="kernel" if pipe.backend.split else "graph")
+    lifter, den = load_lifter(), load_refiner()[0]
+    if args.backend == "cuda":
+        from posert.runtime.backends.cuda import CudaBackend
+
+        if args.precision != "fp32" or args.attention != "auto":
+            raise SystemExit("posert bench --backend cuda: fp32 and --attention auto only")
+        be = CudaBackend.from_checkpoints(compile=args.compile)
+        pipe = Pipeline(be, max_streams=args.streams)
+        lifter, den = be.lifter, be.denoiser  # the eager reference runs on the same GPU
+    else:
+        pipe = Pipeline("onnxruntime", max_streams=args.streams, threads=args.ort_threads,
+                        precision=args.precision, workers=args.workers, attention=args.attention)
+    res = run_bench(pipe, lifter, den, seq, cam, frames=args.frames, streams=args.streams)
+    res.update(sequence=name, backend=args.backend, precision=args.precision, workers=pipe.workers)
+    if args.backend == "cuda":
+        import torch
+
+        res.update(device=torch.cuda.get_device_name(), cuda_graphs=pipe.backend.graphs, compile=args.compile,
+                   torch_version=torch.__version__)
+    else:
+        res.update(ort_threads=args.ort_threads, attention="kernel" if pipe.backend.split else "graph")
     if args.windows:
         with tempfile.TemporaryDirectory() as tmp:
             res["windows"] = window_sweep(args.windows, real_stream(seq, cam)[0], cam, args.frames, args.ort_threads,
-                                          Path(tmp), split=pipe.backend.split)
+                                          Path(tmp), split=getattr(pipe.backend, "split", False),
+                                          backend=args.backend, compile=args.compile)
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(res, indent=2))
-    label = f"posert pipeline (ORT CPU {args.precision}, {res['attention']}), 1 stream"
+    if args.backend == "cuda":
+        label = f"posert pipeline (CUDA graph{' + compile' if args.compile else ''}), 1 stream"
+    else:
+        label = f"posert pipeline (ORT CPU {args.precision}, {res['attention']}), 1 stream"
     print(f"{'':<40}{'p50 ms':>9}{'p99 ms':>9}")
     print(f"{label:<40}{res['pipeline_p50_ms']:9.2f}{res['pipeline_p99_ms']:9.2f}")
     print(f"{'PyTorch eager reference':<40}{res['reference_p50_ms']:9.2f}{res['reference_p99_ms']:9.2f}")
@@ -332,7 +352,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="2D protocol: ground truth, detector-like noise, or missing joints/limbs")
     e.add_argument("--steps", type=int, default=None, help="DDIM steps K (default: the checkpoint's)")
     e.add_argument("--hypotheses", type=int, default=1, help="H hypotheses averaged (DiffHPE)")
-    e.add_argument("--backend", choices=["onnxruntime", "torch", "tensorrt"], default="onnxruntime")
+    e.add_argument("--backend", choices=["onnxruntime", "torch", "tensorrt", "cuda"], default="onnxruntime")
     e.add_argument("--precision", choices=["fp32", "fp16", "int8"], default="fp32",
                    help="model precision (int8: built with calibration and the accuracy gate on first use)")
     e.add_argument("--cameras", choices=["h36m", "ring"], default="h36m",
@@ -353,6 +373,10 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--workers", type=int, choices=[1, 2], default=None,
                    help="shards per multi-stream tick run concurrently (default: 2 on ≥ 2 cores)")
     b.add_argument("--precision", choices=["fp32", "fp16", "int8"], default="fp32")
+    b.add_argument("--backend", choices=["onnxruntime", "cuda"], default="onnxruntime",
+                   help="onnxruntime: the CPU default; cuda: the whole tick as one CUDA graph on the GPU, "
+                        "with the eager reference on the same GPU")
+    b.add_argument("--compile", action="store_true", help="--backend cuda: torch.compile the steps before capture")
     b.add_argument("--attention", choices=["auto", "kernel", "graph"], default="auto",
                    help="attention cores: C++ kernels between split step graphs (auto at fp32) or inside one "
                         "ONNX graph per step")

@@ -67,3 +67,47 @@ def onnx_paths():
     from posert.export.onnx import cached_onnx
 
     return cached_onnx()
+
+
+def run_mixed_streams(pipe, px: np.ndarray, ticks: int = 48) -> dict:
+    """Five real streams (four cameras' views, one camera twice at another phase) that tick at
+    different rates, so the set of due streams, the highest due slot and hence the batch (and a
+    padded backend's bucket) change from tick to tick; stream 'c' is removed at tick 20 and a new
+    stream 'f' takes its slot at tick 24 (its caches must read as empty). Returns
+    {stream: (refined (n, 17, 3), lifted (n, 17, 3)) mm} in push order."""
+    rates = {"a": 1, "b": 2, "c": 3, "d": 5, "e": 2}  # b and e tick on alternate ticks
+    views = {"a": (0, 0), "b": (1, 0), "c": (2, 0), "d": (3, 0), "e": (1, 300), "f": (2, 500)}
+    for s in "abcde":
+        pipe.add_stream(s, 1000, 1000)
+    frame = dict.fromkeys(views, 0)
+    out = {s: ([], []) for s in views}
+    try:
+        for t in range(ticks):
+            if t == 20:
+                pipe.remove_stream("c")
+            if t == 24:
+                pipe.add_stream("f", 1000, 1000)
+            live = [s for s in pipe.streams if (t + ord(s)) % rates.get(s, 2) == 0]
+            if t == 30:
+                live = ["e"]  # only the highest slot: a padded batch with every lower row idle
+            if t == 31:
+                live = ["a"]  # only slot 0: a batch of one
+            for s in live:
+                c, off = views[s]
+                pipe.push(s, px[c, off + frame[s]], timestamp=t / 50)
+                frame[s] += 1
+            res = pipe.tick()
+            assert sorted(res.stream_ids) == sorted(live)
+            for s in res.stream_ids:
+                i = res.stream_ids.index(s)
+                out[s][0].append(res.refined[i])
+                out[s][1].append(res.lifted[i])
+    finally:
+        for s in list(pipe.streams):
+            pipe.remove_stream(s)
+    return {s: (np.array(r), np.array(lf)) for s, (r, lf) in out.items() if r}
+
+
+@pytest.fixture(scope="session")
+def mixed_streams():
+    return run_mixed_streams

@@ -171,6 +171,23 @@ def test_kv_push_first_offset_writes_one_block_of_streams():
     np.testing.assert_array_equal(storage, ref)
 
 
+def test_kv_push_negative_row_writes_nothing():
+    """A padded batch (the CUDA-graph tick) marks idle rows −1: they write nothing, whatever their
+    ring position, and the other rows are written as usual."""
+    rng = np.random.default_rng(4)
+    G, S, R, M, D = 4, 6, 68, 5, 16
+    storage = rng.normal(size=(G, S, R, M, D)).astype(np.float32)
+    ref = storage.copy()
+    fresh = rng.normal(size=(G, S, R, D)).astype(np.float32)
+    rows = np.array([0, -1, 2, -1, -1, 5], np.int32)
+    pos = np.array([3, 99, 0, -7, 4, 1], np.int32)  # idle rows' positions are never read
+    _C.kv_push(storage, fresh, rows, pos)
+    for r, p in zip(rows, pos):
+        if r >= 0:
+            ref[:, r, :, p] = fresh[:, r]
+    np.testing.assert_array_equal(storage, ref)
+
+
 def attention_numpy(qkv, cache_k, cache_v, lag, table, scale):
     """float64 reference of csrc/attention.h: softmax over the own frame and M cached frames."""
     B, J, H, M, D = cache_k.shape

@@ -292,3 +292,36 @@ def test_split_attention_pipeline_equals_single_graph(ort_pipe, real_views):
         OrtBackend.from_checkpoints(attention="kernel", precision="fp16")
     with pytest.raises(ValueError, match="attention must be one of"):
         OrtBackend.from_checkpoints(attention="fused")
+
+
+def test_resident_backend_chain_equals_torch_backend(real_views, mixed_streams):
+    """The CUDA-graph backend's chain (device-resident caches, batches padded to a power of two
+    with idle rows marked −1, lags and ring positions computed as tensor ops), run here on the CPU
+    with the kernels' C++ twins, gives the torch backend's poses on real streams whose due set,
+    highest slot and membership change from tick to tick."""
+    from posert.runtime.backends.cuda import CudaBackend
+
+    be = CudaBackend.from_checkpoints(device="cpu")
+    assert be.resident and not be.graphs
+    got = mixed_streams(Pipeline(be, max_streams=8), real_views[0])
+    ref = mixed_streams(Pipeline(TorchBackend.from_checkpoints(), max_streams=8), real_views[0])
+    assert got.keys() == ref.keys() == set("abcdef")
+    for s in ref:
+        assert got[s][0].shape == ref[s][0].shape
+        np.testing.assert_allclose(got[s][1], ref[s][1], atol=1e-3)  # mm
+        np.testing.assert_allclose(got[s][0], ref[s][0], atol=1e-3)
+    assert {be.bucket(h) for h in range(1, 9)} == {1, 2, 4, 8}
+    assert be.bucket(5) == 8 and be.bucket(1) == 1
+    with pytest.raises(ValueError, match="hypotheses"):
+        Pipeline(be, max_streams=2, hypotheses=2)
+
+
+def test_cuda_backend_without_gpu_raises_clearly():
+    from posert.runtime.backends import create_backend
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present: tests/test_cuda.py covers the cuda backend")
+    with pytest.raises(RuntimeError, match="CUDA GPU"):
+        create_backend("cuda")
+    with pytest.raises(ValueError, match="fp32 only"):
+        create_backend("cuda", precision="fp16")

@@ -87,7 +87,8 @@ class Pipeline:
     """Streaming 2D→3D lifting and diffusion refinement for many streams at once.
 
     Args:
-        backend: ``"onnxruntime"`` (default, CPU), ``"torch"`` (reference) or a backend object
+        backend: ``"onnxruntime"`` (default, CPU), ``"torch"`` (reference), ``"tensorrt"``,
+            ``"cuda"`` (the whole tick as one CUDA graph on the GPU, H = 1) or a backend object
             (see :mod:`posert.runtime.backends`).
         max_streams: capacity; every buffer and cache for this many streams is allocated once.
         lifter, refiner: checkpoint paths (default: the committed ``checkpoints/``).
@@ -147,11 +148,18 @@ class Pipeline:
             self._chol, self._rho = chol, float(backend.cnd.rho)
             self._delta = np.zeros((max_streams, H, NUM_JOINTS, 3), np.float32)
         self.max_streams = S = max_streams
+        # A resident backend (the CUDA-graph one) owns the caches and runs whole ticks on its device.
+        self._resident = bool(getattr(backend, "resident", False))
+        if self._resident:
+            if H > 1:
+                raise ValueError("hypotheses > 1 runs on the host backends (onnxruntime, torch, tensorrt) only")
+            backend.allocate(S, self.schedule.pairs(), self._coefs)
         lc, dc = backend.lifter_cache_shape, backend.denoiser_cache_shape
-        self._lcache = np.zeros((lc[0], S, *lc[1:]), np.float32)
-        self._dcache = [np.zeros((dc[0], S * H, *dc[1:]), np.float32) for _ in self._coefs]
-        self._lag_l = np.zeros((S, lc[3]), np.int64)
-        self._lag_d = np.zeros((S * H, dc[3]), np.int64)
+        C = 0 if self._resident else S  # no host caches next to a resident backend
+        self._lcache = np.zeros((lc[0], C, *lc[1:]), np.float32)
+        self._dcache = [np.zeros((dc[0], C * H, *dc[1:]), np.float32) for _ in self._coefs]
+        self._lag_l = np.zeros((C, lc[3]), np.int64)
+        self._lag_d = np.zeros((C * H, dc[3]), np.int64)
         self._slots: dict[Hashable, int] = {}
         self._ids: list[Hashable | None] = [None] * S
         self._size = np.zeros((S, 2), np.float32)  # (width, height) px
@@ -318,7 +326,9 @@ class Pipeline:
             empty = np.zeros((0, NUM_JOINTS, 3), np.float32)
             return TickResult([], empty, empty.copy(), np.zeros(0))
         hi = int(due[-1]) + 1
-        if self._pool is not None and len(due) >= 2 * self.min_shard:
+        if self._resident:
+            x, x_T = self.backend.run(hi, due, self._inp, self._count)
+        elif self._pool is not None and len(due) >= 2 * self.min_shard:
             half = len(due) // 2
             cut = int(due[half])  # slots [0, cut) here, [cut, hi) on the worker
             other = self._pool.submit(self._run, cut, hi, due[half:])

@@ -11,25 +11,31 @@ arrays may be buffers the backend owns and reuses (ONNX Runtime I/O bindings, Te
 outputs): they are valid until the next call on the same input buffers, so a caller copies what
 it keeps.
 
+A *resident* backend (``resident = True``: :class:`~posert.runtime.backends.cuda.CudaBackend`)
+keeps the caches on its device instead and runs whole ticks: ``allocate(max_streams, pairs,
+coefs)`` once, then ``run(hi, due, inp, count) -> (x_0, x_T)`` per tick.
+
 Heavy imports (onnxruntime, torch, tensorrt) happen inside each module, so importing the runtime
 costs nothing until a backend is built.
 """
 
 from __future__ import annotations
 
-BACKENDS = ("onnxruntime", "torch", "tensorrt")
+BACKENDS = ("onnxruntime", "torch", "tensorrt", "cuda")
 
 
 def create_backend(name: str, lifter: str | None = None, refiner: str | None = None, threads: int | None = None,
                    precision: str = "fp32", attention: str = "auto"):
-    """Build a backend by name: ``onnxruntime`` (default, CPU), ``torch`` (reference, FP32 only)
-    or ``tensorrt`` (GPU engines built and cached from the ONNX models of ``precision``).
+    """Build a backend by name: ``onnxruntime`` (default, CPU), ``torch`` (reference, FP32 only),
+    ``tensorrt`` (GPU engines built and cached from the ONNX models of ``precision``) or ``cuda``
+    (torch on the GPU, the whole tick captured as one CUDA graph; FP32; :mod:`.cuda`).
 
     ``attention`` (``auto`` | ``kernel`` | ``graph``) chooses how ONNX Runtime runs the attention
     cores of a step (:meth:`OrtBackend.from_checkpoints`); other backends take ``auto`` only.
 
     Raises ValueError for an unknown name, a precision or attention mode the backend lacks,
-    ImportError (with the reason) for ``tensorrt`` where TensorRT or cuda-python is not installed.
+    ImportError (with the reason) for ``tensorrt`` where TensorRT or cuda-python is not installed,
+    RuntimeError for ``cuda`` without a usable GPU or without the CUDA build of ``posert._C``.
     """
     if name == "onnxruntime":
         from posert.runtime.backends.onnxruntime import OrtBackend
@@ -43,6 +49,12 @@ def create_backend(name: str, lifter: str | None = None, refiner: str | None = N
         from posert.runtime.backends.torch import TorchBackend
 
         return TorchBackend.from_checkpoints(lifter, refiner, threads=threads)
+    if name == "cuda":
+        if precision != "fp32":
+            raise ValueError("the cuda backend runs fp32 only (fp16/int8 on the GPU: the tensorrt backend)")
+        from posert.runtime.backends.cuda import CudaBackend
+
+        return CudaBackend.from_checkpoints(lifter, refiner)
     if name == "tensorrt":
         from posert.runtime.backends.tensorrt import TrtBackend
 

@@ -1,0 +1,261 @@
+"""GPU backend: the whole tick on the device, captured as one CUDA graph and replayed (issue 5).
+
+Unlike the other backends, this one is *resident*: it owns the key/value ring caches, the DDIM
+state and the staging buffers, all allocated once in :meth:`CudaBackend.allocate`, and runs the
+whole chain of a tick itself (:meth:`CudaBackend.run`), called by
+:class:`~posert.runtime.pipeline.Pipeline`::
+
+    pinned host → device   newest frames (b, 17, 3), frame counts (b,), rows (b,) (−1 = not due)
+    lag (b, M)             ← how old every ring slot is (ring_lags, as torch ops on the device)
+    lifter step            → x_T, keys/values → posert._C.kv_push_cuda (ring push, rows ≥ 0 only)
+    K × denoiser step      → ê, keys/values → kv_push_cuda; x ← posert._C.ddim_update_cuda (Eq. 9)
+    device → pinned host   x_0 and x_T (b, 17, 3)
+
+The batch is padded to a bucket b (a power of two ≥ the highest due slot + 1, at most the
+capacity): one CUDA graph per bucket is captured on first use (after two warm-up runs, which
+write no cache: every row is −1 then) and replayed for any subset of due streams, because rows
+that are not due are computed but never written back. A tick is then one graph launch and one
+stream synchronisation; host work is three small copies into pinned memory.
+
+``device="cpu"`` runs the same chain eagerly on the CPU with the kernels' C++ twins: the
+device-independent logic (buckets, idle rows, lags, ring positions) is tested where no GPU exists.
+``compile=True`` passes both step functions through ``torch.compile`` (Inductor fuses the
+element-wise work of a step into a few Triton kernels) before capture.
+
+FP32 throughout (TF32 off), so the output agrees with the CPU backends to float rounding.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from posert import _C
+from posert.models.denoiser import Denoiser
+from posert.models.diffusion import CND, Schedule
+from posert.models.io import load_lifter, load_refiner
+from posert.models.lifter import Lifter
+from posert.skeleton import NUM_JOINTS
+
+
+def require_gpu(device: str) -> None:
+    """Raise RuntimeError (with the reason) unless ``device`` is usable for this backend: a CUDA
+    device torch can see and a ``posert._C`` built with its CUDA kernels; ``cpu`` always is."""
+    if torch.device(device).type == "cpu":
+        return
+    if torch.device(device).type != "cuda":
+        raise ValueError(f"device must be 'cpu' or 'cuda[:n]', got {device!r}")
+    if not torch.cuda.is_available():
+        raise RuntimeError("the cuda backend needs a CUDA GPU that torch can use (torch.cuda.is_available() is "
+                           f"False; torch {torch.__version__}, built for CUDA {torch.version.cuda})")
+    if not _C.built_with_cuda():
+        raise RuntimeError("posert._C was built without its CUDA kernels (nvcc was not found at build time); "
+                           "reinstall with nvcc on the PATH")
+
+
+def torch_ring_lags(count: torch.Tensor, M: int, slots: torch.Tensor) -> torch.Tensor:
+    """Device twin of :func:`posert.runtime.pipeline.ring_lags`: count (b,) int64 frames already
+    cached, slots = arange(M) → (b, M) int64 lag of every ring slot, M + 1 for an empty one."""
+    n = count[:, None]
+    lag = torch.remainder(n - 1 - slots, M) + 1
+    return torch.where(lag > n, torch.full_like(lag, M + 1), lag)
+
+
+class CudaBackend:
+    """Lifter + DDIM refiner on one device, the tick as one CUDA graph (resident backend).
+
+    Args:
+        lifter, denoiser: causal models (any window); moved to ``device``, FP32.
+        cnd: the refiner's CND (kept for API parity; multi-hypothesis runs need the host backends).
+        device: ``cuda`` / ``cuda:n`` (default) or ``cpu`` (eager, the C++ twins; for tests).
+        graphs: capture one CUDA graph per batch bucket and replay it (CUDA only; default True).
+        compile: ``torch.compile`` the two step functions first (CUDA only; default False).
+
+    Raises ValueError for an offline model or a bad option, RuntimeError when the device is
+    unusable (see :func:`require_gpu`).
+    """
+
+    resident = True  # Pipeline hands it whole ticks (run) instead of single steps
+
+    def __init__(self, lifter: Lifter, denoiser: Denoiser, cnd: CND | None = None, device: str = "cuda",
+                 graphs: bool = True, compile: bool = False):
+        require_gpu(device)
+        for m in (lifter, denoiser):
+            if not m.causal:
+                raise ValueError(f"{type(m).__name__} is offline (causal=False); streaming needs causal models")
+        self.device = torch.device(device)
+        self.on_gpu = self.device.type == "cuda"
+        if (graphs or compile) and not self.on_gpu:
+            graphs = compile = False  # CPU: the eager chain (the test path)
+        self.graphs, self.compiled = graphs, compile
+        if self.on_gpu:
+            torch.backends.cuda.matmul.allow_tf32 = False  # FP32 arithmetic: agree with the CPU backends
+            torch.backends.cudnn.allow_tf32 = False
+        self.lifter = lifter.eval().to(self.device)
+        self.denoiser = denoiser.eval().to(self.device)
+        for p in (*self.lifter.parameters(), *self.denoiser.parameters()):
+            p.requires_grad_(False)
+        self.window = lifter.window
+        self.schedule = Schedule(denoiser.cfg.T, denoiser.cfg.K)
+        self.cnd = cnd
+        self.lifter_cache_shape, self.denoiser_cache_shape = lifter.cache_shape, denoiser.cache_shape
+        self._lift, self._den = self.lifter.step, self.denoiser.step
+        if compile:
+            self._lift = torch.compile(self._lift, fullgraph=True, dynamic=False)
+            self._den = torch.compile(self._den, fullgraph=True, dynamic=False)
+        self.capacity = 0
+
+    @classmethod
+    def from_checkpoints(cls, lifter: str | None = None, refiner: str | None = None, device: str = "cuda",
+                         graphs: bool = True, compile: bool = False) -> CudaBackend:
+        """The committed (or given) checkpoints on ``device``; see the class for the options."""
+        require_gpu(device)
+        den, cnd = load_refiner(refiner)
+        return cls(load_lifter(lifter), den, cnd, device, graphs, compile)
+
+    # -- state --------------------------------------------------------------------------------
+    def allocate(self, max_streams: int, pairs: list[tuple[int, int]],
+                 coefs: list[tuple[float, float, float, float]]) -> None:
+        """Allocate every buffer for ``max_streams`` streams and the DDIM steps ``pairs``
+        ((t, t_prev) each) with their Eq. 9 coefficients; drops captured graphs. Called once by
+        Pipeline."""
+        S, dev = int(max_streams), self.device
+        self.capacity = S
+        self._pairs, self._coefs = list(pairs), [tuple(float(c) for c in cf) for cf in coefs]
+        lc, dc = self.lifter_cache_shape, self.denoiser_cache_shape
+        self._lstore = torch.zeros((lc[0], S, *lc[1:]), device=dev)  # (G, S, 17, heads, M, d)
+        self._dstore = [torch.zeros((dc[0], S, *dc[1:]), device=dev) for _ in self._pairs]
+        self._M_l, self._M_d = lc[3], dc[3]
+        self._slots_l = torch.arange(self._M_l, device=dev)
+        self._slots_d = torch.arange(self._M_d, device=dev)
+        self._t = [torch.full((S,), float(t), device=dev) for t, _ in self._pairs]
+        pin = self.on_gpu
+        self._h_inp = torch.zeros((S, NUM_JOINTS, 3), pin_memory=pin)
+        self._h_count = torch.zeros(S, dtype=torch.int64, pin_memory=pin)
+        self._h_rows = torch.full((S,), -1, dtype=torch.int32, pin_memory=pin)
+        self._h_out = torch.zeros((S, 2, NUM_JOINTS, 3), pin_memory=pin)  # x_0, x_T (metres) per slot
+        self._d_inp = torch.zeros((S, NUM_JOINTS, 3), device=dev)
+        self._d_count = torch.zeros(S, dtype=torch.int64, device=dev)
+        self._d_rows = torch.full((S,), -1, dtype=torch.int32, device=dev)
+        self._d_x = torch.zeros((S, NUM_JOINTS, 3), device=dev)
+        self._d_out = torch.zeros((S, 2, NUM_JOINTS, 3), device=dev)
+        self._n_inp, self._n_count, self._n_rows = self._h_inp.numpy(), self._h_count.numpy(), self._h_rows.numpy()
+        self._n_out = self._h_out.numpy()
+        self._graph: dict[int, torch.cuda.CUDAGraph] = {}
+        self._pool = torch.cuda.graph_pool_handle() if self.graphs else None
+        self._stream = torch.cuda.Stream(dev) if self.on_gpu else None
+        self._copies_in_graph = True  # the pinned-memory copies are graph nodes (see _capture)
+
+    def bucket(self, hi: int) -> int:
+        """The padded batch of a tick whose highest due slot is hi − 1: the next power of two,
+        at most the capacity."""
+        return min(self.capacity, 1 << max(0, int(hi) - 1).bit_length())
+
+    # -- the chain ----------------------------------------------------------------------------
+    def _kv_push(self, store: torch.Tensor, kv: torch.Tensor, rows: torch.Tensor, pos: torch.Tensor) -> None:
+        G, S, J, h, M, d = store.shape
+        b = kv.shape[1]
+        kv = kv.contiguous()
+        if self.on_gpu:
+            _C.kv_push_cuda(store.data_ptr(), G, S, J * h, M, d, kv.data_ptr(), b, rows.data_ptr(), pos.data_ptr(), b,
+                            torch.cuda.current_stream(self.device).cuda_stream, 0)
+        else:
+            _C.kv_push(store.numpy().reshape(G, S, J * h, M, d), kv.numpy().reshape(G, b, J * h, d), rows.numpy(),
+                       pos.numpy())
+
+    def _ddim(self, x: torch.Tensor, e: torch.Tensor, coef: tuple[float, float, float, float]) -> None:
+        e = e.contiguous()
+        if self.on_gpu:
+            _C.ddim_update_cuda(x.data_ptr(), e.data_ptr(), x.data_ptr(), x.numel(), *coef,
+                                torch.cuda.current_stream(self.device).cuda_stream)
+        else:
+            xn = x.numpy()
+            _C.ddim_update(xn, e.numpy(), xn, *coef)
+
+    @torch.no_grad()
+    def _chain(self, b: int) -> None:
+        """One tick over the first ``b`` stream slots, reading the pinned staging buffers and
+        writing x_0, x_T into the pinned output; every tensor it touches is preallocated, so a
+        capture of it replays on the same memory."""
+        nb = self.on_gpu
+        inp, count, rows = self._d_inp[:b], self._d_count[:b], self._d_rows[:b]
+        if self._copies_in_graph or not self.graphs:
+            self._upload(b)
+        lag_l = torch_ring_lags(count, self._M_l, self._slots_l)
+        lag_d = torch_ring_lags(count, self._M_d, self._slots_d)
+        pos_l = torch.remainder(count, self._M_l).to(torch.int32)
+        pos_d = torch.remainder(count, self._M_d).to(torch.int32)
+        ls = self._lstore
+        x_T, kv = self._lift(inp, lag_l, *[ls[g, :b] for g in range(ls.shape[0])])
+        self._kv_push(ls, kv, rows, pos_l)
+        x = self._d_x[:b]
+        x.copy_(x_T)
+        for t, coef, ds in zip(self._t, self._coefs, self._dstore):
+            e, kv = self._den(inp, x, t[:b], lag_d, *[ds[g, :b] for g in range(ds.shape[0])])
+            self._kv_push(ds, kv, rows, pos_d)
+            self._ddim(x, e, coef)
+        out = self._d_out[:b]
+        out[:, 0].copy_(x)
+        out[:, 1].copy_(x_T)
+        if self._copies_in_graph or not self.graphs:
+            self._h_out[:b].copy_(out, non_blocking=nb)  # contiguous (b, 2, 17, 3): one copy
+
+    def _upload(self, b: int) -> None:
+        nb = self.on_gpu
+        self._d_inp[:b].copy_(self._h_inp[:b], non_blocking=nb)
+        self._d_count[:b].copy_(self._h_count[:b], non_blocking=nb)
+        self._d_rows[:b].copy_(self._h_rows[:b], non_blocking=nb)
+
+    def _capture(self, b: int) -> torch.cuda.CUDAGraph:
+        """Warm up and capture the chain for bucket ``b``. The pinned-memory copies go into the
+        graph; if this torch refuses to capture them, they run beside it (``copies_in_graph``
+        False: three host-to-device copies before and one device-to-host copy after each replay)."""
+        self._n_rows[:b] = -1  # warm-up runs write no cache row
+        with torch.cuda.stream(self._stream):
+            for _ in range(2):  # Triton/cuBLAS set-up and lazy module loading happen here, not in the capture
+                self._chain(b)
+            self._stream.synchronize()
+            try:
+                g = torch.cuda.CUDAGraph()
+                with torch.cuda.graph(g, pool=self._pool, stream=self._stream):
+                    self._chain(b)
+            except RuntimeError:
+                if not self._copies_in_graph:
+                    raise
+                self._copies_in_graph = False
+                torch.cuda.synchronize(self.device)
+                g = torch.cuda.CUDAGraph()
+                with torch.cuda.graph(g, pool=self._pool, stream=self._stream):
+                    self._chain(b)
+        self._stream.synchronize()
+        return g
+
+    def run(self, hi: int, due: np.ndarray, inp: np.ndarray, count: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """One tick: ``due`` (n,) sorted slots < ``hi`` with a new frame, ``inp`` (≥ hi, 17, 3)
+        float32 newest normalised frame per slot, ``count`` (≥ hi,) int64 frames already cached
+        per slot. Writes the due slots' caches; returns copies of (x_0, x_T), each (n, 17, 3)
+        float32, metres, root-relative, in ``due`` order."""
+        if not self.capacity:
+            raise RuntimeError("CudaBackend.allocate() was not called (use it through Pipeline)")
+        b = self.bucket(hi)
+        if self.graphs and b not in self._graph:
+            self._graph[b] = self._capture(b)
+        self._n_inp[:hi] = inp[:hi]
+        self._n_count[:hi] = count[:hi]
+        self._n_rows[:b] = -1
+        self._n_rows[due] = due
+        if self.graphs:
+            with torch.cuda.stream(self._stream):
+                if not self._copies_in_graph:
+                    self._upload(b)
+                self._graph[b].replay()
+                if not self._copies_in_graph:
+                    self._h_out[:b].copy_(self._d_out[:b], non_blocking=True)
+            self._stream.synchronize()
+        elif self.on_gpu:
+            with torch.cuda.stream(self._stream):
+                self._chain(b)
+            self._stream.synchronize()
+        else:
+            self._chain(b)
+        return self._n_out[due, 0], self._n_out[due, 1]  # fancy indexing: copies
