@@ -1,8 +1,9 @@
 """GPU path of issue 5: the CUDA-graph backend against its eager chain and the eager reference,
 all on the same GPU in one run, on a real 2D stream (CMU motion through an H36M camera).
 
-For each variant of :class:`posert.runtime.backends.cuda.CudaBackend` (eager chain on the
-device, the chain replayed as a CUDA graph, the graph of the ``torch.compile``d steps):
+For each variant of :class:`posert.runtime.backends.cuda.CudaBackend` (the torch modules'
+kernels or the fused transformer_step kernel; eager, or replayed as a CUDA graph; the graph of the
+``torch.compile``d torch steps):
 
 - per-tick wall time of push + tick for 1 stream (p50/p99 ms: host work, the launch, the wait),
 - the device time of one replayed tick alone (CUDA events around ``replay``, p50 ms),
@@ -32,7 +33,9 @@ from posert.evaluate import load_motion
 from posert.runtime import Pipeline
 from posert.runtime.backends.cuda import CudaBackend
 
-VARIANTS = {"eager": dict(graphs=False), "graph": dict(graphs=True), "graph+compile": dict(graphs=True, compile=True)}
+VARIANTS = {"torch-eager": dict(graphs=False, fused=False), "torch-graph": dict(graphs=True, fused=False),
+            "fused-eager": dict(graphs=False), "fused-graph": dict(graphs=True),
+            "torch-graph+compile": dict(graphs=True, compile=True, fused=False)}
 
 
 def replay_ms(be: CudaBackend, bucket: int, reps: int = 300) -> np.ndarray:
@@ -92,9 +95,9 @@ def main() -> None:
     Path(args.json).write_text(json.dumps(res, indent=2))
     print(f"\n{res['device']}, torch {res['torch']}, {res['date']}; eager reference on the GPU: "
           f"p50 {res['reference_p50_ms']:.2f} ms, p99 {res['reference_p99_ms']:.2f} ms")
-    print(f"{'variant':<15}{'p50':>7}{'p99':>7}{'replay':>8}{'speedup':>9}{'16 str/s':>10}{'64 str/s':>10}")
+    print(f"{'variant':<21}{'p50':>7}{'p99':>7}{'replay':>8}{'speedup':>9}{'16 str/s':>10}{'64 str/s':>10}")
     for v, r in res["variants"].items():
-        print(f"{v:<15}{r['p50_ms']:7.3f}{r['p99_ms']:7.3f}{r.get('replay_device_p50_ms', float('nan')):8.3f}"
+        print(f"{v:<21}{r['p50_ms']:7.3f}{r['p99_ms']:7.3f}{r.get('replay_device_p50_ms', float('nan')):8.3f}"
               f"{res['reference_p50_ms'] / r['p50_ms']:8.1f}x{r['poses_per_s_16']:10.0f}{r['poses_per_s_64']:10.0f}")
 
 

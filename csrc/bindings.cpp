@@ -12,6 +12,7 @@
 #include "ddim.h"
 #include "kv_cache.h"
 #include "ring_buffer.h"
+#include "transformer_step.h"
 
 namespace py = pybind11;
 using posert::ring_gather_cpu;
@@ -179,6 +180,60 @@ void spatial_attention(const F32& qkv, int64_t heads, float scale, const py::arr
   posert::spatial_attention_cpu(qkv.data(), scale, B, J, heads, D, out.mutable_data());
 }
 
+// dims = (J, C, heads, depth, M, in_ch, hidden, scale, eps, root, denoiser): see transformer_step.h.
+posert::StepDims step_dims(const py::tuple& t) {
+  if (t.size() != 11) throw py::value_error("dims must be (J, C, heads, depth, M, in_ch, hidden, scale, eps, root, "
+                                            "denoiser)");
+  posert::StepDims d{};
+  d.J = t[0].cast<int>(); d.C = t[1].cast<int>(); d.heads = t[2].cast<int>(); d.depth = t[3].cast<int>();
+  d.M = t[4].cast<int>(); d.in_ch = t[5].cast<int>(); d.hidden = t[6].cast<int>();
+  d.scale = t[7].cast<float>(); d.eps = t[8].cast<float>(); d.root = t[9].cast<int>(); d.denoiser = t[10].cast<int>();
+  if (d.J <= 0 || d.C <= 0 || d.heads <= 0 || d.C % d.heads || d.depth <= 0 || d.M <= 0 || d.hidden <= 0 ||
+      d.root < 0 || d.root >= d.J || d.in_ch != (d.denoiser ? 6 : 3))
+    throw py::value_error("dims: need J, C, heads, depth, M, hidden > 0, heads | C, 0 <= root < J, in_ch 3 (lifter) "
+                          "or 6 (denoiser)");
+  return d;
+}
+
+// One fused step over B rows (see transformer_step.h); x (and x_T, caches) written in place.
+void transformer_step(const F32& weights, const py::tuple& dims, const F32& inp, const py::array& x_arr,
+                      const py::object& x_T_arr, const py::object& cond_arr, const I64& count, const I32& rows,
+                      const py::array& cache_arr, const py::object& ddim_arr) {
+  const posert::StepDims d = step_dims(dims);
+  const posert::StepLayout L = posert::step_layout(d);
+  require_shape(weights, {L.total}, "weights (packed: posert.runtime.backends.cuda.pack_step)");
+  F32 x = as_out(x_arr, "x"), cache = as_out(cache_arr, "cache");
+  require_shape(inp, {-1, d.J, 3}, "inp (B, J, 3)");
+  const int64_t B = inp.shape(0);
+  require_shape(x, {B, d.J, 3}, "x");
+  require_shape(cache, {2 * d.depth, -1, d.J, d.heads, d.M, d.C / d.heads}, "cache (2·depth, S, J, heads, M, d)");
+  const int64_t S = cache.shape(1);
+  if (S < B) throw py::value_error("cache holds fewer streams than the batch");
+  require_shape(count, {B}, "count");
+  require_shape(rows, {B}, "rows");
+  for (int64_t b = 0; b < B; ++b)
+    if (count.data()[b] < 0) throw py::value_error("count must be >= 0");
+  float* xT = nullptr;
+  F32 x_T;
+  if (!x_T_arr.is_none()) {
+    x_T = as_out(x_T_arr.cast<py::array>(), "x_T");
+    require_shape(x_T, {B, d.J, 3}, "x_T");
+    xT = x_T.mutable_data();
+  }
+  F32 cond, ddim;
+  if (d.denoiser) {
+    if (cond_arr.is_none() || ddim_arr.is_none()) throw py::value_error("the denoiser step needs cond and ddim");
+    cond = cond_arr.cast<F32>();
+    ddim = ddim_arr.cast<F32>();
+    require_shape(cond, {d.C}, "cond (C,)");
+    require_shape(ddim, {4}, "ddim (a, b, ap, bp)");
+  }
+  py::gil_scoped_release nogil;
+  posert::transformer_step_cpu(d, weights.data(), B, inp.data(), x.mutable_data(), xT,
+                               d.denoiser ? cond.data() : nullptr, count.data(), rows.data(), cache.mutable_data(), S,
+                               d.denoiser ? ddim.data() : nullptr);
+}
+
 template <typename T>
 T* ptr(uintptr_t p, const char* name) {
   if (p == 0) throw py::value_error(std::string(name) + ": null device pointer");
@@ -249,6 +304,11 @@ PYBIND11_MODULE(_C, m) {
   m.def("spatial_attention", &spatial_attention, py::arg("qkv"), py::arg("heads"), py::arg("scale"), py::arg("out"),
         "Spatial attention core of one frame (csrc/attention.h): qkv (B, J, 3·H·D) → out (B, J, H·D), float32; "
         "raises ValueError on shapes.");
+  m.def("transformer_step", &transformer_step, py::arg("weights"), py::arg("dims"), py::arg("inp"), py::arg("x"),
+        py::arg("x_T"), py::arg("cond"), py::arg("count"), py::arg("rows"), py::arg("cache"), py::arg("ddim"),
+        "One fused lifter/denoiser step over B rows (csrc/transformer_step.h): inp (B, J, 3), x (B, J, 3) in/out, "
+        "x_T (B, J, 3) or None, cond (C,) and ddim (4,) for the denoiser else None, count (B,) int64, rows (B,) "
+        "int32 (< 0: no cache write), cache (2·depth, S, J, heads, M, d) in/out; all float32 but count/rows.");
   m.def("ddim_update", &ddim_update, py::arg("x_k"), py::arg("e"), py::arg("out"), py::arg("a"), py::arg("b"),
         py::arg("ap"), py::arg("bp"), "Fused DDIM update (D3PRefiner Eq. 9) on float32 arrays; out may alias x_k.");
 
@@ -285,6 +345,25 @@ PYBIND11_MODULE(_C, m) {
 #endif
       }, py::arg("storage"), py::arg("G"), py::arg("S"), py::arg("R"), py::arg("M"), py::arg("D"), py::arg("fresh"),
       py::arg("B"), py::arg("rows"), py::arg("pos"), py::arg("K"), py::arg("stream") = 0, py::arg("first") = 0);
+  m.def("transformer_step_cuda", [](const py::tuple& dims, uintptr_t weights, int64_t B, uintptr_t inp, uintptr_t x,
+                                    uintptr_t x_T, uintptr_t cond, uintptr_t count, uintptr_t rows, uintptr_t cache,
+                                    int64_t S, float a, float b, float ap, float bp, uintptr_t stream) {
+        const posert::StepDims d = step_dims(dims);
+        if (S < B) throw py::value_error("cache holds fewer streams than the batch");
+#ifdef POSERT_WITH_CUDA
+        posert::transformer_step_cuda(d, ptr<const float>(weights, "weights"), B, ptr<const float>(inp, "inp"),
+                                      ptr<float>(x, "x"), reinterpret_cast<float*>(x_T),
+                                      d.denoiser ? ptr<const float>(cond, "cond") : nullptr,
+                                      ptr<const int64_t>(count, "count"), ptr<const int32_t>(rows, "rows"),
+                                      ptr<float>(cache, "cache"), S, a, b, ap, bp, reinterpret_cast<void*>(stream));
+#else
+        (void)d;
+        throw std::runtime_error("posert._C was built without CUDA (nvcc not found at build time)");
+#endif
+      }, py::arg("dims"), py::arg("weights"), py::arg("B"), py::arg("inp"), py::arg("x"), py::arg("x_T"),
+      py::arg("cond"), py::arg("count"), py::arg("rows"), py::arg("cache"), py::arg("S"), py::arg("a") = 0.0f,
+      py::arg("b") = 0.0f, py::arg("ap") = 0.0f, py::arg("bp") = 0.0f, py::arg("stream") = 0,
+      "CUDA twin of transformer_step on device pointers (x_T may be 0; cond 0 for the lifter), one block per row.");
   m.def("ddim_update_cuda", [](uintptr_t x_k, uintptr_t e, uintptr_t out, int64_t n, float a, float b, float ap,
                                float bp, uintptr_t stream) {
 #ifdef POSERT_WITH_CUDA

@@ -113,16 +113,18 @@ def torch_cpu_streams(real_views, mixed_streams):
     return mixed_streams(Pipeline(TorchBackend.from_checkpoints(), max_streams=8), real_views[0])
 
 
-@pytest.mark.parametrize("graphs,compile", [(False, False), (True, False), (True, True)],
-                         ids=["eager", "graph", "graph+compile"])
-def test_cuda_backend_equals_torch_cpu(real_views, mixed_streams, torch_cpu_streams, graphs, compile):
-    """The whole tick on the GPU (eager, replayed as CUDA graphs, and with torch.compile) gives the
-    CPU torch backend's poses within 1e-4 m on real streams whose due set and membership change
-    from tick to tick (every bucket 1, 2, 4, 8 is captured and replayed)."""
+@pytest.mark.parametrize("graphs,compile,fused", [(False, False, False), (True, False, False), (True, True, False),
+                                                  (False, False, True), (True, False, True)],
+                         ids=["torch-eager", "torch-graph", "torch-graph+compile", "fused-eager", "fused-graph"])
+def test_cuda_backend_equals_torch_cpu(real_views, mixed_streams, torch_cpu_streams, graphs, compile, fused):
+    """The whole tick on the GPU (the torch modules' kernels, eager, replayed as CUDA graphs and
+    with torch.compile; the fused transformer_step kernel, eager and replayed) gives the CPU torch
+    backend's poses within 1e-4 m on real streams whose due set and membership change from tick
+    to tick (every bucket 1, 2, 4, 8 is captured and replayed)."""
     from posert.runtime import Pipeline
     from posert.runtime.backends.cuda import CudaBackend
 
-    be = CudaBackend.from_checkpoints(device="cuda", graphs=graphs, compile=compile)
+    be = CudaBackend.from_checkpoints(device="cuda", graphs=graphs, compile=compile, fused=fused)
     got = mixed_streams(Pipeline(be, max_streams=8), real_views[0])
     if graphs:
         assert sorted(be._graph) == [1, 2, 4, 8]
@@ -131,12 +133,63 @@ def test_cuda_backend_equals_torch_cpu(real_views, mixed_streams, torch_cpu_stre
         np.testing.assert_allclose(got[s][0], ref, atol=0.1)
 
 
-def test_cuda_graph_replay_equals_eager(real_views, mixed_streams):
+@pytest.mark.parametrize("fused", [False, True], ids=["torch", "fused"])
+def test_cuda_graph_replay_equals_eager(real_views, mixed_streams, fused):
     """Replaying the captured graphs runs the same kernels on the same data as the eager chain."""
     from posert.runtime import Pipeline
     from posert.runtime.backends.cuda import CudaBackend
 
-    eager = mixed_streams(Pipeline(CudaBackend.from_checkpoints(graphs=False), max_streams=8), real_views[0])
-    graph = mixed_streams(Pipeline(CudaBackend.from_checkpoints(graphs=True), max_streams=8), real_views[0])
-    for s in eager:
-        np.testing.assert_array_equal(graph[s][0], eager[s][0])
+    runs = [mixed_streams(Pipeline(CudaBackend.from_checkpoints(graphs=g, fused=fused), max_streams=8), real_views[0])
+            for g in (False, True)]
+    for s in runs[0]:
+        np.testing.assert_array_equal(runs[1][s][0], runs[0][s][0])
+
+
+def test_transformer_step_cuda_equals_cpu_twin(real_views, models):
+    """The fused step kernel against its C++ twin on a real stream (batch 3, rings wrapping, one
+    row idle at some ticks): poses, DDIM state and every cache entry agree to float rounding
+    (FMA and reduction order differ), and idle rows write no cache."""
+    import torch
+
+    from posert.data.dataset import make_input
+    from posert.models.diffusion import Schedule
+    from posert.runtime.backends.cuda import pack_step, step_cond, step_dims
+
+    lifter, den = models
+    px = real_views[0]
+    B, T = 3, 40
+    inp_seq = np.stack([make_input(px[c, :T], np.ones((T, 17), np.float32), 1000, 1000) for c in range(B)], 1)
+    inp_seq = inp_seq.astype(np.float32)
+    sched = Schedule(den.cfg.T, den.cfg.K)
+    t, tp = sched.pairs()[0]
+    coef = np.array(sched.ddim_coefficients(t, tp), np.float32)
+    for model in (lifter, den):
+        dims, W = step_dims(model), pack_step(model)
+        cs = model.cache_shape
+        cache = np.random.default_rng(0).normal(size=(cs[0], B + 1, *cs[1:])).astype(np.float32)
+        d_cache, d_W = torch.from_numpy(cache).cuda(), torch.from_numpy(W).cuda()
+        cond = step_cond(model, t) if dims[-1] else None
+        d_cond = torch.from_numpy(cond).cuda() if cond is not None else None
+        x = np.zeros((B, 17, 3), np.float32)
+        d_x = torch.from_numpy(x).cuda()
+        worst = 0.0
+        for k in range(T):
+            count = np.full(B, k, np.int64)
+            rows = np.arange(B, dtype=np.int32)
+            if k % 7 == 3:
+                rows[1] = -1
+            inp = inp_seq[k]
+            x[...] = 0.2 * np.sin(np.arange(B * 51).reshape(B, 17, 3) + k)  # the denoiser's x_t (read), same on both
+            x[:, 0] = 0.0
+            d_x.copy_(torch.from_numpy(x))
+            d_inp, d_count, d_rows = (torch.from_numpy(a).cuda() for a in (inp, count, rows))
+            _C.transformer_step(W, dims, inp, x, None, cond, count, rows, cache, coef if cond is not None else None)
+            _C.transformer_step_cuda(dims, d_W.data_ptr(), B, d_inp.data_ptr(), d_x.data_ptr(), 0,
+                                     d_cond.data_ptr() if cond is not None else 0, d_count.data_ptr(),
+                                     d_rows.data_ptr(), d_cache.data_ptr(), B + 1, *(coef if cond is not None else
+                                                                                       (0, 0, 0, 0)))
+            torch.cuda.synchronize()
+            worst = max(worst, float(np.abs(d_x.cpu().numpy() - x).max()))
+            np.testing.assert_allclose(d_cache.cpu().numpy(), cache, atol=1e-4)
+        assert worst < 1e-5, worst  # metres
+        assert np.abs(x).max() > 0.05  # real poses, not zeros

@@ -294,14 +294,16 @@ def test_split_attention_pipeline_equals_single_graph(ort_pipe, real_views):
         OrtBackend.from_checkpoints(attention="fused")
 
 
-def test_resident_backend_chain_equals_torch_backend(real_views, mixed_streams):
+@pytest.mark.parametrize("fused", [False, True], ids=["torch-chain", "fused-step"])
+def test_resident_backend_chain_equals_torch_backend(real_views, mixed_streams, fused):
     """The CUDA-graph backend's chain (device-resident caches, batches padded to a power of two
     with idle rows marked −1, lags and ring positions computed as tensor ops), run here on the CPU
     with the kernels' C++ twins, gives the torch backend's poses on real streams whose due set,
-    highest slot and membership change from tick to tick."""
+    highest slot and membership change from tick to tick: both as the torch modules' step with
+    kv_push/ddim_update between them and as the fused transformer_step (one call per step)."""
     from posert.runtime.backends.cuda import CudaBackend
 
-    be = CudaBackend.from_checkpoints(device="cpu")
+    be = CudaBackend.from_checkpoints(device="cpu", fused=fused)
     assert be.resident and not be.graphs
     got = mixed_streams(Pipeline(be, max_streams=8), real_views[0])
     ref = mixed_streams(Pipeline(TorchBackend.from_checkpoints(), max_streams=8), real_views[0])

@@ -11,6 +11,12 @@ whole chain of a tick itself (:meth:`CudaBackend.run`), called by
     K × denoiser step      → ê, keys/values → kv_push_cuda; x ← posert._C.ddim_update_cuda (Eq. 9)
     device → pinned host   x_0 and x_T (b, 17, 3)
 
+By default (``fused=True``) each step is one ``posert._C.transformer_step`` kernel
+(csrc/transformer_step.cu: one thread block per stream holds the frame's activations in shared
+memory, and the ring-cache write and the DDIM update are fused in), so a tick is K + 1 kernel
+launches; ``fused=False`` runs the torch modules' own kernels (hundreds per tick) with the
+``kv_push``/``ddim_update`` CUDA kernels between them.
+
 The batch is padded to a bucket b (a power of two ≥ the highest due slot + 1, at most the
 capacity): one CUDA graph per bucket is captured on first use (after two warm-up runs, which
 write no cache: every row is −1 then) and replayed for any subset of due streams, because rows
@@ -35,7 +41,7 @@ from posert.models.denoiser import Denoiser
 from posert.models.diffusion import CND, Schedule
 from posert.models.io import load_lifter, load_refiner
 from posert.models.lifter import Lifter
-from posert.skeleton import NUM_JOINTS
+from posert.skeleton import NUM_JOINTS, ROOT
 
 
 def require_gpu(device: str) -> None:
@@ -51,6 +57,58 @@ def require_gpu(device: str) -> None:
     if not _C.built_with_cuda():
         raise RuntimeError("posert._C was built without its CUDA kernels (nvcc was not found at build time); "
                            "reinstall with nvcc on the PATH")
+
+
+def step_dims(model) -> tuple:
+    """The ``dims`` tuple of ``posert._C.transformer_step`` for a lifter or denoiser:
+    (J, C, heads, depth, M, in_ch, hidden, scale, eps, root, denoiser)."""
+    bb = model.backbone
+    blk = bb.blocks[0]
+    eps = {m.eps for m in model.modules() if isinstance(m, torch.nn.LayerNorm)}
+    if len(eps) != 1:
+        raise ValueError(f"the fused step needs one LayerNorm eps, got {sorted(eps)}")
+    den = isinstance(model, Denoiser)
+    return (NUM_JOINTS, bb.dim, bb.heads, len(bb.blocks), bb.max_lag, 6 if den else 3, blk.s_mlp[0].out_features,
+            float(blk.s_attn.scale), float(eps.pop()), ROOT, int(den))
+
+
+@torch.no_grad()
+def pack_step(model) -> np.ndarray:
+    """All weights of a lifter's or denoiser's step as one float32 vector in the order of
+    ``StepLayout`` (csrc/transformer_step.h): linear weights transposed to [in][out], the temporal
+    bias as its (heads, M + 2) lag table. Raises ValueError if the size disagrees with the layout."""
+
+    def lin(m):
+        return [m.weight.t(), m.bias]
+
+    def ln(m):
+        return [m.weight, m.bias]
+
+    bb = model.backbone
+    parts = [*lin(model.embed), bb.joint_pos.reshape(NUM_JOINTS, -1)]
+    for blk in bb.blocks:
+        parts += [*ln(blk.s_norm1), *lin(blk.s_attn.qkv), *lin(blk.s_attn.proj), *ln(blk.s_norm2),
+                  *lin(blk.s_mlp[0]), *lin(blk.s_mlp[2]),
+                  *ln(blk.t_norm1), *lin(blk.t_attn.qkv), *lin(blk.t_attn.proj), blk.t_attn.bias_table(),
+                  *ln(blk.t_norm2), *lin(blk.t_mlp[0]), *lin(blk.t_mlp[2])]
+    parts += [*ln(bb.norm), *lin(model.head)]
+    flat = torch.cat([p.detach().float().contiguous().reshape(-1).cpu() for p in parts]).numpy()
+    J, C, h, L, M, cin, hid = step_dims(model)[:7]
+    per_layer = 2 * (4 * C + 3 * C * C + 3 * C + C * C + C + 2 * C * hid + hid + C) + h * (M + 2)
+    if flat.size != cin * C + C + J * C + L * per_layer + 2 * C + 3 * C + 3:
+        raise ValueError("model does not have the layout of csrc/transformer_step.h")
+    return flat
+
+
+@torch.no_grad()
+def step_cond(denoiser: Denoiser, t: float) -> np.ndarray:
+    """The denoiser's timestep conditioning t_mlp(embedding(t)), (C,) float32: constant per DDIM
+    step, so the fused step takes it precomputed."""
+    from posert.models.denoiser import timestep_embedding
+
+    p = next(denoiser.parameters())
+    e = denoiser.t_mlp(timestep_embedding(torch.full((1,), float(t), device=p.device), denoiser.cfg.dim))
+    return e[0].float().cpu().numpy()
 
 
 def torch_ring_lags(count: torch.Tensor, M: int, slots: torch.Tensor) -> torch.Tensor:
@@ -70,6 +128,9 @@ class CudaBackend:
         device: ``cuda`` / ``cuda:n`` (default) or ``cpu`` (eager, the C++ twins; for tests).
         graphs: capture one CUDA graph per batch bucket and replay it (CUDA only; default True).
         compile: ``torch.compile`` the two step functions first (CUDA only; default False).
+        fused: run each step as one ``posert._C.transformer_step`` kernel (csrc/transformer_step.h;
+            one thread block per stream, the cache write and the DDIM update fused in) instead of
+            the torch modules' kernels (default True; ``compile`` applies to the torch form only).
 
     Raises ValueError for an offline model or a bad option, RuntimeError when the device is
     unusable (see :func:`require_gpu`).
@@ -78,7 +139,7 @@ class CudaBackend:
     resident = True  # Pipeline hands it whole ticks (run) instead of single steps
 
     def __init__(self, lifter: Lifter, denoiser: Denoiser, cnd: CND | None = None, device: str = "cuda",
-                 graphs: bool = True, compile: bool = False):
+                 graphs: bool = True, compile: bool = False, fused: bool = True):
         require_gpu(device)
         for m in (lifter, denoiser):
             if not m.causal:
@@ -87,7 +148,9 @@ class CudaBackend:
         self.on_gpu = self.device.type == "cuda"
         if (graphs or compile) and not self.on_gpu:
             graphs = compile = False  # CPU: the eager chain (the test path)
-        self.graphs, self.compiled = graphs, compile
+        if fused:
+            compile = False
+        self.graphs, self.compiled, self.fused = graphs, compile, fused
         if self.on_gpu:
             torch.backends.cuda.matmul.allow_tf32 = False  # FP32 arithmetic: agree with the CPU backends
             torch.backends.cudnn.allow_tf32 = False
@@ -100,6 +163,10 @@ class CudaBackend:
         self.cnd = cnd
         self.lifter_cache_shape, self.denoiser_cache_shape = lifter.cache_shape, denoiser.cache_shape
         self._lift, self._den = self.lifter.step, self.denoiser.step
+        if fused:
+            self._dims_l, self._dims_d = step_dims(lifter), step_dims(denoiser)
+            self._w_l = torch.from_numpy(pack_step(self.lifter)).to(self.device)
+            self._w_d = torch.from_numpy(pack_step(self.denoiser)).to(self.device)
         if compile:
             self._lift = torch.compile(self._lift, fullgraph=True, dynamic=False)
             self._den = torch.compile(self._den, fullgraph=True, dynamic=False)
@@ -107,11 +174,11 @@ class CudaBackend:
 
     @classmethod
     def from_checkpoints(cls, lifter: str | None = None, refiner: str | None = None, device: str = "cuda",
-                         graphs: bool = True, compile: bool = False) -> CudaBackend:
+                         graphs: bool = True, compile: bool = False, fused: bool = True) -> CudaBackend:
         """The committed (or given) checkpoints on ``device``; see the class for the options."""
         require_gpu(device)
         den, cnd = load_refiner(refiner)
-        return cls(load_lifter(lifter), den, cnd, device, graphs, compile)
+        return cls(load_lifter(lifter), den, cnd, device, graphs, compile, fused)
 
     # -- state --------------------------------------------------------------------------------
     def allocate(self, max_streams: int, pairs: list[tuple[int, int]],
@@ -129,16 +196,19 @@ class CudaBackend:
         self._slots_l = torch.arange(self._M_l, device=dev)
         self._slots_d = torch.arange(self._M_d, device=dev)
         self._t = [torch.full((S,), float(t), device=dev) for t, _ in self._pairs]
+        if self.fused:
+            self._cond = [torch.from_numpy(step_cond(self.denoiser, t)).to(dev) for t, _ in self._pairs]
+            self._coef_np = [np.array(c, np.float32) for c in self._coefs]
         pin = self.on_gpu
         self._h_inp = torch.zeros((S, NUM_JOINTS, 3), pin_memory=pin)
         self._h_count = torch.zeros(S, dtype=torch.int64, pin_memory=pin)
         self._h_rows = torch.full((S,), -1, dtype=torch.int32, pin_memory=pin)
-        self._h_out = torch.zeros((S, 2, NUM_JOINTS, 3), pin_memory=pin)  # x_0, x_T (metres) per slot
+        self._h_out = torch.zeros((2, S, NUM_JOINTS, 3), pin_memory=pin)  # x_0, x_T (metres)
         self._d_inp = torch.zeros((S, NUM_JOINTS, 3), device=dev)
         self._d_count = torch.zeros(S, dtype=torch.int64, device=dev)
         self._d_rows = torch.full((S,), -1, dtype=torch.int32, device=dev)
-        self._d_x = torch.zeros((S, NUM_JOINTS, 3), device=dev)
-        self._d_out = torch.zeros((S, 2, NUM_JOINTS, 3), device=dev)
+        self._d_out = torch.zeros((2, S, NUM_JOINTS, 3), device=dev)
+        self._d_x, self._d_xT = self._d_out[0], self._d_out[1]  # the DDIM state x_k; x_T
         self._n_inp, self._n_count, self._n_rows = self._h_inp.numpy(), self._h_count.numpy(), self._h_rows.numpy()
         self._n_out = self._h_out.numpy()
         self._graph: dict[int, torch.cuda.CUDAGraph] = {}
@@ -172,12 +242,14 @@ class CudaBackend:
             xn = x.numpy()
             _C.ddim_update(xn, e.numpy(), xn, *coef)
 
-    @torch.no_grad()
     def _chain(self, b: int) -> None:
+        (self._chain_fused if self.fused else self._chain_torch)(b)
+
+    @torch.no_grad()
+    def _chain_torch(self, b: int) -> None:
         """One tick over the first ``b`` stream slots, reading the pinned staging buffers and
         writing x_0, x_T into the pinned output; every tensor it touches is preallocated, so a
         capture of it replays on the same memory."""
-        nb = self.on_gpu
         inp, count, rows = self._d_inp[:b], self._d_count[:b], self._d_rows[:b]
         if self._copies_in_graph or not self.graphs:
             self._upload(b)
@@ -190,15 +262,46 @@ class CudaBackend:
         self._kv_push(ls, kv, rows, pos_l)
         x = self._d_x[:b]
         x.copy_(x_T)
+        self._d_xT[:b].copy_(x_T)
         for t, coef, ds in zip(self._t, self._coefs, self._dstore):
             e, kv = self._den(inp, x, t[:b], lag_d, *[ds[g, :b] for g in range(ds.shape[0])])
             self._kv_push(ds, kv, rows, pos_d)
             self._ddim(x, e, coef)
-        out = self._d_out[:b]
-        out[:, 0].copy_(x)
-        out[:, 1].copy_(x_T)
         if self._copies_in_graph or not self.graphs:
-            self._h_out[:b].copy_(out, non_blocking=nb)  # contiguous (b, 2, 17, 3): one copy
+            self._download(b)
+
+    def _download(self, b: int) -> None:
+        for i in range(2):  # x_0, x_T: (b, 17, 3) each, contiguous
+            self._h_out[i, :b].copy_(self._d_out[i, :b], non_blocking=self.on_gpu)
+
+    @torch.no_grad()
+    def _chain_fused(self, b: int) -> None:
+        """The tick as K + 1 ``transformer_step`` kernels over the first ``b`` slots: the lifter
+        writes x_T into the DDIM state and the x_T output, each denoiser step updates the state in
+        place; every kernel writes its layers' keys/values of the rows that are due."""
+        if self._copies_in_graph or not self.graphs:
+            self._upload(b)
+        S = self.capacity
+        if self.on_gpu:
+            st = torch.cuda.current_stream(self.device).cuda_stream
+            common = dict(B=b, inp=self._d_inp.data_ptr(), x=self._d_x.data_ptr(), count=self._d_count.data_ptr(),
+                          rows=self._d_rows.data_ptr(), S=S, stream=st)
+            _C.transformer_step_cuda(self._dims_l, self._w_l.data_ptr(), x_T=self._d_xT.data_ptr(), cond=0,
+                                     cache=self._lstore.data_ptr(), **common)
+            for cond, coef, ds in zip(self._cond, self._coefs, self._dstore):
+                _C.transformer_step_cuda(self._dims_d, self._w_d.data_ptr(), x_T=0, cond=cond.data_ptr(),
+                                         cache=ds.data_ptr(), a=coef[0], b=coef[1], ap=coef[2], bp=coef[3],
+                                         **common)
+        else:
+            inp, x, count, rows = (self._d_inp[:b].numpy(), self._d_x[:b].numpy(), self._d_count[:b].numpy(),
+                                   self._d_rows[:b].numpy())
+            _C.transformer_step(self._w_l.numpy(), self._dims_l, inp, x, self._d_xT[:b].numpy(), None, count, rows,
+                                self._lstore.numpy(), None)
+            for cond, coef, ds in zip(self._cond, self._coef_np, self._dstore):
+                _C.transformer_step(self._w_d.numpy(), self._dims_d, inp, x, None, cond.numpy(), count, rows,
+                                    ds.numpy(), coef)
+        if self._copies_in_graph or not self.graphs:
+            self._download(b)
 
     def _upload(self, b: int) -> None:
         nb = self.on_gpu
@@ -250,7 +353,7 @@ class CudaBackend:
                     self._upload(b)
                 self._graph[b].replay()
                 if not self._copies_in_graph:
-                    self._h_out[:b].copy_(self._d_out[:b], non_blocking=True)
+                    self._download(b)
             self._stream.synchronize()
         elif self.on_gpu:
             with torch.cuda.stream(self._stream):
@@ -258,4 +361,4 @@ class CudaBackend:
             self._stream.synchronize()
         else:
             self._chain(b)
-        return self._n_out[due, 0], self._n_out[due, 1]  # fancy indexing: copies
+        return self._n_out[0, due], self._n_out[1, due]  # fancy indexing: copies

@@ -1,0 +1,99 @@
+// One incremental step of posert's spatio-temporal transformer (the lifter's or the denoiser's
+// `step`, posert/models/blocks.py) as one fused kernel: every layer of one new frame of a stream,
+// its key/value ring-cache write, and for the denoiser the DDIM update (D3PRefiner Eq. 9).
+//
+// Per batch row b (one stream; the CUDA kernel runs one thread block per row):
+//   h   = embed(in) + joint_pos                 in = inp (lifter) or [x, inp] (denoiser), (J, in_ch)
+//   per layer l:  h += cond (denoiser)
+//                 h += proj(SpatialAttn(LN(h)));            h += MLP(LN(h))
+//                 h += proj(CachedAttn(LN(h), cache_l));    h += MLP(LN(h))
+//                 cache_l[b][:, :, pos] ← this frame's keys/values   (only if rows[b] ≥ 0)
+//   pose = head(LN(h)), pelvis row 0             (J, 3) metres, root-relative
+//   lifter:   x[b] ← pose, x_T[b] ← pose
+//   denoiser: x[b] ← DDIM(x[b], ê = pose)        (a, b, ap, bp) as in ddim.h
+// with MLP(z) = fc2(GELU_erf(fc1(z))), LayerNorm eps `eps`, attention scale `scale` = d^-1/2, the
+// cached attention over the own frame and the M ring slots (lag of slot w from count[b]: (n − 1 − w)
+// mod M + 1, M + 1 = empty → bias table[h][M + 1] = −1e4), and pos = count[b] mod M.
+//
+// Weights: one float32 vector in the order of `StepLayout` (linear weights transposed, [in][out]),
+// written by posert.runtime.backends.cuda.pack_step. Caches: (2·depth, S, J, heads, M, d), k of
+// layer l at 2l, v at 2l + 1; row b of the batch is stream b.
+#pragma once
+#include <cstdint>
+
+#if defined(__CUDACC__)
+#define POSERT_HD __host__ __device__
+#else
+#define POSERT_HD
+#endif
+
+namespace posert {
+
+struct StepDims {
+  int J, C, heads, depth, M, in_ch, hidden;  // hidden: MLP width
+  float scale, eps;
+  int root;      // joint whose output is pinned to 0 (the pelvis)
+  int denoiser;  // 1: input [x, inp] + cond + DDIM epilogue; 0: lifter
+};
+
+// Offsets (in floats) of every tensor in the packed weight vector.
+struct StepLayout {
+  int64_t embed_w, embed_b, joint_pos, layers, layer_size, norm_w, norm_b, head_w, head_b, total;
+  // within a layer (add layers + l * layer_size):
+  int64_t s_ln1_w, s_ln1_b, s_qkv_w, s_qkv_b, s_proj_w, s_proj_b, s_ln2_w, s_ln2_b, s_fc1_w, s_fc1_b, s_fc2_w,
+      s_fc2_b;
+  int64_t t_ln1_w, t_ln1_b, t_qkv_w, t_qkv_b, t_proj_w, t_proj_b, t_table, t_ln2_w, t_ln2_b, t_fc1_w, t_fc1_b,
+      t_fc2_w, t_fc2_b;
+};
+
+POSERT_HD inline StepLayout step_layout(const StepDims& d) {
+  StepLayout L{};
+  const int64_t C = d.C, J = d.J, Hd = d.hidden;
+  int64_t o = 0;
+  L.embed_w = o; o += d.in_ch * C;
+  L.embed_b = o; o += C;
+  L.joint_pos = o; o += J * C;
+  L.layers = o;
+  int64_t k = 0;
+  L.s_ln1_w = k; k += C;  L.s_ln1_b = k; k += C;
+  L.s_qkv_w = k; k += C * 3 * C;  L.s_qkv_b = k; k += 3 * C;
+  L.s_proj_w = k; k += C * C;  L.s_proj_b = k; k += C;
+  L.s_ln2_w = k; k += C;  L.s_ln2_b = k; k += C;
+  L.s_fc1_w = k; k += C * Hd;  L.s_fc1_b = k; k += Hd;
+  L.s_fc2_w = k; k += Hd * C;  L.s_fc2_b = k; k += C;
+  L.t_ln1_w = k; k += C;  L.t_ln1_b = k; k += C;
+  L.t_qkv_w = k; k += C * 3 * C;  L.t_qkv_b = k; k += 3 * C;
+  L.t_proj_w = k; k += C * C;  L.t_proj_b = k; k += C;
+  L.t_table = k; k += (int64_t)d.heads * (d.M + 2);
+  L.t_ln2_w = k; k += C;  L.t_ln2_b = k; k += C;
+  L.t_fc1_w = k; k += C * Hd;  L.t_fc1_b = k; k += Hd;
+  L.t_fc2_w = k; k += Hd * C;  L.t_fc2_b = k; k += C;
+  L.layer_size = k;
+  o += d.depth * k;
+  L.norm_w = o; o += C;
+  L.norm_b = o; o += C;
+  L.head_w = o; o += C * 3;
+  L.head_b = o; o += 3;
+  L.total = o;
+  return L;
+}
+
+// Floats of scratch one batch row needs (the CUDA kernel's dynamic shared memory).
+POSERT_HD inline int64_t step_scratch_floats(const StepDims& d) {
+  const int64_t JC = (int64_t)d.J * d.C, big = (int64_t)d.J * (3 * d.C > d.hidden ? 3 * d.C : d.hidden);
+  const int64_t sp = (int64_t)d.heads * d.J * d.J, tp = (int64_t)d.J * d.heads * (d.M + 1);
+  return 2 * JC + big + (sp > tp ? sp : tp) + (int64_t)d.J * 6 + d.M + 4;
+}
+
+// CPU twin: B rows, S streams in the caches. ddim: (a, b, ap, bp) for the denoiser, ignored for the
+// lifter. x_T may be null. cond: (C,) for the denoiser.
+void transformer_step_cpu(const StepDims& d, const float* weights, int64_t B, const float* inp, float* x,
+                          float* x_T, const float* cond, const int64_t* count, const int32_t* rows, float* cache,
+                          int64_t S, const float* ddim);
+
+// CUDA twin: device pointers; `stream` a cudaStream_t. Throws std::runtime_error without a GPU.
+void transformer_step_cuda(const StepDims& d, const float* weights, int64_t B, const float* inp, float* x,
+                           float* x_T, const float* cond, const int64_t* count, const int32_t* rows, float* cache,
+                           int64_t S, float da, float db, float dap, float dbp, void* stream);
+
+}  // namespace posert
