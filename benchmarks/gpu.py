@@ -35,7 +35,40 @@ from posert.runtime.backends.cuda import CudaBackend
 
 VARIANTS = {"torch-eager": dict(graphs=False, fused=False), "torch-graph": dict(graphs=True, fused=False),
             "fused-eager": dict(graphs=False), "fused-graph": dict(graphs=True),
+            "fused-graph-256": dict(graphs=True, threads=256), "fused-graph-1024": dict(graphs=True, threads=1024),
             "torch-graph+compile": dict(graphs=True, compile=True, fused=False)}
+
+
+def host_split_ms(pipe, px: np.ndarray, cam, frames: int = 300) -> dict:
+    """1 stream: p50 of push alone, of tick alone, and of the backend's run (staging, replay,
+    wait, copies) inside the tick, ms."""
+    be = pipe.backend
+    inner, orig = [], be.run
+
+    def timed_run(*a):
+        t0 = time.perf_counter()
+        r = orig(*a)
+        inner.append((time.perf_counter() - t0) * 1e3)
+        return r
+
+    be.run = timed_run
+    pipe.add_stream("split", cam.width, cam.height)
+    push, tick = [], []
+    try:
+        for i in range(frames + 10):
+            t0 = time.perf_counter()
+            pipe.push("split", px[i % len(px)], None, float(i))
+            t1 = time.perf_counter()
+            pipe.tick()
+            t2 = time.perf_counter()
+            if i >= 10:
+                push.append((t1 - t0) * 1e3)
+                tick.append((t2 - t1) * 1e3)
+    finally:
+        pipe.remove_stream("split")
+        be.run = orig
+    return {"push_p50_ms": float(np.median(push)), "tick_p50_ms": float(np.median(tick)),
+            "run_p50_ms": float(np.median(inner[10:]))}
 
 
 def replay_ms(be: CudaBackend, bucket: int, reps: int = 300) -> np.ndarray:
@@ -86,6 +119,7 @@ def main() -> None:
             row["replay_device_p50_ms"] = float(np.percentile(replay_ms(be, 1), 50))
             row["replay_device_p50_ms_16"] = float(np.percentile(replay_ms(be, 16), 50))
             row["copies_in_graph"] = be._copies_in_graph
+            row.update(host_split_ms(pipe, px, cam))
         res["variants"][v] = row
         print(v, json.dumps(row), flush=True)
     be = CudaBackend.from_checkpoints(device=args.device, graphs=False)

@@ -10,10 +10,10 @@
 namespace posert {
 namespace {
 
-constexpr int kThreads = 256;
 
 // out[t][o] (= or +=) b[o] + Σ_i in[t][i] · WT[i][o]; mode 0 store, 1 add, 2 GELU (erf) then store.
-// Each thread keeps the weight column o in flight for up to 4 tokens at once.
+// Each thread keeps the weight column o in flight for up to 4 tokens at once and has four weight
+// loads in flight per iteration (one block per SM: the latency must be hidden inside the block).
 __device__ void linear(const float* in, int J, int Cin, const float* __restrict__ WT, const float* __restrict__ b,
                        int Cout, float* out, int mode) {
   const int groups = (J + 3) / 4;
@@ -22,8 +22,21 @@ __device__ void linear(const float* in, int J, int Cin, const float* __restrict_
     const int nt = J - t0 < 4 ? J - t0 : 4;
     const float bo = __ldg(b + o);
     float acc[4] = {bo, bo, bo, bo};
-    for (int i = 0; i < Cin; ++i) {
-      const float w = __ldg(WT + (int64_t)i * Cout + o);
+    const float* wc = WT + o;
+    int i = 0;
+    for (; i + 4 <= Cin; i += 4) {
+      const float w0 = __ldg(wc + (int64_t)i * Cout), w1 = __ldg(wc + (int64_t)(i + 1) * Cout),
+                  w2 = __ldg(wc + (int64_t)(i + 2) * Cout), w3 = __ldg(wc + (int64_t)(i + 3) * Cout);
+#pragma unroll
+      for (int u = 0; u < 4; ++u) {
+        if (u < nt) {
+          const float* r = in + (t0 + u) * Cin + i;
+          acc[u] = fmaf(r[3], w3, fmaf(r[2], w2, fmaf(r[1], w1, fmaf(r[0], w0, acc[u]))));
+        }
+      }
+    }
+    for (; i < Cin; ++i) {
+      const float w = __ldg(wc + (int64_t)i * Cout);
 #pragma unroll
       for (int u = 0; u < 4; ++u)
         if (u < nt) acc[u] = fmaf(in[(t0 + u) * Cin + i], w, acc[u]);
@@ -73,6 +86,7 @@ __device__ void softmax_rows(float* s, int rows, int n) {
   __syncthreads();
 }
 
+template <int kThreads>
 __global__ void __launch_bounds__(kThreads) step_kernel(StepDims d, const float* __restrict__ W, const float* inp,
                                                         float* x, float* x_T, const float* __restrict__ cond,
                                                         const int64_t* count, const int32_t* rows, float* cache,
@@ -195,19 +209,27 @@ __global__ void __launch_bounds__(kThreads) step_kernel(StepDims d, const float*
 
 void transformer_step_cuda(const StepDims& d, const float* weights, int64_t B, const float* inp, float* x,
                            float* x_T, const float* cond, const int64_t* count, const int32_t* rows, float* cache,
-                           int64_t S, float da, float db, float dap, float dbp, void* stream) {
+                           int64_t S, float da, float db, float dap, float dbp, void* stream, int threads) {
   require_cuda_device();
   if (B == 0) return;
   const size_t bytes = sizeof(float) * (size_t)step_scratch_floats(d);
-  if (bytes > 48 * 1024) {
-    cudaError_t err = cudaFuncSetAttribute(step_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes);
-    if (err != cudaSuccess)
-      throw std::runtime_error(std::string("posert._C: transformer_step_cuda: ") + cudaGetErrorString(err) +
-                               " (shared memory " + std::to_string(bytes) + " bytes)");
+  auto st = static_cast<cudaStream_t>(stream);
+  auto launch = [&](auto kernel, int nthreads) {
+    if (bytes > 48 * 1024) {
+      cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes);
+      if (err != cudaSuccess)
+        throw std::runtime_error(std::string("posert._C: transformer_step_cuda: ") + cudaGetErrorString(err) +
+                                 " (shared memory " + std::to_string(bytes) + " bytes)");
+    }
+    kernel<<<(unsigned)B, nthreads, bytes, st>>>(d, weights, inp, x, x_T, cond, count, rows, cache, S, da, db, dap,
+                                                 dbp);
+  };
+  switch (threads) {
+    case 256: launch(step_kernel<256>, 256); break;
+    case 512: launch(step_kernel<512>, 512); break;
+    case 1024: launch(step_kernel<1024>, 1024); break;
+    default: throw std::invalid_argument("transformer_step_cuda: threads must be 256, 512 or 1024");
   }
-  step_kernel<<<(unsigned)B, kThreads, bytes, static_cast<cudaStream_t>(stream)>>>(d, weights, inp, x, x_T, cond,
-                                                                                    count, rows, cache, S, da, db,
-                                                                                    dap, dbp);
   check_launch("transformer_step_cuda");
 }
 

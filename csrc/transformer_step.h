@@ -91,9 +91,10 @@ void transformer_step_cpu(const StepDims& d, const float* weights, int64_t B, co
                           float* x_T, const float* cond, const int64_t* count, const int32_t* rows, float* cache,
                           int64_t S, const float* ddim);
 
-// CUDA twin: device pointers; `stream` a cudaStream_t. Throws std::runtime_error without a GPU.
+// CUDA twin: device pointers; `stream` a cudaStream_t; `threads` per block (one block per row): 256,
+// 512 or 1024. Throws std::runtime_error without a GPU, std::invalid_argument for another `threads`.
 void transformer_step_cuda(const StepDims& d, const float* weights, int64_t B, const float* inp, float* x,
                            float* x_T, const float* cond, const int64_t* count, const int32_t* rows, float* cache,
-                           int64_t S, float da, float db, float dap, float dbp, void* stream);
+                           int64_t S, float da, float db, float dap, float dbp, void* stream, int threads = 512);
 
 }  // namespace posert

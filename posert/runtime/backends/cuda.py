@@ -131,6 +131,7 @@ class CudaBackend:
         fused: run each step as one ``posert._C.transformer_step`` kernel (csrc/transformer_step.h;
             one thread block per stream, the cache write and the DDIM update fused in) instead of
             the torch modules' kernels (default True; ``compile`` applies to the torch form only).
+        threads: threads per block of the fused kernel: 256, 512 (default) or 1024.
 
     Raises ValueError for an offline model or a bad option, RuntimeError when the device is
     unusable (see :func:`require_gpu`).
@@ -139,8 +140,11 @@ class CudaBackend:
     resident = True  # Pipeline hands it whole ticks (run) instead of single steps
 
     def __init__(self, lifter: Lifter, denoiser: Denoiser, cnd: CND | None = None, device: str = "cuda",
-                 graphs: bool = True, compile: bool = False, fused: bool = True):
+                 graphs: bool = True, compile: bool = False, fused: bool = True, threads: int = 512):
         require_gpu(device)
+        if threads not in (256, 512, 1024):
+            raise ValueError(f"threads must be 256, 512 or 1024, got {threads}")
+        self.threads = threads
         for m in (lifter, denoiser):
             if not m.causal:
                 raise ValueError(f"{type(m).__name__} is offline (causal=False); streaming needs causal models")
@@ -174,11 +178,12 @@ class CudaBackend:
 
     @classmethod
     def from_checkpoints(cls, lifter: str | None = None, refiner: str | None = None, device: str = "cuda",
-                         graphs: bool = True, compile: bool = False, fused: bool = True) -> CudaBackend:
+                         graphs: bool = True, compile: bool = False, fused: bool = True,
+                         threads: int = 512) -> CudaBackend:
         """The committed (or given) checkpoints on ``device``; see the class for the options."""
         require_gpu(device)
         den, cnd = load_refiner(refiner)
-        return cls(load_lifter(lifter), den, cnd, device, graphs, compile, fused)
+        return cls(load_lifter(lifter), den, cnd, device, graphs, compile, fused, threads)
 
     # -- state --------------------------------------------------------------------------------
     def allocate(self, max_streams: int, pairs: list[tuple[int, int]],
@@ -285,7 +290,7 @@ class CudaBackend:
         if self.on_gpu:
             st = torch.cuda.current_stream(self.device).cuda_stream
             common = dict(B=b, inp=self._d_inp.data_ptr(), x=self._d_x.data_ptr(), count=self._d_count.data_ptr(),
-                          rows=self._d_rows.data_ptr(), S=S, stream=st)
+                          rows=self._d_rows.data_ptr(), S=S, stream=st, threads=self.threads)
             _C.transformer_step_cuda(self._dims_l, self._w_l.data_ptr(), x_T=self._d_xT.data_ptr(), cond=0,
                                      cache=self._lstore.data_ptr(), **common)
             for cond, coef, ds in zip(self._cond, self._coefs, self._dstore):
