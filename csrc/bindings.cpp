@@ -3,6 +3,7 @@
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
+#include <cmath>
 #include <cstdint>
 #include <stdexcept>
 #include <string>
@@ -234,6 +235,56 @@ void transformer_step(const F32& weights, const py::tuple& dims, const F32& inp,
                                d.denoiser ? ddim.data() : nullptr);
 }
 
+// Validate and normalise B frames of 2D keypoints for Pipeline.push_many (posert/runtime/pipeline.py):
+// kp (B, J, 2) float64 pixels, conf (B, J) float64 or None (all 1), size (S, 2) float32 (width, height)
+// of every stream slot, slots (B,) int64 → out (B, J, 3) float32 = (x / w · 2 − 1, y / w · 2 − h / w,
+// conf), 0 for the coordinates of joints with confidence 0 (normalize_screen, VideoPose3D). Same float64
+// operations as the NumPy form, so the result is identical. Returns (b, code): code 0 = all valid; 1 =
+// frame b has a confidence that is not finite or outside [0, 1] (checked for every frame first); 2 =
+// frame b has a NaN/inf coordinate on a joint with confidence > 0. Nothing is read past the first error.
+py::tuple prepare_frames(const py::array_t<double, py::array::c_style>& kp, const py::object& conf_arr,
+                         const F32& size, const I64& slots, const py::array& out_arr) {
+  F32 out = as_out(out_arr, "out");
+  require_shape(kp, {-1, -1, 2}, "kp (B, J, 2)");
+  const int64_t B = kp.shape(0), J = kp.shape(1);
+  require_shape(out, {B, J, 3}, "out (B, J, 3)");
+  require_shape(size, {-1, 2}, "size (S, 2)");
+  require_shape(slots, {B}, "slots (B,)");
+  const int64_t S = size.shape(0);
+  const int64_t* sl = slots.data();
+  for (int64_t b = 0; b < B; ++b)
+    if (sl[b] < 0 || sl[b] >= S) throw py::index_error("slot " + std::to_string(sl[b]) + " out of range");
+  py::array_t<double, py::array::c_style> conf;
+  const double* c = nullptr;
+  if (!conf_arr.is_none()) {
+    conf = conf_arr.cast<py::array_t<double, py::array::c_style>>();
+    require_shape(conf, {B, J}, "conf (B, J)");
+    c = conf.data();
+  }
+  const double* k = kp.data();
+  float* o = out.mutable_data();
+  if (c)
+    for (int64_t i = 0; i < B * J; ++i)
+      if (!(std::isfinite(c[i]) && c[i] >= 0.0 && c[i] <= 1.0)) return py::make_tuple(i / J, 1);
+  for (int64_t b = 0; b < B; ++b) {
+    const float wf = size.data()[sl[b] * 2], hf = size.data()[sl[b] * 2 + 1];
+    const double w = wf, hw = (double)(hf / wf);  // NumPy divides the float32 sizes in float32
+    for (int64_t j = 0; j < J; ++j) {
+      const double cj = c ? c[b * J + j] : 1.0, x = k[(b * J + j) * 2], y = k[(b * J + j) * 2 + 1];
+      float* f = o + (b * J + j) * 3;
+      if (cj > 0.0) {
+        if (!std::isfinite(x) || !std::isfinite(y)) return py::make_tuple(b, 2);
+        f[0] = (float)(x / w * 2.0 - 1.0);
+        f[1] = (float)(y / w * 2.0 - hw);
+      } else {
+        f[0] = f[1] = 0.0f;
+      }
+      f[2] = (float)cj;
+    }
+  }
+  return py::make_tuple(-1, 0);
+}
+
 template <typename T>
 T* ptr(uintptr_t p, const char* name) {
   if (p == 0) throw py::value_error(std::string(name) + ": null device pointer");
@@ -309,6 +360,11 @@ PYBIND11_MODULE(_C, m) {
         "One fused lifter/denoiser step over B rows (csrc/transformer_step.h): inp (B, J, 3), x (B, J, 3) in/out, "
         "x_T (B, J, 3) or None, cond (C,) and ddim (4,) for the denoiser else None, count (B,) int64, rows (B,) "
         "int32 (< 0: no cache write), cache (2·depth, S, J, heads, M, d) in/out; all float32 but count/rows.");
+  m.def("prepare_frames", &prepare_frames, py::arg("kp"), py::arg("conf"), py::arg("size"), py::arg("slots"),
+        py::arg("out"),
+        "Validate and normalise frames for Pipeline.push_many: kp (B, J, 2) float64 px, conf (B, J) float64 or None, "
+        "size (S, 2) float32, slots (B,) int64 → out (B, J, 3) float32; returns (b, code): 0 ok, 1 bad confidence, "
+        "2 NaN/inf on a visible joint (frame b).");
   m.def("ddim_update", &ddim_update, py::arg("x_k"), py::arg("e"), py::arg("out"), py::arg("a"), py::arg("b"),
         py::arg("ap"), py::arg("bp"), "Fused DDIM update (D3PRefiner Eq. 9) on float32 arrays; out may alias x_k.");
 

@@ -228,26 +228,28 @@ class Pipeline:
         (B, 17, 3) float32 and timestamps (B,) float64. Writes nothing. The error names the
         first offending stream."""
         B = len(slots)
-        kp = np.asarray(kp2d_px, dtype=np.float64)
+        kp = np.ascontiguousarray(kp2d_px, dtype=np.float64)
         if kp.shape != (B, NUM_JOINTS, 2):
             raise ValueError(f"kp2d_px must have shape ({NUM_JOINTS}, 2) per frame, got {kp.shape[1:]}")
         if conf is None:
-            c = np.ones((B, NUM_JOINTS))
+            c = None  # all visible
         else:
-            c = np.asarray(conf, dtype=np.float64)
+            c = np.ascontiguousarray(conf, dtype=np.float64)
             if c.shape != (B, NUM_JOINTS):
                 raise ValueError(f"conf must have shape ({NUM_JOINTS},) per frame, got {c.shape[1:]}")
 
         def fail(bad: np.ndarray, msg: str):
             raise ValueError(f"stream {self._ids[slots[int(np.argmax(bad))]]!r}: {msg}")
 
-        bad_c = ~np.isfinite(c) | (c < 0) | (c > 1)
-        if bad_c.any():
-            fail(bad_c.any(axis=1), "conf must be finite and in [0, 1]")
-        visible = c > 0
-        bad_kp = visible & ~np.isfinite(kp).all(axis=2)
-        if bad_kp.any():
-            fail(bad_kp.any(axis=1), "kp2d_px has NaN/inf on a joint with confidence > 0 (set its confidence to 0)")
+        # Confidences, NaN checks and the normalisation of every frame in one C++ call
+        # (posert._C.prepare_frames; the same float64 arithmetic as normalize_screen).
+        f = np.empty((B, NUM_JOINTS, CHANNELS), np.float32)
+        bad, code = _C.prepare_frames(kp, c, self._size, slots, f)
+        if code == 1:
+            raise ValueError(f"stream {self._ids[slots[bad]]!r}: conf must be finite and in [0, 1]")
+        if code == 2:
+            raise ValueError(f"stream {self._ids[slots[bad]]!r}: kp2d_px has NaN/inf on a joint with confidence > 0 "
+                             "(set its confidence to 0)")
         last = self._last_t[slots]
         if timestamps is None:
             t = np.where(np.isfinite(last), last + 1.0, 0.0)
@@ -259,12 +261,6 @@ class Pipeline:
         if bad_t.any():
             i = int(np.argmax(bad_t))
             fail(bad_t, f"timestamp {t[i]} does not increase (last {last[i]})")
-        w, h = self._size[slots, 0, None], self._size[slots, 1, None]
-        f = np.empty((B, NUM_JOINTS, CHANNELS), np.float32)
-        with np.errstate(invalid="ignore"):  # NaN coordinates of hidden joints are discarded
-            f[..., 0] = np.where(visible, kp[..., 0] / w * 2 - 1, 0.0)
-            f[..., 1] = np.where(visible, kp[..., 1] / w * 2 - h / w, 0.0)
-        f[..., 2] = c
         return f, t
 
     def _store(self, slots: np.ndarray, frames: np.ndarray, t: np.ndarray) -> None:
@@ -304,7 +300,7 @@ class Pipeline:
         if kp.ndim != 3 or kp.shape[0] != len(stream_ids):
             raise ValueError(f"kp2d_px must have shape ({len(stream_ids)}, 17, 2), got {kp.shape}")
         slots = np.fromiter((self._slot(s) for s in stream_ids), np.int64, len(stream_ids))
-        if len(np.unique(slots)) != len(slots):
+        if len(slots) > 1 and len(np.unique(slots)) != len(slots):
             raise ValueError("push_many: a stream appears twice")
         waiting = self._due[slots]
         if waiting.any():
