@@ -407,10 +407,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one ``posert`` command. A backend this machine cannot run (no GPU, no CUDA build of
+    ``posert._C``) or a missing optional package prints its reason and returns 2."""
+    from posert.errors import BackendUnavailable, MissingDependency
+
     args = build_parser().parse_args(argv)
     if args.command == "train" and args.minutes is None:
         args.minutes = 14.0 if args.model == "lifter" else 15.0
-    return args.fn(args)
+    try:
+        return args.fn(args)
+    except (BackendUnavailable, MissingDependency) as e:
+        print(f"posert {args.command}: {e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """The fixed command-line contracts, run in-process on the committed fixture (no network)."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -76,3 +77,17 @@ def test_eval_missing_joints_protocol_never_nan(motion_file, tmp_path):
     assert miss["nan_frames"] == 0
     assert 0.05 < miss["frames_with_missing_joint"] < 0.95
     assert np.isfinite(miss["refined_mpjpe_visible_frames"])
+
+
+def test_cli_reports_a_backend_this_machine_cannot_run(capsys):
+    """No GPU (or no CUDA build): `posert bench --backend cuda` says why and exits 2, no traceback."""
+    import torch
+
+    from posert import _C
+    from posert.cli import main
+
+    if torch.cuda.is_available() and _C.built_with_cuda():
+        pytest.skip("this machine can run the cuda backend")
+    motion = str(Path(__file__).parent / "data" / "cmu_01_01.npz")
+    assert main(["bench", "--backend", "cuda", "--json", "unused.json", "--motion", motion, "--cameras", "ring"]) == 2
+    assert "CUDA" in capsys.readouterr().err

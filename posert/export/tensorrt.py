@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from posert.errors import MissingDependency
 from posert.export.trt_compat import assert_tensorrt_compatible
 
 
@@ -23,10 +24,11 @@ def import_tensorrt():
     try:
         import tensorrt as trt
     except ImportError as e:
-        raise ImportError("TensorRT is not installed: on Jetson it comes with JetPack (python3-libnvinfer), on "
+        raise MissingDependency("TensorRT is not installed: on Jetson it comes with JetPack (python3-libnvinfer), on "
                           "desktop GPUs `pip install tensorrt` from NVIDIA's index (see README)") from e
     if int(trt.__version__.split(".")[0]) < 10:
-        raise ImportError(f"posert needs TensorRT ≥ 10 (execute_async_v3, set_tensor_address); found {trt.__version__}")
+        raise MissingDependency("posert needs TensorRT ≥ 10 (execute_async_v3, set_tensor_address); "
+                                f"found {trt.__version__}")
     return trt
 
 

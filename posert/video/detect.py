@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from posert.errors import MissingDependency
 from posert.skeleton import BLAZEPOSE33_NAMES, blazepose_to_h36m
 
 
@@ -43,7 +44,7 @@ class MediaPipePose:
         try:
             import mediapipe as mp
         except ImportError as e:  # pragma: no cover - depends on the environment
-            raise ImportError("the MediaPipe front-end needs the video extra: "
+            raise MissingDependency("the MediaPipe front-end needs the video extra: "
                               "pip install 'posert[video]' (mediapipe==0.10.21, Python ≤ 3.12)") from e
         self._pose = mp.solutions.pose.Pose(static_image_mode=static_image_mode, model_complexity=model_complexity,
                                             enable_segmentation=False, min_detection_confidence=0.5,

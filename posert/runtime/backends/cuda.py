@@ -37,6 +37,7 @@ import numpy as np
 import torch
 
 from posert import _C
+from posert.errors import BackendUnavailable
 from posert.models.denoiser import Denoiser
 from posert.models.diffusion import CND, Schedule
 from posert.models.io import load_lifter, load_refiner
@@ -52,10 +53,10 @@ def require_gpu(device: str) -> None:
     if torch.device(device).type != "cuda":
         raise ValueError(f"device must be 'cpu' or 'cuda[:n]', got {device!r}")
     if not torch.cuda.is_available():
-        raise RuntimeError("the cuda backend needs a CUDA GPU that torch can use (torch.cuda.is_available() is "
+        raise BackendUnavailable("the cuda backend needs a CUDA GPU that torch can use (torch.cuda.is_available() is "
                            f"False; torch {torch.__version__}, built for CUDA {torch.version.cuda})")
     if not _C.built_with_cuda():
-        raise RuntimeError("posert._C was built without its CUDA kernels (nvcc was not found at build time); "
+        raise BackendUnavailable("posert._C was built without its CUDA kernels (nvcc was not found at build time); "
                            "reinstall with nvcc on the PATH")
 
 

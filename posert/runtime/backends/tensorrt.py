@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from posert.errors import MissingDependency
 from posert.models.diffusion import CND, Schedule
 from posert.models.io import _load
 
@@ -34,7 +35,7 @@ def import_cudart():
         try:
             from cuda import cudart
         except ImportError as e:
-            raise ImportError("cuda-python is not installed: `pip install posert[gpu]`") from e
+            raise MissingDependency("cuda-python is not installed: `pip install posert[gpu]`") from e
     return cudart
 
 
