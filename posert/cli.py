@@ -64,7 +64,7 @@ def cmd_train(args) -> int:
         model, cnd, stats = train_refiner(seqs, cams, cfg, fold_minutes=args.fold_minutes, lifter_cfg=lifter_cfg,
                                           model_cfg=den_cfg, noise=args.noise, folds=args.folds,
                                           fold_cache=cache_dir() / "folds", fold_by=args.fold_by,
-                                          loss=args.loss)
+                                          loss=args.loss, features=args.features)
         save_refiner(model, cnd, out_dir / "refiner.pt", {"train": stats, **meta})
     print(json.dumps(stats, indent=2))
     return 0
@@ -311,6 +311,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="refiner: CND noise (D3PRefiner), CND without its conditional mean, raw lifter error, "
                         "or a one-step regressor (ablations)")
     t.add_argument("--folds", type=int, default=2, help="refiner: k of the k-fold cross-fitting")
+    t.add_argument("--features", action="store_true",
+                   help="refiner: condition on 2D + the lifter's per-joint features (issue 3's variant; not "
+                        "streamable yet: evaluate with benchmarks/feature_conditioning.py)")
     t.add_argument("--loss", choices=["mse", "mpjpe"], default="mse",
                    help="refiner: squared error of ê (D3PRefiner) or its per-joint Euclidean norm (MPJPE)")
     t.add_argument("--fold-by", choices=["time", "sequence"], default="time",

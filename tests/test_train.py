@@ -6,7 +6,7 @@ import torch
 
 from posert.camera import ring_rig
 from posert.models.denoiser import DenoiserConfig
-from posert.models.lifter import LifterConfig
+from posert.models.lifter import Lifter, LifterConfig
 from posert.train.loops import TrainConfig, sequence_folds, temporal_folds, train_fold_lifters, train_refiner
 
 
@@ -58,3 +58,31 @@ def test_refiner_training_reuses_cached_fold_lifters(motion, tmp_path, noise, lo
     with pytest.raises(ValueError, match="loss"):
         train_refiner(seqs, cams, cfg, fold_minutes=0.01, lifter_cfg=tiny_l, model_cfg=tiny_d, fold_cache=tmp_path,
                       loss="l1")
+
+
+def test_refiner_conditioned_on_lifter_features(motion, tmp_path):
+    """Issue 3's '2D + lifter features' variant: the denoiser takes the fold lifter's per-joint
+    features in training, needs them at inference (and its output depends on them), and the
+    streaming step refuses it with a clear error until the runtime carries the features."""
+    from posert.models.denoiser import Refiner
+
+    seqs, cams = {"cmu": motion[:400]}, ring_rig()
+    tiny_l = LifterConfig(window=9, dim=16, depth=1, heads=2)
+    tiny_d = DenoiserConfig(window=9, dim=16, depth=1, heads=2)
+    den, _, stats = train_refiner(seqs, cams, TrainConfig(minutes=0.01, batch=4), fold_minutes=0.01,
+                                  lifter_cfg=tiny_l, model_cfg=tiny_d, fold_cache=tmp_path, cnd_windows=128,
+                                  features=True)
+    assert stats["features"] and den.cfg.feat_dim == 16
+    lifter = Lifter(tiny_l).eval()
+    inp = torch.from_numpy(np.random.default_rng(0).normal(size=(1, 12, 17, 3)).astype(np.float32))
+    with torch.no_grad():
+        feat = lifter.features(inp)
+        torch.testing.assert_close(lifter.decode(feat), lifter(inp))
+        a = Refiner(den)(inp, lifter(inp), feat)
+        b = Refiner(den)(inp, lifter(inp), feat + 1.0)
+    assert torch.isfinite(a).all() and (a - b).abs().max() > 1e-4
+    with pytest.raises(ValueError, match="feat_dim"):
+        den(inp, lifter(inp), torch.full((1,), 50.0))
+    with pytest.raises(ValueError, match="lifter features"):
+        den.step(inp[:, 0], inp[:, 0], torch.full((1,), 50.0), torch.ones(1, den.max_lag, dtype=torch.int64),
+                 *[torch.zeros(1, *den.cache_shape[1:]) for _ in range(den.cache_shape[0])])

@@ -21,6 +21,9 @@ class DenoiserConfig:
     causal: bool = True
     T: int = 50
     K: int = 2
+    #: > 0: also condition on the lifter's per-joint features (its backbone output, this many
+    #: channels; issue 3's "2D + lifter features" variant). 0: on the 2D only (D3PRefiner).
+    feat_dim: int = 0
 
 
 def timestep_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
@@ -48,10 +51,19 @@ class Denoiser(PoseSequenceModel):
     def __init__(self, cfg: DenoiserConfig = DenoiserConfig()):
         super().__init__(cfg, in_channels=6)
         self.t_mlp = nn.Sequential(nn.Linear(cfg.dim, cfg.dim), nn.GELU(), nn.Linear(cfg.dim, cfg.dim))
+        self.feat = nn.Linear(cfg.feat_dim, cfg.dim) if cfg.feat_dim else None
 
-    def forward(self, inp: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    def forward(self, inp: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor,
+                feat: torch.Tensor | None = None) -> torch.Tensor:
+        """``feat``: (B, N, 17, feat_dim) lifter features (:meth:`Lifter.features`), required
+        exactly when ``cfg.feat_dim`` > 0 (ValueError otherwise)."""
+        if (feat is None) != (self.feat is None):
+            raise ValueError(f"this denoiser has feat_dim={self.cfg.feat_dim}: pass lifter features exactly "
+                             "when feat_dim > 0")
         temb = self.t_mlp(timestep_embedding(t, self.cfg.dim))[:, None, None, :]
         h = self.embed(torch.cat([x_t, inp], dim=-1))
+        if self.feat is not None:
+            h = h + self.feat(feat)
         return self.decode(self.backbone(h, temb))  # the pelvis stays at 0
 
     def step(self, inp: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor, lag: torch.Tensor,
@@ -59,7 +71,13 @@ class Denoiser(PoseSequenceModel):
         """One new frame at one diffusion step: inp (B, 17, 3), x_t (B, 17, 3), t (B,), lag (B, M)
         int64, caches: 2·depth tensors (B, 17, heads, M, C/heads) holding this diffusion step's
         keys/values of the past frames. Returns (ê (B, 17, 3) metres, new keys/values
-        (2·depth, B, 17, heads, C/heads)). Each DDIM step keeps its own cache."""
+        (2·depth, B, 17, heads, C/heads)). Each DDIM step keeps its own cache.
+
+        Raises ValueError for a denoiser conditioned on lifter features (``feat_dim`` > 0): the
+        streaming runtime does not carry them yet (benchmarks/feature_conditioning.py evaluates it)."""
+        if self.feat is not None:
+            raise ValueError("streaming a denoiser conditioned on lifter features (feat_dim > 0) is not supported; "
+                             "evaluate it with benchmarks/feature_conditioning.py")
         temb = self.t_mlp(timestep_embedding(t, self.cfg.dim))[:, None, :]
         B, J, _ = inp.shape
         h = self.embed(torch.cat([x_t, inp], dim=-1).reshape(B * J, -1)).reshape(B, J, -1)
@@ -80,10 +98,11 @@ class Refiner(nn.Module):
         self.denoiser = denoiser
         self.schedule = Schedule(denoiser.cfg.T, denoiser.cfg.K)
 
-    def forward(self, inp: torch.Tensor, x_T: torch.Tensor) -> torch.Tensor:
+    def forward(self, inp: torch.Tensor, x_T: torch.Tensor, feat: torch.Tensor | None = None) -> torch.Tensor:
+        """``feat``: the lifter features of the same frames, for a denoiser with ``feat_dim`` > 0."""
         x = x_T
         for t, t_prev in self.schedule.pairs():
             tt = torch.full((x.shape[0],), float(t), dtype=torch.float32, device=x.device)
-            e_hat = self.denoiser(inp, x, tt)
+            e_hat = self.denoiser(inp, x, tt, feat)
             x = ddim_step(x, e_hat, self.schedule.ddim_coefficients(t, t_prev))
         return x

@@ -43,7 +43,12 @@ class Lifter(PoseSequenceModel):
         return 0 if self.cfg.causal else self.cfg.window // 2
 
     def forward(self, inp: torch.Tensor) -> torch.Tensor:
-        return self.decode(self.backbone(self.embed(inp)))
+        return self.decode(self.features(inp))
+
+    def features(self, inp: torch.Tensor) -> torch.Tensor:
+        """inp (B, N, 17, 3) → the backbone's output (B, N, 17, dim) before the 3-D head: what a
+        denoiser with ``feat_dim`` = dim is conditioned on; ``decode`` of it is :meth:`forward`."""
+        return self.backbone(self.embed(inp))
 
     def step(self, inp: torch.Tensor, lag: torch.Tensor, *caches: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """One new frame of a stream: inp (B, 17, 3), lag (B, M) int64 (see

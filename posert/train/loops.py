@@ -181,7 +181,7 @@ def train_refiner(sequences: dict[str, np.ndarray], cameras: list[Camera], cfg: 
                   fold_minutes: float, lifter_cfg: LifterConfig = LifterConfig(),
                   model_cfg: DenoiserConfig = DenoiserConfig(), noise: str = "cnd", folds: int = 2,
                   cnd_windows: int = 1024, fold_cache: Path | None = None,
-                  fold_by: str = "time", loss: str = "mse") -> tuple[Denoiser, CND, dict]:
+                  fold_by: str = "time", loss: str = "mse", features: bool = False) -> tuple[Denoiser, CND, dict]:
     """Cross-fitted D3PRefiner training.
 
     1. k-fold cross-fitting: ``folds`` lifters (``fold_minutes`` each), lifter f never sees fold f.
@@ -205,6 +205,9 @@ def train_refiner(sequences: dict[str, np.ndarray], cameras: list[Camera], cfg: 
        t = T, ê − e is the error of x̂_0, so this is the MPJPE the output is scored by; its
        minimiser is the posterior's geometric median, which shrinks uncertain limbs less than
        the mean does).
+    ``features``: condition the denoiser on 2D + the lifter's per-joint features as well (issue
+    3's variant; ``model_cfg.feat_dim`` is set to the lifter's width): in training they come from
+    the fold lifter that produced x_noisy, on the same frames.
     """
     if noise not in NOISE_MODES:
         raise ValueError(f"noise must be one of {NOISE_MODES}, got {noise!r}")
@@ -223,6 +226,8 @@ def train_refiner(sequences: dict[str, np.ndarray], cameras: list[Camera], cfg: 
     cross_fit_mpjpe = float(np.linalg.norm(e, axis=-1).mean() * 1000)
 
     torch.manual_seed(cfg.seed)
+    if features:
+        model_cfg = DenoiserConfig(**{**model_cfg.__dict__, "feat_dim": lifter_cfg.dim})
     model = Denoiser(model_cfg).train()
     sched = Schedule(model_cfg.T, model_cfg.K)
     inference_t = torch.tensor(sched.timesteps)
@@ -234,7 +239,9 @@ def train_refiner(sequences: dict[str, np.ndarray], cameras: list[Camera], cfg: 
         step_no[0] += 1
         inp, tgt = samplers[f].sample(cfg.batch)
         with torch.no_grad():
-            x_noisy = fitted[f][0](torch.from_numpy(inp))[:, -n_den:]
+            feats = fitted[f][0].features(torch.from_numpy(inp))[:, -n_den:]
+            x_noisy = fitted[f][0].decode(feats)
+        feat = feats if features else None
         inp_t, x0 = torch.from_numpy(inp[:, -n_den:]), torch.from_numpy(tgt[:, -n_den:])
         if noise in ("cnd", "cnd0"):
             err = cnd.sample(inp_t[..., :2], x_noisy, gen, zero_mean=noise == "cnd0")
@@ -248,12 +255,12 @@ def train_refiner(sequences: dict[str, np.ndarray], cameras: list[Camera], cfg: 
             pick = inference_t[torch.randint(len(inference_t), (cfg.batch,), generator=gen)]
             t = torch.where(at_steps, pick, t)
         x_t = sched.q_sample(x0, x0 + err, t)
-        diff = model(inp_t, x_t, t.float()) - err
+        diff = model(inp_t, x_t, t.float(), feat) - err
         if loss == "mse":
             return diff.square().mean()
         return diff[:, :, 1:].norm(dim=-1).mean()  # the pelvis is 0 by construction
 
     stats = _timed_loop(cfg, list(model.parameters()), step, "denoiser")
     stats.update(cross_fit_lifter_mpjpe_mm=cross_fit_mpjpe, noise=noise, fold_minutes=fold_minutes, folds=folds,
-                 cnd_rho=cnd.rho, fold_by=fold_by, loss=loss)
+                 cnd_rho=cnd.rho, fold_by=fold_by, loss=loss, features=features)
     return model.eval(), cnd, stats

@@ -62,7 +62,10 @@ def require_gpu(device: str) -> None:
 
 def step_dims(model) -> tuple:
     """The ``dims`` tuple of ``posert._C.transformer_step`` for a lifter or denoiser:
-    (J, C, heads, depth, M, in_ch, hidden, scale, eps, root, denoiser)."""
+    (J, C, heads, depth, M, in_ch, hidden, scale, eps, root, denoiser). Raises ValueError for a
+    denoiser conditioned on lifter features (not streamable yet)."""
+    if getattr(model, "feat", None) is not None:
+        raise ValueError("the fused step does not take lifter features (feat_dim > 0)")
     bb = model.backbone
     blk = bb.blocks[0]
     eps = {m.eps for m in model.modules() if isinstance(m, torch.nn.LayerNorm)}
