@@ -1,8 +1,9 @@
 """Issue 3 ablation: a refiner conditioned on the 2D only (D3PRefiner) against the same refiner
-conditioned on 2D + the lifter's per-joint features, same default lifter, same cross-fitted fold
-lifters (cached), same training budget, same seed.
+conditioned on 2D + a lifter's per-joint features (taken from the cross-fitted fold lifters, or
+from the final lifter the refiner runs with), same default lifter, same cross-fitted fold lifters
+(cached), same training budget, same seed.
 
-Both are trained by ``posert train refiner [--features]`` into benchmarks/out/features/<variant>/
+Each is trained by ``posert train refiner [--features fold|final]`` into benchmarks/out/features/<variant>/
 and evaluated on the validation motion of ``posert data`` through the four real H36M cameras
 (ground-truth 2D and detector noise), causally. The streaming runtime does not carry lifter
 features yet, so the evaluation runs the causal torch models over each sequence in chunks with
@@ -33,7 +34,7 @@ from posert.models.denoiser import Refiner
 from posert.models.io import default_checkpoint_dir, load_lifter, load_refiner
 from posert.skeleton import ROOT
 
-VARIANTS = {"2d": [], "2d+features": ["--features"]}
+VARIANTS = {"2d": [], "2d+fold-features": ["--features", "fold"], "2d+final-features": ["--features", "final"]}
 
 
 @torch.no_grad()

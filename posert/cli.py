@@ -61,10 +61,17 @@ def cmd_train(args) -> int:
         save_lifter(model, out_dir / "lifter.pt", {"train": stats, **meta})
     else:
         den_cfg = DenoiserConfig(window=args.window, K=1 if args.noise == "regressor" else 2)
+        feature_lifter = None
+        if args.features == "final":  # the lifter this refiner will run with: beside it, else the default
+            from posert.models.io import load_lifter
+
+            own = out_dir / "lifter.pt"
+            feature_lifter = load_lifter(own if own.exists() else None)
         model, cnd, stats = train_refiner(seqs, cams, cfg, fold_minutes=args.fold_minutes, lifter_cfg=lifter_cfg,
                                           model_cfg=den_cfg, noise=args.noise, folds=args.folds,
                                           fold_cache=cache_dir() / "folds", fold_by=args.fold_by,
-                                          loss=args.loss, features=args.features)
+                                          loss=args.loss, features=args.features,
+                                          feature_lifter=feature_lifter)
         save_refiner(model, cnd, out_dir / "refiner.pt", {"train": stats, **meta})
     print(json.dumps(stats, indent=2))
     return 0
@@ -311,9 +318,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="refiner: CND noise (D3PRefiner), CND without its conditional mean, raw lifter error, "
                         "or a one-step regressor (ablations)")
     t.add_argument("--folds", type=int, default=2, help="refiner: k of the k-fold cross-fitting")
-    t.add_argument("--features", action="store_true",
-                   help="refiner: condition on 2D + the lifter's per-joint features (issue 3's variant; not "
-                        "streamable yet: evaluate with benchmarks/feature_conditioning.py)")
+    t.add_argument("--features", choices=["fold", "final"], default=None,
+                   help="refiner: also condition on a lifter's per-joint features, from the fold lifters or from "
+                        "the final lifter (issue 3's variant; not streamable yet: "
+                        "benchmarks/feature_conditioning.py evaluates it)")
     t.add_argument("--loss", choices=["mse", "mpjpe"], default="mse",
                    help="refiner: squared error of ê (D3PRefiner) or its per-joint Euclidean norm (MPJPE)")
     t.add_argument("--fold-by", choices=["time", "sequence"], default="time",

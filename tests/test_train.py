@@ -71,8 +71,11 @@ def test_refiner_conditioned_on_lifter_features(motion, tmp_path):
     tiny_d = DenoiserConfig(window=9, dim=16, depth=1, heads=2)
     den, _, stats = train_refiner(seqs, cams, TrainConfig(minutes=0.01, batch=4), fold_minutes=0.01,
                                   lifter_cfg=tiny_l, model_cfg=tiny_d, fold_cache=tmp_path, cnd_windows=128,
-                                  features=True)
-    assert stats["features"] and den.cfg.feat_dim == 16
+                                  features="final", feature_lifter=Lifter(tiny_l).eval())
+    assert stats["features"] == "final" and den.cfg.feat_dim == 16
+    with pytest.raises(ValueError, match="feature_lifter"):
+        train_refiner(seqs, cams, TrainConfig(minutes=0.01, batch=4), fold_minutes=0.01, lifter_cfg=tiny_l,
+                      model_cfg=tiny_d, fold_cache=tmp_path, cnd_windows=128, features="final")
     lifter = Lifter(tiny_l).eval()
     inp = torch.from_numpy(np.random.default_rng(0).normal(size=(1, 12, 17, 3)).astype(np.float32))
     with torch.no_grad():

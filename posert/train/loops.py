@@ -181,7 +181,8 @@ def train_refiner(sequences: dict[str, np.ndarray], cameras: list[Camera], cfg: 
                   fold_minutes: float, lifter_cfg: LifterConfig = LifterConfig(),
                   model_cfg: DenoiserConfig = DenoiserConfig(), noise: str = "cnd", folds: int = 2,
                   cnd_windows: int = 1024, fold_cache: Path | None = None,
-                  fold_by: str = "time", loss: str = "mse", features: bool = False) -> tuple[Denoiser, CND, dict]:
+                  fold_by: str = "time", loss: str = "mse", features: str | None = None,
+                  feature_lifter: Lifter | None = None) -> tuple[Denoiser, CND, dict]:
     """Cross-fitted D3PRefiner training.
 
     1. k-fold cross-fitting: ``folds`` lifters (``fold_minutes`` each), lifter f never sees fold f.
@@ -205,10 +206,19 @@ def train_refiner(sequences: dict[str, np.ndarray], cameras: list[Camera], cfg: 
        t = T, ê − e is the error of x̂_0, so this is the MPJPE the output is scored by; its
        minimiser is the posterior's geometric median, which shrinks uncertain limbs less than
        the mean does).
-    ``features``: condition the denoiser on 2D + the lifter's per-joint features as well (issue
-    3's variant; ``model_cfg.feat_dim`` is set to the lifter's width): in training they come from
-    the fold lifter that produced x_noisy, on the same frames.
+    ``features``: also condition the denoiser on a lifter's per-joint features (issue 3's
+    "2D + lifter features" variant; ``model_cfg.feat_dim`` is set to the lifter's width), taken on
+    the same frames from
+       - ``"fold"``: the fold lifter that produced x_noisy. Independently trained networks do not
+         share a feature basis, so at inference the final lifter's features mean something else
+         (measured: it fails, RESULTS.md);
+       - ``"final"``: ``feature_lifter``, the lifter the refiner will run with (its own training
+         windows: the features come from the network that produces them at inference).
     """
+    if features not in (None, "fold", "final"):
+        raise ValueError(f"features must be None, 'fold' or 'final', got {features!r}")
+    if features == "final" and feature_lifter is None:
+        raise ValueError("features='final' needs feature_lifter (the lifter the refiner will run with)")
     if noise not in NOISE_MODES:
         raise ValueError(f"noise must be one of {NOISE_MODES}, got {noise!r}")
     if loss not in LOSSES:
@@ -241,6 +251,8 @@ def train_refiner(sequences: dict[str, np.ndarray], cameras: list[Camera], cfg: 
         with torch.no_grad():
             feats = fitted[f][0].features(torch.from_numpy(inp))[:, -n_den:]
             x_noisy = fitted[f][0].decode(feats)
+            if features == "final":
+                feats = feature_lifter.features(torch.from_numpy(inp))[:, -n_den:]
         feat = feats if features else None
         inp_t, x0 = torch.from_numpy(inp[:, -n_den:]), torch.from_numpy(tgt[:, -n_den:])
         if noise in ("cnd", "cnd0"):
