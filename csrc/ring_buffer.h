@@ -7,11 +7,7 @@
 #pragma once
 #include <cstdint>
 
-#if defined(__CUDACC__)
-#define POSERT_HD __host__ __device__
-#else
-#define POSERT_HD
-#endif
+#include "hd.h"
 
 namespace posert {
 
