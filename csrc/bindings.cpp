@@ -404,7 +404,7 @@ PYBIND11_MODULE(_C, m) {
   m.def("transformer_step_cuda", [](const py::tuple& dims, uintptr_t weights, int64_t B, uintptr_t inp, uintptr_t x,
                                     uintptr_t x_T, uintptr_t cond, uintptr_t count, uintptr_t rows, uintptr_t cache,
                                     int64_t S, float a, float b, float ap, float bp, uintptr_t stream,
-                                    int threads) {
+                                    int threads, int cluster) {
         const posert::StepDims d = step_dims(dims);
         if (S < B) throw py::value_error("cache holds fewer streams than the batch");
 #ifdef POSERT_WITH_CUDA
@@ -413,17 +413,19 @@ PYBIND11_MODULE(_C, m) {
                                       d.denoiser ? ptr<const float>(cond, "cond") : nullptr,
                                       ptr<const int64_t>(count, "count"), ptr<const int32_t>(rows, "rows"),
                                       ptr<float>(cache, "cache"), S, a, b, ap, bp, reinterpret_cast<void*>(stream),
-                                      threads);
+                                      threads, cluster);
 #else
         (void)d;
         (void)threads;
+        (void)cluster;
         throw std::runtime_error("posert._C was built without CUDA (nvcc not found at build time)");
 #endif
       }, py::arg("dims"), py::arg("weights"), py::arg("B"), py::arg("inp"), py::arg("x"), py::arg("x_T"),
       py::arg("cond"), py::arg("count"), py::arg("rows"), py::arg("cache"), py::arg("S"), py::arg("a") = 0.0f,
       py::arg("b") = 0.0f, py::arg("ap") = 0.0f, py::arg("bp") = 0.0f, py::arg("stream") = 0, py::arg("threads") = 512,
-      "CUDA twin of transformer_step on device pointers (x_T may be 0; cond 0 for the lifter), one block of "
-      "`threads` (256, 512, 1024) per row.");
+      py::arg("cluster") = 1,
+      "CUDA twin of transformer_step on device pointers (x_T may be 0; cond 0 for the lifter): `cluster` "
+      "thread blocks (1, 2, 4, 8, 16; > 1 needs sm_90) of `threads` (256, 512, 1024) per row.");
   m.def("ddim_update_cuda", [](uintptr_t x_k, uintptr_t e, uintptr_t out, int64_t n, float a, float b, float ap,
                                float bp, uintptr_t stream) {
 #ifdef POSERT_WITH_CUDA

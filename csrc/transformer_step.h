@@ -74,11 +74,52 @@ POSERT_HD inline StepLayout step_layout(const StepDims& d) {
   return L;
 }
 
-// Floats of scratch one batch row needs (the CUDA kernel's dynamic shared memory).
+// Floats of scratch one batch row needs (the CUDA kernel's dynamic shared memory): activations,
+// scores, and the staged weights of one linear layer.
 POSERT_HD inline int64_t step_scratch_floats(const StepDims& d) {
   const int64_t JC = (int64_t)d.J * d.C, big = (int64_t)d.J * (3 * d.C > d.hidden ? 3 * d.C : d.hidden);
   const int64_t sp = (int64_t)d.heads * d.J * d.J, tp = (int64_t)d.J * d.heads * (d.M + 1);
-  return 2 * JC + big + (sp > tp ? sp : tp) + (int64_t)d.J * 6 + d.M + 4;
+  const int64_t head = 2 * JC + big + (sp > tp ? sp : tp);
+  int64_t w = (int64_t)d.C * 3 * d.C;  // the largest linear weight, staged in shared memory
+  if ((int64_t)d.C * d.hidden > w) w = (int64_t)d.C * d.hidden;
+  if ((int64_t)d.in_ch * d.C > w) w = (int64_t)d.in_ch * d.C;
+  return head + (((int64_t)d.J * 6 + d.M + 4 + 3) & ~(int64_t)3) + w;
+}
+
+// The small tensors of a layer (LayerNorm weights, biases, the temporal lag table) that the cluster
+// form keeps in shared memory: their offsets within the layer and lengths. Returns the floats they
+// take per layer (each rounded up to 4).
+enum { kSLn1W, kSLn1B, kSQkvB, kSProjB, kSLn2W, kSLn2B, kSFc1B, kSFc2B,
+       kTLn1W, kTLn1B, kTQkvB, kTProjB, kTTable, kTLn2W, kTLn2B, kTFc1B, kTFc2B, kSmall };
+POSERT_HD inline int64_t step_small_params(const StepDims& d, const StepLayout& L, int64_t* off, int64_t* len) {
+  const int64_t C = d.C, Hd = d.hidden;
+  const int64_t o[kSmall] = {L.s_ln1_w, L.s_ln1_b, L.s_qkv_b, L.s_proj_b, L.s_ln2_w, L.s_ln2_b, L.s_fc1_b, L.s_fc2_b,
+                             L.t_ln1_w, L.t_ln1_b, L.t_qkv_b, L.t_proj_b, L.t_table, L.t_ln2_w, L.t_ln2_b, L.t_fc1_b,
+                             L.t_fc2_b};
+  const int64_t n[kSmall] = {C, C, 3 * C, C, C, C, Hd, C, C, C, 3 * C, C, (int64_t)d.heads * (d.M + 2), C, C, Hd, C};
+  int64_t total = 0;
+  for (int k = 0; k < kSmall; ++k) {
+    off[k] = o[k];
+    len[k] = n[k];
+    total += (n[k] + 3) & ~(int64_t)3;
+  }
+  return total;
+}
+
+// Floats of shared memory per block of the cluster form (transformer_step.cu) with `cluster` blocks
+// per row: the activations, this frame's keys/values, and the block's slices (Cout / cluster
+// columns) of every spatial/temporal linear weight of every layer, the small tensors of every
+// layer and the denoiser's timestep embedding.
+POSERT_HD inline int64_t step_cluster_floats(const StepDims& d, int cluster) {
+  const int64_t JC = (int64_t)d.J * d.C, big = (int64_t)d.J * (3 * d.C > d.hidden ? 3 * d.C : d.hidden);
+  const int64_t sp = (int64_t)d.heads * d.J * d.J, tp = (int64_t)d.J * d.heads * (d.M + 1);
+  const int64_t head = 2 * JC + big + (sp > tp ? sp : tp) + (((int64_t)d.J * 6 + d.M + 4 + 3) & ~(int64_t)3);
+  const int64_t C = d.C, Hd = d.hidden;
+  auto slice = [&](int64_t cin, int64_t cout) { return (cin * (cout / cluster) + 3) & ~(int64_t)3; };
+  const int64_t layer = 2 * (slice(C, 3 * C) + slice(C, C) + slice(C, Hd) + slice(Hd, C));
+  int64_t off[kSmall], len[kSmall];
+  const int64_t small = step_small_params(d, step_layout(d), off, len);
+  return head + 2 * JC + ((C + 3) & ~(int64_t)3) + d.depth * (layer + small);
 }
 
 // CPU twin: B rows, S streams in the caches. ddim: (a, b, ap, bp) for the denoiser, ignored for the
@@ -87,10 +128,13 @@ void transformer_step_cpu(const StepDims& d, const float* weights, int64_t B, co
                           float* x_T, const float* cond, const int64_t* count, const int32_t* rows, float* cache,
                           int64_t S, const float* ddim);
 
-// CUDA twin: device pointers; `stream` a cudaStream_t; `threads` per block (one block per row): 256,
-// 512 or 1024. Throws std::runtime_error without a GPU, std::invalid_argument for another `threads`.
+// CUDA twin: device pointers; `stream` a cudaStream_t; `threads` per block: 256, 512 or 1024;
+// `cluster` blocks (a thread-block cluster, sm_90+) per row: 1, 2, 4, 8 or 16 (see the .cu file).
+// Throws std::runtime_error without a GPU, for a cluster on a GPU older than sm_90, or when the
+// shared memory does not fit; std::invalid_argument for another `threads` or `cluster`.
 void transformer_step_cuda(const StepDims& d, const float* weights, int64_t B, const float* inp, float* x,
                            float* x_T, const float* cond, const int64_t* count, const int32_t* rows, float* cache,
-                           int64_t S, float da, float db, float dap, float dbp, void* stream, int threads = 512);
+                           int64_t S, float da, float db, float dap, float dbp, void* stream, int threads = 512,
+                           int cluster = 1);
 
 }  // namespace posert

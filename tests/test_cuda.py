@@ -113,10 +113,19 @@ def torch_cpu_streams(real_views, mixed_streams):
     return mixed_streams(Pipeline(TorchBackend.from_checkpoints(), max_streams=8), real_views[0])
 
 
-@pytest.mark.parametrize("graphs,compile,fused", [(False, False, False), (True, False, False), (True, True, False),
-                                                  (False, False, True), (True, False, True)],
-                         ids=["torch-eager", "torch-graph", "torch-graph+compile", "fused-eager", "fused-graph"])
-def test_cuda_backend_equals_torch_cpu(real_views, mixed_streams, torch_cpu_streams, graphs, compile, fused):
+def _hopper() -> bool:
+    import torch
+
+    return torch.cuda.get_device_capability()[0] >= 9
+
+
+@pytest.mark.parametrize("graphs,compile,fused,cluster",
+                         [(False, False, False, 1), (True, False, False, 1), (True, True, False, 1),
+                          (False, False, True, 1), (True, False, True, 1), (True, False, True, 8),
+                          (True, False, True, 16)],
+                         ids=["torch-eager", "torch-graph", "torch-graph+compile", "fused-eager", "fused-graph",
+                              "fused-graph-cluster8", "fused-graph-cluster16"])
+def test_cuda_backend_equals_torch_cpu(real_views, mixed_streams, torch_cpu_streams, graphs, compile, fused, cluster):
     """The whole tick on the GPU (the torch modules' kernels, eager, replayed as CUDA graphs and
     with torch.compile; the fused transformer_step kernel, eager and replayed) gives the CPU torch
     backend's poses within 1e-4 m on real streams whose due set and membership change from tick
@@ -124,7 +133,9 @@ def test_cuda_backend_equals_torch_cpu(real_views, mixed_streams, torch_cpu_stre
     from posert.runtime import Pipeline
     from posert.runtime.backends.cuda import CudaBackend
 
-    be = CudaBackend.from_checkpoints(device="cuda", graphs=graphs, compile=compile, fused=fused)
+    if cluster > 1 and not _hopper():
+        pytest.skip("thread-block clusters need sm_90+")
+    be = CudaBackend.from_checkpoints(device="cuda", graphs=graphs, compile=compile, fused=fused, cluster=cluster)
     got = mixed_streams(Pipeline(be, max_streams=8), real_views[0])
     if graphs:
         assert sorted(be._graph) == [1, 2, 4, 8]
@@ -145,12 +156,16 @@ def test_cuda_graph_replay_equals_eager(real_views, mixed_streams, fused):
         np.testing.assert_array_equal(runs[1][s][0], runs[0][s][0])
 
 
-def test_transformer_step_cuda_equals_cpu_twin(real_views, models):
-    """The fused step kernel against its C++ twin on a real stream (batch 3, rings wrapping, one
-    row idle at some ticks): poses, DDIM state and every cache entry agree to float rounding
-    (FMA and reduction order differ), and idle rows write no cache."""
+@pytest.mark.parametrize("cluster,threads", [(1, 512), (8, 256), (8, 512), (16, 256)])
+def test_transformer_step_cuda_equals_cpu_twin(real_views, models, cluster, threads):
+    """The fused step kernel (one block per row, or a thread-block cluster per row) against its
+    C++ twin on a real stream (batch 3, rings wrapping, one row idle at some ticks): poses, DDIM
+    state and every cache entry agree to float rounding (FMA and reduction order differ), and idle
+    rows write no cache."""
     import torch
 
+    if cluster > 1 and not _hopper():
+        pytest.skip("thread-block clusters need sm_90+")
     from posert.data.dataset import make_input
     from posert.models.diffusion import Schedule
     from posert.runtime.backends.cuda import pack_step, step_cond, step_dims
@@ -187,9 +202,31 @@ def test_transformer_step_cuda_equals_cpu_twin(real_views, models):
             _C.transformer_step_cuda(dims, d_W.data_ptr(), B, d_inp.data_ptr(), d_x.data_ptr(), 0,
                                      d_cond.data_ptr() if cond is not None else 0, d_count.data_ptr(),
                                      d_rows.data_ptr(), d_cache.data_ptr(), B + 1, *(coef if cond is not None else
-                                                                                       (0, 0, 0, 0)))
+                                                                                       (0, 0, 0, 0)),
+                                     threads=threads, cluster=cluster)
             torch.cuda.synchronize()
             worst = max(worst, float(np.abs(d_x.cpu().numpy() - x).max()))
             np.testing.assert_allclose(d_cache.cpu().numpy(), cache, atol=1e-4)
         assert worst < 1e-5, worst  # metres
         assert np.abs(x).max() > 0.05  # real poses, not zeros
+
+
+def test_transformer_step_cuda_rejects_a_cluster_too_small(models):
+    """A cluster whose weight slices do not fit in one block's shared memory (the lifter split over
+    2 blocks: ~0.5 MB each) raises a clear error instead of launching."""
+    import torch
+
+    from posert.runtime.backends.cuda import pack_step, step_dims
+
+    lifter, _ = models
+    dims, W = step_dims(lifter), torch.from_numpy(pack_step(lifter)).cuda()
+    cs = lifter.cache_shape
+    cache = torch.zeros((cs[0], 1, *cs[1:]), device="cuda")
+    inp, x = torch.zeros((1, 17, 3), device="cuda"), torch.zeros((1, 17, 3), device="cuda")
+    count, rows = torch.zeros(1, dtype=torch.int64, device="cuda"), torch.zeros(1, dtype=torch.int32, device="cuda")
+    with pytest.raises(RuntimeError, match="shared memory|compute capability"):
+        _C.transformer_step_cuda(dims, W.data_ptr(), 1, inp.data_ptr(), x.data_ptr(), 0, 0, count.data_ptr(),
+                                 rows.data_ptr(), cache.data_ptr(), 1, cluster=2)
+    with pytest.raises(ValueError, match="cluster"):
+        _C.transformer_step_cuda(dims, W.data_ptr(), 1, inp.data_ptr(), x.data_ptr(), 0, 0, count.data_ptr(),
+                                 rows.data_ptr(), cache.data_ptr(), 1, cluster=3)

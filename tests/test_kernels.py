@@ -127,6 +127,9 @@ def test_cuda_entry_points_fail_clearly_without_gpu():
         _C.ddim_update_cuda(1, 1, 1, 1, 1.0, 0.0, 1.0, 0.0)
     with pytest.raises(RuntimeError, match="no usable GPU"):
         _C.ring_gather_cuda(1, 1, 1, 1, 1, 1, 1, 1, 1)
+    dims = (17, 64, 4, 4, 7, 3, 128, 0.25, 1e-5, 0, 0)
+    with pytest.raises(RuntimeError, match="no usable GPU"):
+        _C.transformer_step_cuda(dims, 1, 1, 1, 1, 0, 0, 1, 1, 1, 1, cluster=8)
 
 
 def test_kv_push_matches_numpy_and_rejects_bad_rows():

@@ -316,6 +316,13 @@ def test_resident_backend_chain_equals_torch_backend(real_views, mixed_streams, 
     assert be.bucket(5) == 8 and be.bucket(1) == 1
     with pytest.raises(ValueError, match="hypotheses"):
         Pipeline(be, max_streams=2, hypotheses=2)
+    # thread-block clusters: off without a Hopper GPU; with one, only for batches that fit in 64 SMs
+    assert be.cluster == 1
+    if fused:
+        be8 = CudaBackend.from_checkpoints(device="cpu", cluster=8)
+        assert [be8.cluster_for(b) for b in (1, 4, 8, 16, 64)] == [8, 8, 8, 1, 1]
+        with pytest.raises(ValueError, match="cluster"):
+            CudaBackend.from_checkpoints(device="cpu", cluster=3)
 
 
 def test_cuda_backend_without_gpu_raises_clearly():

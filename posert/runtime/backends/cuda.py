@@ -44,6 +44,11 @@ from posert.models.io import load_lifter, load_refiner
 from posert.models.lifter import Lifter
 from posert.skeleton import NUM_JOINTS, ROOT
 
+DEFAULT_CLUSTER = 8
+"""Thread blocks per stream of the fused step on sm_90+ (benchmarks/RESULTS.md, session 9)."""
+CLUSTER_MAX_BLOCKS = 64
+"""Largest batch × cluster run as clusters; bigger batches run one block per stream."""
+
 
 def require_gpu(device: str) -> None:
     """Raise RuntimeError (with the reason) unless ``device`` is usable for this backend: a CUDA
@@ -136,6 +141,12 @@ class CudaBackend:
             one thread block per stream, the cache write and the DDIM update fused in) instead of
             the torch modules' kernels (default True; ``compile`` applies to the torch form only).
         threads: threads per block of the fused kernel: 256, 512 (default) or 1024.
+        cluster: thread blocks per stream of the fused kernel (a thread-block cluster; 1, 2, 4, 8
+            or 16). > 1 splits every linear layer of a stream over that many SMs (distributed
+            shared memory) and needs compute capability 9.0 (Hopper) or newer; each block holds
+            1/cluster of the weights, so small clusters may not fit in shared memory (a clear
+            RuntimeError at the first tick). None (default): :data:`DEFAULT_CLUSTER` on sm_90+,
+            else 1.
 
     Raises ValueError for an offline model or a bad option, RuntimeError when the device is
     unusable (see :func:`require_gpu`).
@@ -144,11 +155,18 @@ class CudaBackend:
     resident = True  # Pipeline hands it whole ticks (run) instead of single steps
 
     def __init__(self, lifter: Lifter, denoiser: Denoiser, cnd: CND | None = None, device: str = "cuda",
-                 graphs: bool = True, compile: bool = False, fused: bool = True, threads: int = 512):
+                 graphs: bool = True, compile: bool = False, fused: bool = True, threads: int = 512,
+                 cluster: int | None = None):
         require_gpu(device)
         if threads not in (256, 512, 1024):
             raise ValueError(f"threads must be 256, 512 or 1024, got {threads}")
+        if cluster not in (None, 1, 2, 4, 8, 16):
+            raise ValueError(f"cluster must be 1, 2, 4, 8 or 16, got {cluster}")
         self.threads = threads
+        if cluster is None:
+            on_hopper = torch.device(device).type == "cuda" and torch.cuda.get_device_capability(device)[0] >= 9
+            cluster = DEFAULT_CLUSTER if on_hopper else 1
+        self.cluster = cluster
         for m in (lifter, denoiser):
             if not m.causal:
                 raise ValueError(f"{type(m).__name__} is offline (causal=False); streaming needs causal models")
@@ -183,11 +201,18 @@ class CudaBackend:
     @classmethod
     def from_checkpoints(cls, lifter: str | None = None, refiner: str | None = None, device: str = "cuda",
                          graphs: bool = True, compile: bool = False, fused: bool = True,
-                         threads: int = 512) -> CudaBackend:
+                         threads: int = 512, cluster: int | None = None) -> CudaBackend:
         """The committed (or given) checkpoints on ``device``; see the class for the options."""
         require_gpu(device)
         den, cnd = load_refiner(refiner)
-        return cls(load_lifter(lifter), den, cnd, device, graphs, compile, fused, threads)
+        return cls(load_lifter(lifter), den, cnd, device, graphs, compile, fused, threads, cluster)
+
+    def cluster_for(self, b: int) -> int:
+        """Thread blocks per stream for a batch of ``b`` rows: ``cluster`` while the batch's clusters
+        fill at most :data:`CLUSTER_MAX_BLOCKS` SMs, else 1. Clusters shorten one stream's step but
+        must each fit in one GPC: with more rows they queue in waves and one block per row is
+        faster (H100: 16 streams 14,058 vs 18,897 poses/s; benchmarks/RESULTS.md, session 9)."""
+        return self.cluster if b * self.cluster <= CLUSTER_MAX_BLOCKS else 1
 
     # -- state --------------------------------------------------------------------------------
     def allocate(self, max_streams: int, pairs: list[tuple[int, int]],
@@ -294,7 +319,8 @@ class CudaBackend:
         if self.on_gpu:
             st = torch.cuda.current_stream(self.device).cuda_stream
             common = dict(B=b, inp=self._d_inp.data_ptr(), x=self._d_x.data_ptr(), count=self._d_count.data_ptr(),
-                          rows=self._d_rows.data_ptr(), S=S, stream=st, threads=self.threads)
+                          rows=self._d_rows.data_ptr(), S=S, stream=st, threads=self.threads,
+                          cluster=self.cluster_for(b))
             _C.transformer_step_cuda(self._dims_l, self._w_l.data_ptr(), x_T=self._d_xT.data_ptr(), cond=0,
                                      cache=self._lstore.data_ptr(), **common)
             for cond, coef, ds in zip(self._cond, self._coefs, self._dstore):
