@@ -173,3 +173,48 @@ def test_deepmimic_forward_kinematics_by_hand():
     np.testing.assert_allclose(shin, [0, 0, 1.63948 / 4], atol=1e-9)
     with pytest.raises(ValueError):
         clip_to_h36m(np.zeros((2, 40)), joints)
+
+
+def test_omomo_reader_columns_joint_order_and_rate(tmp_path, monkeypatch, motion):
+    """An InterMimic-layout table built from real CMU frames (z-up, m, 30 fps) comes back as the
+    same H36M joints in mm at 50 fps; the joint order is read from the package's own list."""
+    import torch
+
+    import posert.data.sources as sources
+
+    h36 = motion[:60].astype(np.float64)  # (60, 17, 3) mm, z-up, 50 fps; treated as 30 fps
+    names = ["Pelvis", "L_Hip", "L_Knee", "L_Ankle", "L_Toe", "R_Hip", "R_Knee", "R_Ankle", "R_Toe", "Torso",
+             "Spine", "Chest", "Neck", "Head", "L_Thorax", "L_Shoulder", "L_Elbow", "L_Wrist"] + \
+        [f"L_Finger{i}" for i in range(15)] + ["R_Thorax", "R_Shoulder", "R_Elbow", "R_Wrist"] + \
+        [f"R_Finger{i}" for i in range(15)]
+    assert len(names) == 52
+    J = {n: i for i, n in enumerate(["pelvis", "r_hip", "r_knee", "r_ankle", "l_hip", "l_knee", "l_ankle",
+                                     "spine", "thorax", "neck", "head", "l_shoulder", "l_elbow", "l_wrist",
+                                     "r_shoulder", "r_elbow", "r_wrist"])}
+    smpl = np.zeros((len(h36), 52, 3))
+    for side, s in (("l", "L"), ("r", "R")):
+        for j in ("hip", "knee", "ankle", "shoulder", "elbow", "wrist"):
+            smpl[:, names.index(f"{s}_{j.capitalize()}")] = h36[:, J[f"{side}_{j}"]]
+        smpl[:, names.index(f"{s}_Thorax")] = h36[:, J["thorax"]]
+    smpl[:, names.index("Torso")] = smpl[:, names.index("Spine")] = h36[:, J["spine"]]
+    smpl[:, names.index("Neck")] = h36[:, J["thorax"]]
+    smpl[:, names.index("Head")] = h36[:, J["neck"]]
+    table = np.zeros((len(h36), 591), np.float32)
+    table[:, 162:318] = (smpl / 1000.0).reshape(len(h36), -1)
+    root = tmp_path / "extracted/holosoma_omomo"
+    (root / "holosoma_retargeting/demo_data/OMOMO_new").mkdir(parents=True)
+    (root / "holosoma_retargeting/config_types").mkdir(parents=True)
+    (root / "holosoma_retargeting/config_types/data_type.py").write_text(
+        "OTHER = [\"x\"]\nSMPLH_DEMO_JOINTS = [\n" + "".join(f'    "{n}",\n' for n in names) + "]\n")
+    torch.save(torch.from_numpy(table), root / "holosoma_retargeting/demo_data/OMOMO_new/sub1_box_001.pt")
+    (root / ".extracted").touch()
+    monkeypatch.setattr(sources, "_pip_download", lambda *a, **k: tmp_path / "holosoma.whl")
+
+    out = sources.load_omomo(tmp_path)
+    seq = out["sub1_box_001"]
+    assert seq.dtype == np.float32 and seq.shape == (99, 17, 3)  # 59 intervals at 30 fps → 50 fps
+    want = h36.copy()
+    want[:, J["pelvis"]] = 0.5 * (h36[:, J["l_hip"]] + h36[:, J["r_hip"]])
+    want[:, J["head"]] = h36[:, J["neck"]] + sources.OMOMO_HEAD_TOP * (h36[:, J["neck"]] - h36[:, J["thorax"]])
+    np.testing.assert_allclose(seq[::5], want[::3].astype(np.float32), atol=1e-3)  # t = 0, 0.1, 0.2 … s
+    np.testing.assert_allclose(seq, resample(want, 30.0), atol=1e-3)

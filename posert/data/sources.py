@@ -138,6 +138,20 @@ MOCAPBANK_MAP = {**_limbs("Hip", "Knee", "Ankle", "Shoulder", "Elbow", "Wrist"),
 CLIMB_MAP = {**_limbs("UpLeg", "Leg", "Foot", "Arm", "ForeArm", "Hand"),
              "spine": ["Spine", "Spine1"], "thorax": ["Neck", "LeftShoulder", "RightShoulder"],
              "neck": ["Neck", "Head"], "head": ["Head"]}
+#: SMPL-H joints as holosoma names them (``SMPLH_DEMO_JOINTS``: Torso/Spine/Chest are SMPL's
+#: Spine1/2/3, L_Thorax is the left collar). SMPL's Head joint sits at the centre of the skull,
+#: about nose height, so it is H36M's neck/nose; the top of the head is extrapolated in
+#: :func:`load_omomo`.
+OMOMO_MAP = {**{f"{side}_{j}": [f"{side.upper()}_{s}"] for side in ("l", "r")
+                for j, s in (("hip", "Hip"), ("knee", "Knee"), ("ankle", "Ankle"), ("shoulder", "Shoulder"),
+                             ("elbow", "Elbow"), ("wrist", "Wrist"))},
+             "pelvis": ["L_Hip", "R_Hip"], "spine": ["Torso", "Spine"], "thorax": ["Neck", "L_Thorax", "R_Thorax"],
+             "neck": ["Head"], "head": ["Head"]}
+#: Head top = Head + OMOMO_HEAD_TOP · (Head − Neck): ~9 cm above SMPL's head joint.
+OMOMO_HEAD_TOP = 0.6
+#: InterMimic's OMOMO tensors: 30 fps; columns 162:318 are 52 SMPL-H joint positions (m, z-up).
+OMOMO_FPS = 30.0
+OMOMO_JOINT_COLUMNS = slice(162, 162 + 52 * 3)
 
 
 def y_up_to_z_up(p: np.ndarray) -> np.ndarray:
@@ -170,21 +184,55 @@ def load_cmu(cache: Path) -> dict[str, np.ndarray]:
     return {take: bvh_to_h36m(bvh_dir / f"{take}.bvh", CMU_MAP, CMU_UNIT_MM) for take in ("01_01", "01_03")}
 
 
+def _joint_list(root: Path, name: str) -> list[str]:
+    """The joint order of a holosoma data format: the package's own list ``name`` in
+    ``config_types/data_type.py``, read rather than copied."""
+    src = (root / "holosoma_retargeting/config_types/data_type.py").read_text()
+    block = re.search(name + r"\s*=\s*\[(.*?)\]", src, re.S)
+    if block is None:
+        raise RuntimeError(f"holosoma-retargeting: {name} not found in data_type.py")
+    return re.findall(r'"(\w+)"', block.group(1))
+
+
 def load_climb(cache: Path) -> dict[str, np.ndarray]:
     whl = _pip_download("holosoma-retargeting==0.1.0", cache / "downloads", sdist=False)
     root = _extract(whl, lambda n: ("demo_data/climb/" in n and n.endswith(".npy"))
                     or n.endswith("config_types/data_type.py"), cache / "extracted" / "holosoma")
-    # The joint order is the package's own MOCAP_DEMO_JOINTS list; read it rather than copy it.
-    src = (root / "holosoma_retargeting/config_types/data_type.py").read_text()
-    block = re.search(r"MOCAP_DEMO_JOINTS\s*=\s*\[(.*?)\]", src, re.S)
-    if block is None:
-        raise RuntimeError("holosoma-retargeting: MOCAP_DEMO_JOINTS not found in data_type.py")
-    names = re.findall(r'"(\w+)"', block.group(1))
+    names = _joint_list(root, "MOCAP_DEMO_JOINTS")
     out = {}
     for f in sorted(root.glob("holosoma_retargeting/demo_data/climb/*/*_joint_positions_*.npy")):
         pos = np.load(f).astype(np.float64) * 1000.0  # metres → mm, already z-up
         take = f.parent.name.replace("mocap_climb_", "")
         out[take] = resample(map_to_h36m(pos, names, CLIMB_MAP), 120.0)
+    return out
+
+
+def load_omomo(cache: Path) -> dict[str, np.ndarray]:
+    """OMOMO (Li et al. 2023) human-object interaction mocap as processed by InterMimic: two
+    people (subjects 3 and 10, 1.94 m and 1.65 m tall) lifting and carrying a large box, 418
+    frames at 30 fps, from the holosoma-retargeting wheel's ``demo_data/OMOMO_new``.
+
+    Each ``.pt`` holds one (T, 591) float tensor; the package's ``load_intermimic_data`` reads the
+    52 SMPL-H joints from columns 162:318, in the order of its ``SMPLH_DEMO_JOINTS``.
+    """
+    import torch
+
+    whl = _pip_download("holosoma-retargeting==0.1.0", cache / "downloads", sdist=False)
+    root = _extract(whl, lambda n: ("demo_data/OMOMO_new/" in n and n.endswith(".pt"))
+                    or n.endswith("config_types/data_type.py"), cache / "extracted" / "holosoma_omomo")
+    names = _joint_list(root, "SMPLH_DEMO_JOINTS")
+    head, neck = names.index("Head"), names.index("Neck")
+    out = {}
+    for f in sorted(root.glob("holosoma_retargeting/demo_data/OMOMO_new/*.pt")):
+        table = torch.load(f, map_location="cpu", weights_only=True).detach().numpy()
+        pos = table[:, OMOMO_JOINT_COLUMNS].reshape(len(table), -1, 3).astype(np.float64) * 1000.0
+        if pos.shape[1] != len(names):
+            raise RuntimeError(f"{f.name}: {pos.shape[1]} joints, SMPLH_DEMO_JOINTS has {len(names)}")
+        h36 = map_to_h36m(pos, names, OMOMO_MAP)
+        h36[:, JOINT_NAMES.index("head")] = pos[:, head] + OMOMO_HEAD_TOP * (pos[:, head] - pos[:, neck])
+        out[f.stem] = resample(h36, OMOMO_FPS)
+    if not out:
+        raise RuntimeError(f"{whl.name}: no demo_data/OMOMO_new/*.pt")
     return out
 
 
@@ -238,4 +286,7 @@ SOURCES: tuple[Source, ...] = (
     Source("deepmimic", "DeepMimic humanoid clips (walk, run, kicks, cartwheel, get-ups, …), FK through the URDF",
            "zlib (pybullet)", "PyPI wheel pybullet==3.2.7: pybullet_data/data/motions/humanoid3d_*.txt, humanoid.urdf",
            load_deepmimic),
+    Source("omomo", "OMOMO box lifting and carrying (InterMimic processing), 2 people, SMPL-H joints",
+           "Apache-2.0 (holosoma-retargeting)", "PyPI wheel holosoma-retargeting==0.1.0: demo_data/OMOMO_new/*.pt",
+           load_omomo),
 )
