@@ -6,7 +6,7 @@ import pytest
 from posert.data.bvh import parse_bvh
 from posert.data.dataset import NoiseModel, load_positions, save_positions, scale_bones
 from posert.data.sources import map_to_h36m, resample, y_up_to_z_up
-from posert.skeleton import BONES, H36M32_TO_17, bone_lengths
+from posert.skeleton import BONES, H36M32_TO_17, JOINT_NAMES, bone_lengths
 
 BVH = """HIERARCHY
 ROOT Hips
@@ -188,9 +188,7 @@ def test_omomo_reader_columns_joint_order_and_rate(tmp_path, monkeypatch, motion
         [f"L_Finger{i}" for i in range(15)] + ["R_Thorax", "R_Shoulder", "R_Elbow", "R_Wrist"] + \
         [f"R_Finger{i}" for i in range(15)]
     assert len(names) == 52
-    J = {n: i for i, n in enumerate(["pelvis", "r_hip", "r_knee", "r_ankle", "l_hip", "l_knee", "l_ankle",
-                                     "spine", "thorax", "neck", "head", "l_shoulder", "l_elbow", "l_wrist",
-                                     "r_shoulder", "r_elbow", "r_wrist"])}
+    J = {n: i for i, n in enumerate(JOINT_NAMES)}
     smpl = np.zeros((len(h36), 52, 3))
     for side, s in (("l", "L"), ("r", "R")):
         for j in ("hip", "knee", "ankle", "shoulder", "elbow", "wrist"):
