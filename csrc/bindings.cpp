@@ -235,6 +235,20 @@ void transformer_step(const F32& weights, const py::tuple& dims, const F32& inp,
                                d.denoiser ? ddim.data() : nullptr);
 }
 
+// The cluster form's per-rank weight vectors (transformer_step.h: cluster_layout): (cluster, rank floats).
+py::array_t<float> transformer_step_cluster_pack(const F32& weights, const py::tuple& dims, int cluster) {
+  const posert::StepDims d = step_dims(dims);
+  require_shape(weights, {posert::step_layout(d).total}, "weights (packed: posert.runtime.backends.cuda.pack_step)");
+  if (cluster < 1 || cluster > 16) throw py::value_error("cluster must be in 1..16");
+  py::array_t<float> out({(int64_t)cluster, posert::cluster_layout(d, cluster).rank});
+  try {
+    posert::transformer_step_cluster_pack(d, weights.data(), cluster, out.mutable_data());
+  } catch (const std::invalid_argument& e) {
+    throw py::value_error(e.what());
+  }
+  return out;
+}
+
 // Validate and normalise B frames of 2D keypoints for Pipeline.push_many (posert/runtime/pipeline.py):
 // kp (B, J, 2) float64 pixels, conf (B, J) float64 or None (all 1), size (S, 2) float32 (width, height)
 // of every stream slot, slots (B,) int64 → out (B, J, 3) float32 = (x / w · 2 − 1, y / w · 2 − h / w,
@@ -355,6 +369,12 @@ PYBIND11_MODULE(_C, m) {
   m.def("spatial_attention", &spatial_attention, py::arg("qkv"), py::arg("heads"), py::arg("scale"), py::arg("out"),
         "Spatial attention core of one frame (csrc/attention.h): qkv (B, J, 3·H·D) → out (B, J, H·D), float32; "
         "raises ValueError on shapes.");
+  m.def("transformer_step_cluster_pack", &transformer_step_cluster_pack, py::arg("weights"), py::arg("dims"),
+        py::arg("cluster"),
+        "The thread-block cluster form's weights (csrc/transformer_step.h, cluster_layout): for each of `cluster` "
+        "ranks, every layer's column slice of the eight linears with the LayerNorm in front of qkv and fc1 "
+        "folded in (W' = diag(gamma) W, b' = b + beta W), and the lag table; "
+        "(cluster, floats per rank) float32. ValueError if cluster does not divide 3C, C and hidden.");
   m.def("transformer_step", &transformer_step, py::arg("weights"), py::arg("dims"), py::arg("inp"), py::arg("x"),
         py::arg("x_T"), py::arg("cond"), py::arg("count"), py::arg("rows"), py::arg("cache"), py::arg("ddim"),
         "One fused lifter/denoiser step over B rows (csrc/transformer_step.h): inp (B, J, 3), x (B, J, 3) in/out, "
@@ -404,7 +424,7 @@ PYBIND11_MODULE(_C, m) {
   m.def("transformer_step_cuda", [](const py::tuple& dims, uintptr_t weights, int64_t B, uintptr_t inp, uintptr_t x,
                                     uintptr_t x_T, uintptr_t cond, uintptr_t count, uintptr_t rows, uintptr_t cache,
                                     int64_t S, float a, float b, float ap, float bp, uintptr_t stream,
-                                    int threads, int cluster) {
+                                    int threads, int cluster, uintptr_t packed, bool pdl) {
         const posert::StepDims d = step_dims(dims);
         if (S < B) throw py::value_error("cache holds fewer streams than the batch");
 #ifdef POSERT_WITH_CUDA
@@ -413,19 +433,23 @@ PYBIND11_MODULE(_C, m) {
                                       d.denoiser ? ptr<const float>(cond, "cond") : nullptr,
                                       ptr<const int64_t>(count, "count"), ptr<const int32_t>(rows, "rows"),
                                       ptr<float>(cache, "cache"), S, a, b, ap, bp, reinterpret_cast<void*>(stream),
-                                      threads, cluster);
+                                      threads, cluster, reinterpret_cast<const float*>(packed), pdl);
 #else
         (void)d;
         (void)threads;
         (void)cluster;
+        (void)packed;
+        (void)pdl;
         throw std::runtime_error("posert._C was built without CUDA (nvcc not found at build time)");
 #endif
       }, py::arg("dims"), py::arg("weights"), py::arg("B"), py::arg("inp"), py::arg("x"), py::arg("x_T"),
       py::arg("cond"), py::arg("count"), py::arg("rows"), py::arg("cache"), py::arg("S"), py::arg("a") = 0.0f,
       py::arg("b") = 0.0f, py::arg("ap") = 0.0f, py::arg("bp") = 0.0f, py::arg("stream") = 0, py::arg("threads") = 512,
-      py::arg("cluster") = 1,
+      py::arg("cluster") = 1, py::arg("packed") = 0, py::arg("pdl") = false,
       "CUDA twin of transformer_step on device pointers (x_T may be 0; cond 0 for the lifter): `cluster` "
-      "thread blocks (1, 2, 4, 8, 16; > 1 needs sm_90) of `threads` (256, 512, 1024) per row.");
+      "thread blocks (1, 2, 4, 8, 16; > 1 needs sm_90 and `packed`, the device copy of "
+      "transformer_step_cluster_pack(weights, dims, cluster)) of `threads` (256, 512, 1024) per row; `pdl`: a "
+      "programmatic dependent launch after the stream's previous kernel (sm_90+).");
   m.def("ddim_update_cuda", [](uintptr_t x_k, uintptr_t e, uintptr_t out, int64_t n, float a, float b, float ap,
                                float bp, uintptr_t stream) {
 #ifdef POSERT_WITH_CUDA

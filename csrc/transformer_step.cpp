@@ -3,6 +3,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <stdexcept>
+#include <string>
 #include <vector>
 
 namespace posert {
@@ -156,6 +158,48 @@ void transformer_step_cpu(const StepDims& d, const float* W, int64_t B, const fl
         for (int i = 0; i < J * 3; ++i) x_T[b * J * 3 + i] = pose[i];
     }
   }
+}
+
+}  // namespace posert
+
+namespace posert {
+
+void transformer_step_cluster_pack(const StepDims& d, const float* weights, int cluster, float* out) {
+  if (cluster < 1 || d.C % cluster || (3 * d.C) % cluster || d.hidden % cluster)
+    throw std::invalid_argument("transformer_step_cluster_pack: cluster " + std::to_string(cluster) +
+                                " does not divide the layer widths");
+  const StepLayout L = step_layout(d);
+  const ClusterLayout K = cluster_layout(d, cluster);
+  int cin[kLinears], cout[kLinears];
+  step_linear_shapes(d, cin, cout);
+  // per linear: its weight, bias, and the LayerNorm (γ, β) in front of it (-1: none)
+  const int64_t w_off[kLinears] = {L.s_qkv_w, L.s_proj_w, L.s_fc1_w, L.s_fc2_w,
+                                   L.t_qkv_w, L.t_proj_w, L.t_fc1_w, L.t_fc2_w};
+  const int64_t b_off[kLinears] = {L.s_qkv_b, L.s_proj_b, L.s_fc1_b, L.s_fc2_b,
+                                   L.t_qkv_b, L.t_proj_b, L.t_fc1_b, L.t_fc2_b};
+  const int64_t g_off[kLinears] = {L.s_ln1_w, -1, L.s_ln2_w, -1, L.t_ln1_w, -1, L.t_ln2_w, -1};
+  const int64_t be_off[kLinears] = {L.s_ln1_b, -1, L.s_ln2_b, -1, L.t_ln1_b, -1, L.t_ln2_b, -1};
+  std::fill(out, out + cluster * K.rank, 0.0f);
+  for (int r = 0; r < cluster; ++r)
+    for (int l = 0; l < d.depth; ++l) {
+      const float* P = weights + L.layers + l * L.layer_size;
+      float* Q = out + r * K.rank + l * K.layer;
+      for (int k = 0; k < kLinears; ++k) {
+        const int Cs = cout[k] / cluster, o0 = r * Cs;
+        const float* W = P + w_off[k];  // (Cin, Cout) row-major
+        const bool ln = g_off[k] >= 0;
+        for (int o = 0; o < Cs; ++o) {
+          double bias = P[b_off[k] + o0 + o];
+          for (int i = 0; i < cin[k]; ++i) {
+            const double w = W[(int64_t)i * cout[k] + o0 + o];
+            Q[K.w[k] + (int64_t)i * Cs + o] = (float)(ln ? (double)P[g_off[k] + i] * w : w);
+            if (ln) bias += (double)P[be_off[k] + i] * w;
+          }
+          Q[K.b[k] + o] = (float)bias;
+        }
+      }
+      std::copy(P + L.t_table, P + L.t_table + (int64_t)d.heads * (d.M + 2), Q + K.table);
+    }
 }
 
 }  // namespace posert

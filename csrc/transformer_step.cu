@@ -4,15 +4,20 @@
 // Two launch forms of the same kernel:
 // - cluster = 1: one thread block per batch row (stream), every activation of the row in shared
 //   memory; each linear layer's weights are staged in shared memory before its FMA loop.
-// - cluster = NC > 1 (sm_90+, thread-block clusters): NC blocks on NC SMs per row. Every block
-//   keeps a full copy of the row's activations and computes the cheap parts (LayerNorm, attention)
-//   redundantly; each linear layer is split by output columns, block r computing columns
-//   [r·Cout/NC, (r+1)·Cout/NC) from its weight slice, which is loaded once per launch into shared
-//   memory (cp.async) and stored into every block's copy through distributed shared memory, then
-//   one cluster barrier. One row's step then runs on NC SMs instead of one (CUDA Programming Guide,
-//   "Thread Block Clusters" and "Distributed Shared Memory").
+// - cluster = NC > 1 (sm_90+, thread-block clusters): NC blocks on NC SMs per row, each holding a
+//   full copy of the row's activations (CUDA Programming Guide, "Thread Block Clusters" and
+//   "Distributed Shared Memory"):
+//   - at launch one thread of each block moves that rank's packed weights (every layer's column
+//     slices, LayerNorms folded in: transformer_step_cluster_pack) into shared memory with one
+//     bulk copy (cp.async.bulk, completed on an mbarrier) while the block embeds the input;
+//   - each linear layer is split by output columns, block r computing [r·Cout/NC, (r+1)·Cout/NC)
+//     for all tokens and storing them into every block's copy, then one cluster barrier; the
+//     LayerNorm before qkv and fc1 is only per-token statistics in front of the split linear;
+//   - attention is split by (query, head) pair, one warp per pair spread over the cluster, the
+//     outputs stored into every block's copy, then one cluster barrier; the warp that reads a
+//     pair's ring-cache rows also writes this frame's key/value into them.
+//   So a layer is ten cluster barriers: qkv, attention, proj, fc1, fc2, spatial then temporal.
 #include <cooperative_groups.h>
-#include <cuda_pipeline.h>
 #include <cuda_runtime.h>
 
 #include <map>
@@ -99,64 +104,291 @@ __device__ __forceinline__ float* peer_smem(float* p, int r) {
 #endif
 }
 
-// Asynchronously copy columns [o0, o0 + Cs) of the row-major (Cin, Cout) weight WT into dst
-// (Cin, Cs), 16 bytes per copy where aligned. Completed by __pipeline_wait_prior(0).
-__device__ void preload_slice(float* dst, const float* __restrict__ WT, int Cin, int Cout, int Cs, int o0) {
+// Bulk copy (the Tensor Memory Accelerator, sm_90+) of `bytes` (a multiple of 16; both addresses
+// 16-byte aligned) from global memory into this block's shared memory, completing on the mbarrier
+// `bar`, which this call initialises (one arrival: its own, expecting `bytes`). One thread calls it;
+// every thread then waits with bulk_wait before reading dst. Issued in pieces of at most 32 KB.
+__device__ void bulk_load(float* dst, const float* __restrict__ src, uint32_t bytes, unsigned long long* bar) {
 #ifdef POSERT_CLUSTER
-  const bool v4 = (Cs & 3) == 0 && (Cout & 3) == 0 && (o0 & 3) == 0 &&
-                  ((reinterpret_cast<uintptr_t>(WT) | reinterpret_cast<uintptr_t>(dst)) & 15) == 0;
-  if (v4) {
-    const int q = Cs >> 2;
-    for (int k = threadIdx.x; k < Cin * q; k += blockDim.x) {
-      const int i = k / q, c = (k - i * q) << 2;
-      __pipeline_memcpy_async(dst + i * Cs + c, WT + (int64_t)i * Cout + o0 + c, 16);
-    }
-  } else {
-    for (int k = threadIdx.x; k < Cin * Cs; k += blockDim.x) {
-      const int i = k / Cs, c = k - i * Cs;
-      __pipeline_memcpy_async(dst + i * Cs + c, WT + (int64_t)i * Cout + o0 + c, 4);
-    }
+  const uint32_t b = (uint32_t)__cvta_generic_to_shared(bar);
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;" ::"r"(b) : "memory");
+  asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(b), "r"(bytes) : "memory");
+  const uint32_t d = (uint32_t)__cvta_generic_to_shared(dst);
+  for (uint32_t off = 0; off < bytes; off += 32768u) {
+    const uint32_t n = bytes - off < 32768u ? bytes - off : 32768u;
+    asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];" ::"r"(d + off),
+                 "l"(reinterpret_cast<const char*>(src) + off), "r"(n), "r"(b)
+                 : "memory");
   }
 #else
   __trap();
 #endif
 }
 
+// Wait until the bulk copy on `bar` (phase 0) has landed; its bytes are then visible to the caller.
+__device__ void bulk_wait(unsigned long long* bar) {
+#ifdef POSERT_CLUSTER
+  const uint32_t b = (uint32_t)__cvta_generic_to_shared(bar);
+  uint32_t done = 0;
+  while (!done)
+    asm volatile(
+        "{\n .reg .pred p;\n mbarrier.try_wait.parity.shared::cta.b64 p, [%1], 0;\n selp.u32 %0, 1, 0, p;\n}"
+        : "=r"(done)
+        : "r"(b)
+        : "memory");
+#else
+  __trap();
+#endif
+}
+
+// LayerNorm statistics of the J rows of x (J, C): st[2t] = μ_t, st[2t + 1] = ρ_t = (σ_t² + eps)^-1/2
+// with the biased variance of torch.nn.LayerNorm; sixteen threads per token, sums of (x − x_t0)
+// (shifted by the row's first value, against cancellation). Ends with a block barrier.
+__device__ void ln_stats(const float* x, int J, int C, float eps, float* st) {
+  const int lane = threadIdx.x & 15, grp = threadIdx.x >> 4, ng = blockDim.x >> 4;
+  const int rounds = (J + ng - 1) / ng;  // every lane runs every round (full-warp shuffles)
+  for (int rd = 0; rd < rounds; ++rd) {
+    const int t = rd * ng + grp;
+    const float* r = x + (t < J ? t : 0) * C;
+    const float x0 = r[0];
+    float s1 = 0.0f, s2 = 0.0f;
+    for (int c = lane; c < C; c += 16) {
+      const float v = r[c] - x0;
+      s1 += v;
+      s2 = fmaf(v, v, s2);
+    }
+    for (int k = 8; k > 0; k >>= 1) {
+      s1 += __shfl_xor_sync(0xffffffffu, s1, k, 16);
+      s2 += __shfl_xor_sync(0xffffffffu, s2, k, 16);
+    }
+    if (t < J && lane == 0) {
+      const float m = s1 / C;
+      st[2 * t] = x0 + m;
+      st[2 * t + 1] = rsqrtf(fmaxf(s2 / C - m * m, 0.0f) + eps);
+    }
+  }
+  __syncthreads();
+}
+
 // Cluster form of `linear`: this block (rank r of NC) computes the columns o in
-// [r·Cs, (r+1)·Cs), Cs = Cout / NC, of every token from its weight slice ws (Cin, Cs) in shared
-// memory, four threads per output (split over i, summed by warp shuffles), and stores each result
-// into `out` of every block of the cluster; b (Cout,) in shared memory. Ends with a cluster barrier, after which every block's
-// `out` holds all Cout columns. Modes as `linear`; mode 1 adds to the block's own copy (all copies
-// are equal).
-__device__ void linear_cluster(const float* in, int J, int Cin, const float* ws, const float* b,
-                               int Cout, float* out, int mode, int rank, int NC) {
-  const int Cs = Cout / NC, o0 = rank * Cs;
-  const int work = J * Cs * 4;
+// [r·Cs, (r+1)·Cs), Cs = Cout / NC, of every token from its weight slice ws (Cin, Cs) and bias
+// slice bs (Cs) in shared memory, and stores each result into `out` of every block of the cluster.
+// A work item is one column of a group of four tokens (one weight load feeds four FMAs), its Cin
+// split over kS lanes (strided i, summed by warp shuffles), so a layer of 17 tokens is one round of
+// the block. kLN: `in` is the raw residual stream h, the slice holds the LayerNorm-folded W' and
+// b' (transformer_step.h, cluster_layout), st the rows' (μ, ρ) from ln_stats, and
+// y = ρ·((h − μ)·W') + b' = LayerNorm(h)·W + b. Ends with a cluster barrier, after which every
+// block's `out` holds all Cout columns. Modes as `linear`; mode 1 adds to the block's own copy (all
+// copies are equal).
+template <int kS, bool kLN>
+__device__ void linear_cluster_split(const float* in, int J, int Cin, const float* ws, const float* bs,
+                                     const float* st, int Cout, float* out, int mode, int rank, int NC) {
+  const int Cs = Cout / NC, o0 = rank * Cs, G = (J + 3) >> 2;
+  const int work = G * Cs * kS;
   const int rounds = (work + blockDim.x - 1) / blockDim.x;  // every lane of a warp runs every round
   for (int rd = 0; rd < rounds; ++rd) {
     const int w = rd * blockDim.x + threadIdx.x;
-    const bool valid = w < work;
-    const int item = valid ? w >> 2 : 0, q = w & 3;
-    const int t = item / Cs, oo = item - t * Cs;
-    float acc = 0.0f;
+    const bool valid = w < work;  // whole groups of kS lanes are valid or not (work is a multiple of kS)
+    const int item = valid ? w / kS : 0, q = w % kS;
+    const int g = item / Cs, oo = item - g * Cs, t0 = g * 4;
+    const int nt = J - t0 < 4 ? J - t0 : 4;
+    float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
     if (valid) {
-      const float* r = in + t * Cin;
+      const float* r[4];
+      float mu[4];
+#pragma unroll
+      for (int u = 0; u < 4; ++u) {
+        const int t = t0 + (u < nt ? u : 0);  // rows past J repeat row t0
+        r[u] = in + t * Cin;
+        mu[u] = kLN ? st[2 * t] : 0.0f;
+      }
+      const float* wc = ws + oo;
 #pragma unroll 4
-      for (int i = q; i < Cin; i += 4) acc = fmaf(r[i], ws[i * Cs + oo], acc);
+      for (int i = q; i < Cin; i += kS) {
+        const float wv = wc[i * Cs];
+#pragma unroll
+        for (int u = 0; u < 4; ++u) acc[u] = fmaf(kLN ? r[u][i] - mu[u] : r[u][i], wv, acc[u]);
+      }
     }
-    acc += __shfl_xor_sync(0xffffffffu, acc, 1);
-    acc += __shfl_xor_sync(0xffffffffu, acc, 2);
-    float y = 0.0f;
+#pragma unroll
+    for (int k = 1; k < kS; k <<= 1)
+#pragma unroll
+      for (int u = 0; u < 4; ++u) acc[u] += __shfl_xor_sync(0xffffffffu, acc[u], k);
+    float y[4];
     if (valid) {
-      y = acc + b[o0 + oo];
-      if (mode == 2) y = y * (erff(y / 1.4142135623730951f) + 1.0f) * 0.5f;
-      if (mode == 1) y += out[t * Cout + o0 + oo];
+      const float bo = bs[oo];
+#pragma unroll
+      for (int u = 0; u < 4; ++u) {
+        y[u] = kLN ? fmaf(st[2 * (t0 + (u < nt ? u : 0)) + 1], acc[u], bo) : acc[u] + bo;
+        if (mode == 2) y[u] = y[u] * (erff(y[u] / 1.4142135623730951f) + 1.0f) * 0.5f;
+        if (mode == 1 && u < nt) y[u] += out[(t0 + u) * Cout + o0 + oo];
+      }
     }
-    __syncwarp();  // every lane has read out[t][o] before any lane of the quad overwrites it
+    __syncwarp();  // every lane has read out[t][o] before any lane of the group overwrites it
     if (valid)
-      for (int p = q; p < NC; p += 4) peer_smem(out, p)[t * Cout + o0 + oo] = y;
+      for (int p = q; p < NC; p += kS) {
+        float* dst = peer_smem(out, p) + t0 * Cout + o0 + oo;
+        for (int u = 0; u < nt; ++u) dst[u * Cout] = y[u];
+      }
   }
   cluster_sync();
+}
+
+template <bool kLN>
+__device__ void linear_cluster(const float* in, int J, int Cin, const float* ws, const float* bs, const float* st,
+                               int Cout, float* out, int mode, int rank, int NC) {
+  if (((J + 3) >> 2) * (Cout / NC) * 8 <= (int)blockDim.x)  // eight lanes per item still fit one round
+    linear_cluster_split<8, kLN>(in, J, Cin, ws, bs, st, Cout, out, mode, rank, NC);
+  else
+    linear_cluster_split<4, kLN>(in, J, Cin, ws, bs, st, Cout, out, mode, rank, NC);
+}
+
+__device__ __forceinline__ float warp_max(float v) {
+#pragma unroll
+  for (int k = 16; k > 0; k >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, k));
+  return v;
+}
+
+__device__ __forceinline__ float warp_sum(float v) {
+#pragma unroll
+  for (int k = 16; k > 0; k >>= 1) v += __shfl_xor_sync(0xffffffffu, v, k);
+  return v;
+}
+
+// Store v at base[idx] of the blocks first, first + stride, … < NC of the cluster (kCluster), or of
+// this block (first == 0) without one.
+template <bool kCluster>
+__device__ __forceinline__ void store_peers(float* base, int idx, float v, int first, int stride, int NC) {
+  if (kCluster) {
+    for (int r = first; r < NC; r += stride) peer_smem(base, r)[idx] = v;
+  } else if (first == 0) {
+    base[idx] = v;
+  }
+}
+
+// o = Σ_w p[w] · V_w[e] over the n rows of one (query, head) pair with one warp, the weights p
+// (n,) in shared memory (already normalised by 1/z = inv); V_w = vrow(w), a (D,) row. With D
+// dividing 32 the lanes form 32 / D parts, part π summing the rows w ≡ π (mod parts) of output e =
+// lane mod D, combined by shuffles; otherwise each lane loops over outputs e = lane, lane + 32, ….
+// The result of output e goes to out_row[e] of every block (part π storing to blocks π, π + parts, …).
+template <bool kCluster, typename VRow>
+__device__ __forceinline__ void attend_values(const float* p, int n, int D, float inv, VRow vrow, float* out,
+                                              int out_off, int NC) {
+  const int lane = threadIdx.x & 31;
+  if (D <= 32 && (32 % D) == 0) {
+    const int parts = 32 / D, e = lane % D, part = lane / D;
+    float o = 0.0f;
+#pragma unroll 4
+    for (int w = part; w < n; w += parts) o = fmaf(p[w], vrow(w)[e], o);
+    for (int k = D; k < 32; k <<= 1) o += __shfl_xor_sync(0xffffffffu, o, k);
+    store_peers<kCluster>(out, out_off + e, o * inv, part, parts, NC);
+  } else {
+    for (int e = lane; e < D; e += 32) {
+      float o = 0.0f;
+      for (int w = 0; w < n; ++w) o = fmaf(p[w], vrow(w)[e], o);
+      store_peers<kCluster>(out, out_off + e, o * inv, 0, 1, NC);
+    }
+  }
+}
+
+// Spatial attention over the J joints of this frame, one warp per (head hh, query i) pair, the
+// pairs p = hh·J + i spread over the cluster (block p mod NC, warp p / NC of it; NC = 1: one
+// block): out[i][hh·D + e] = Σ_j softmax_j(scale · q_i·k_j) v_j[e], stored into every block's out.
+// qkv (J, 3C) and sc (H·J·J) scratch in shared memory. No barrier at the end.
+template <bool kCluster>
+__device__ void spatial_attention(const float* qkv, int J, int C, int H, float scale, float* sc, float* out,
+                                  int rank, int NC) {
+  const int D = C / H, lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
+  for (int pr = rank + warp * NC; pr < H * J; pr += nw * NC) {  // uniform per warp
+    const int hh = pr / J, i = pr - hh * J;
+    const float* q = qkv + i * 3 * C + hh * D;
+    float* row = sc + pr * J;
+    float m = -INFINITY;
+    for (int j = lane; j < J; j += 32) {
+      const float* k = qkv + j * 3 * C + C + hh * D;
+      // start at e = j mod D: keys of consecutive j are 3C floats apart (one bank when 3C is a
+      // multiple of 32), so a common e would serialise the warp's loads
+      float s = 0.0f;
+      for (int e0 = 0, e = j % D; e0 < D; ++e0, e = e + 1 == D ? 0 : e + 1) s = fmaf(q[e], k[e], s);
+      s *= scale;
+      row[j] = s;
+      m = fmaxf(m, s);
+    }
+    m = warp_max(m);
+    float z = 0.0f;
+    for (int j = lane; j < J; j += 32) {
+      const float e = __expf(row[j] - m);
+      row[j] = e;
+      z += e;
+    }
+    z = warp_sum(z);
+    __syncwarp();
+    attend_values<kCluster>(row, J, D, 1.0f / z, [&](int j) { return qkv + j * 3 * C + 2 * C + hh * D; }, out,
+                            i * C + hh * D, NC);
+    __syncwarp();
+  }
+}
+
+// Cached temporal attention of the new frame, one warp per (joint j, head hh) pair, pairs p = j·H +
+// hh spread over the cluster as in spatial_attention: scores of the own key (w = 0) and the M ring
+// slots (w ≥ 1, keys ck (J·H, M, D) in global memory) plus the lag bias table[hh][lag], softmax,
+// values likewise; stored into every block's out[j][hh·D + e]. The warp that reads a pair's ring
+// rows is the only reader in the launch, so it then writes this frame's key/value into slot pos
+// itself (write: rows[b] ≥ 0). sc (J·H·(M + 1)) scratch in shared memory. No barrier at the end.
+template <bool kCluster>
+__device__ void temporal_attention(const float* qkv, int J, int C, int H, int M, float scale, const float* table,
+                                   const int* lag, float* ck, float* cv, bool write, int pos, float* sc, float* out,
+                                   int rank, int NC) {
+  const int D = C / H, lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
+  const bool v4 = (D & 3) == 0 && ((reinterpret_cast<uintptr_t>(ck) | reinterpret_cast<uintptr_t>(qkv)) & 15) == 0;
+  for (int pr = rank + warp * NC; pr < J * H; pr += nw * NC) {  // uniform per warp
+    const int j = pr / H, hh = pr - j * H;
+    const float* q = qkv + j * 3 * C + hh * D;
+    const float* knew = q + C;
+    const float* vnew = q + 2 * C;
+    float* krow = ck + (int64_t)pr * M * D;  // pr = j·H + hh: the pair's ring rows (M, D)
+    float* vrow = cv + (int64_t)pr * M * D;
+    float* row = sc + pr * (M + 1);
+    const float* tb = table + hh * (M + 2);
+    float m = -INFINITY;
+    for (int w = lane; w <= M; w += 32) {
+      const float* k = w == 0 ? knew : krow + (int64_t)(w - 1) * D;
+      float s = 0.0f;
+      if (v4) {
+        const float4* k4 = reinterpret_cast<const float4*>(k);
+        const float4* q4 = reinterpret_cast<const float4*>(q);
+#pragma unroll 4
+        for (int e = 0; e < (D >> 2); ++e) {
+          const float4 kk = k4[e], qq = q4[e];
+          s = fmaf(qq.x, kk.x, fmaf(qq.y, kk.y, fmaf(qq.z, kk.z, fmaf(qq.w, kk.w, s))));
+        }
+      } else {
+        for (int e = 0; e < D; ++e) s = fmaf(q[e], k[e], s);
+      }
+      s = s * scale + tb[w == 0 ? 0 : lag[w - 1]];
+      row[w] = s;
+      m = fmaxf(m, s);
+    }
+    m = warp_max(m);
+    float z = 0.0f;
+    for (int w = lane; w <= M; w += 32) {
+      const float e = __expf(row[w] - m);
+      row[w] = e;
+      z += e;
+    }
+    z = warp_sum(z);
+    __syncwarp();
+    attend_values<kCluster>(row, M + 1, D, 1.0f / z,
+                            [&](int w) { return w == 0 ? vnew : vrow + (int64_t)(w - 1) * D; }, out, j * C + hh * D,
+                            NC);
+    __syncwarp();  // every lane's reads of slot pos are done
+    if (write)
+      for (int e = lane; e < D; e += 32) {
+        krow[(int64_t)pos * D + e] = knew[e];
+        vrow[(int64_t)pos * D + e] = vnew[e];
+      }
+  }
 }
 
 // out[t][o] (= or +=) b[o] + Σ_i in[t][i] · WT[i][o] with WT read from global memory: for the tiny
@@ -195,20 +427,6 @@ __device__ void layernorm(const float* x, int J, int C, const float* w, const fl
   __syncthreads();
 }
 
-// Softmax of `rows` rows of length n (stride n), one thread per row.
-__device__ void softmax_rows(float* s, int rows, int n) {
-  for (int r = threadIdx.x; r < rows; r += blockDim.x) {
-    float* p = s + r * n;
-    float m = p[0];
-    for (int i = 1; i < n; ++i) m = fmaxf(m, p[i]);
-    float z = 0.0f;
-    for (int i = 0; i < n; ++i) z += (p[i] = __expf(p[i] - m));
-    const float inv = 1.0f / z;
-    for (int i = 0; i < n; ++i) p[i] *= inv;
-  }
-  __syncthreads();
-}
-
 // Phase timing for kernel work (build with CMAKE_CUDA_FLAGS=-DPOSERT_STEP_PROFILE): thread 0 of
 // block 0 records clock64() after every phase and prints the cycles of each phase for the call
 // whose count[0] is 30. Off by default (no cost).
@@ -234,15 +452,14 @@ __device__ void softmax_rows(float* s, int rows, int n) {
 #define PROF_DUMP
 #endif
 
-// Linear layers of a block in the order their weight slices are preloaded (cluster form).
-enum { kSQkv, kSProj, kSFc1, kSFc2, kTQkv, kTProj, kTFc1, kTFc2, kLinears };
-
 template <int kThreads, bool kCluster>
-__global__ void __launch_bounds__(kThreads) step_kernel(StepDims d, const float* __restrict__ W, const float* inp,
-                                                        float* x, float* x_T, const float* __restrict__ cond,
+__global__ void __launch_bounds__(kThreads) step_kernel(StepDims d, const float* __restrict__ W,
+                                                        const float* __restrict__ packed, const float* inp, float* x,
+                                                        float* x_T, const float* __restrict__ cond,
                                                         const int64_t* count, const int32_t* rows, float* cache,
                                                         int64_t S, float da, float db, float dap, float dbp) {
   extern __shared__ __align__(16) float smem[];
+  __shared__ __align__(8) unsigned long long wbar;  // cluster form: the weight copy's mbarrier
   const StepLayout L = step_layout(d);
   const int J = d.J, C = d.C, H = d.heads, D = C / H, M = d.M, Hd = d.hidden;
   int rank = 0, NC = 1;
@@ -256,57 +473,68 @@ __global__ void __launch_bounds__(kThreads) step_kernel(StepDims d, const float*
   PROF("start")
   const int64_t b = blockIdx.x / NC;
   const int tid = threadIdx.x, nt = blockDim.x;
+  // shared memory: step_head_floats(d), then the staged weights (cluster 1) or cnd and this rank's
+  // packed weights (cluster form); every part starts at a multiple of 4 floats
   float* h = smem;                                   // (J, C) residual stream
   float* a = h + J * C;                              // (J, C) normalised input / attention output
   float* big = a + J * C;                            // (J, 3C) qkv or (J, hidden) MLP
   const int bigsz = J * (3 * C > Hd ? 3 * C : Hd);
-  float* sc = big + bigsz;                           // attention scores
+  float* sc = big + ((bigsz + 3) & ~3);              // attention scores
   const int sp = H * J * J, tp = J * H * (M + 1);
-  float* in = sc + (sp > tp ? sp : tp);              // (J, in_ch)
+  float* in = sc + (((sp > tp ? sp : tp) + 3) & ~3);  // (J, in_ch)
   int* lag = reinterpret_cast<int*>(in + J * 6);     // (M,)
   float* ws = in + ((J * 6 + M + 4 + 3) & ~3);       // cluster 1: staged weights of the current linear
-  float* kv = ws;                                    // cluster NC: this frame's keys/values (2, J, C)
-  float* wsl = kv + 2 * J * C;                       // cluster NC: this block's weight slices, all layers
-
-  // cluster form: the (Cin, Cout) shape of every linear of a layer and its slice offset in wsl
-  const int cin[kLinears] = {C, C, C, Hd, C, C, C, Hd}, cout[kLinears] = {3 * C, C, Hd, C, 3 * C, C, Hd, C};
+  float* cnd = ws;                                   // cluster form: (C,) the denoiser's timestep embedding
+  float* wsl = cnd + ((C + 3) & ~3);                 // cluster form: this rank's packed weights, all layers
+  const ClusterLayout K = cluster_layout(d, NC);
+  int cin[kLinears], cout[kLinears];
+  step_linear_shapes(d, cin, cout);
   const int64_t woff[kLinears] = {L.s_qkv_w, L.s_proj_w, L.s_fc1_w, L.s_fc2_w,
                                   L.t_qkv_w, L.t_proj_w, L.t_fc1_w, L.t_fc2_w};
-  int64_t so[kLinears + 1];
-  so[0] = 0;
-  for (int k = 0; k < kLinears; ++k) so[k + 1] = so[k] + (((int64_t)cin[k] * (cout[k] / NC) + 3) & ~(int64_t)3);
-  // cluster form: the small tensors of every layer (LayerNorm, biases, lag table) in shared memory too
-  int64_t poff[kSmall], plen[kSmall], pso[kSmall];
-  const int64_t PS = step_small_params(d, L, poff, plen);
-  for (int k = 0, o = 0; k < kSmall; o += (int)((plen[k] + 3) & ~3), ++k) pso[k] = o;
-  float* prm = wsl + d.depth * so[kLinears];  // (depth, PS)
-  float* cnd = prm + d.depth * PS;            // (C,) the denoiser's timestep embedding
+  const int64_t boff[kLinears] = {L.s_qkv_b, L.s_proj_b, L.s_fc1_b, L.s_fc2_b,
+                                  L.t_qkv_b, L.t_proj_b, L.t_fc1_b, L.t_fc2_b};
   if (kCluster) {
-    for (int l = 0; l < d.depth; ++l) {
-      for (int k = 0; k < kLinears; ++k)
-        preload_slice(wsl + l * so[kLinears] + so[k], W + L.layers + l * L.layer_size + woff[k], cin[k], cout[k],
-                      cout[k] / NC, rank * (cout[k] / NC));
-      for (int k = 0; k < kSmall; ++k)  // (Cin, Cout) = (1, len): a plain copy
-        preload_slice(prm + l * PS + pso[k], W + L.layers + l * L.layer_size + poff[k], 1, (int)plen[k],
-                      (int)plen[k], 0);
-    }
-#ifdef POSERT_CLUSTER
-    __pipeline_commit();
-#endif
+    if (tid == 0) bulk_load(wsl, packed + rank * K.rank, (uint32_t)(K.rank * sizeof(float)), &wbar);
     if (d.denoiser)
       for (int i = tid; i < C; i += nt) cnd[i] = cond[i];
   }
-  // a small tensor of layer l: from shared memory (cluster form) or global memory
-  auto par = [&](int l, int k) -> const float* {
-    return kCluster ? prm + l * PS + pso[k] : W + L.layers + l * L.layer_size + poff[k];
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  // Programmatic dependent launch (launched with pdl): everything above reads only constants, so it
+  // may overlap the end of the previous kernel of the stream; what follows reads its outputs (x,
+  // inp, count). Then let the next kernel start its own prologue. Both are no-ops otherwise.
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+  // the lag table of layer l: in this rank's packed weights (cluster form) or global memory
+  auto table = [&](int l) -> const float* {
+    return kCluster ? wsl + l * K.layer + K.table : W + L.layers + l * L.layer_size + L.t_table;
   };
-  // one linear of layer l (P = its weights): staged (cluster 1) or split over the cluster
-  auto lin = [&](int l, const float* P, int k, const float* src, const float* bias, float* dst, int mode) {
-    (void)P;
-    if (kCluster)
-      linear_cluster(src, J, cin[k], wsl + l * so[kLinears] + so[k], bias, cout[k], dst, mode, rank, NC);
-    else
-      linear(src, J, cin[k], P + woff[k], bias, cout[k], dst, mode, ws);
+  // linear k of layer l: staged (cluster 1, after a LayerNorm into `a`) or split over the cluster
+  // (the LayerNorm of k = 0, 2, 4, 6 fused: src is then h itself)
+  auto lin = [&](int l, int k, const float* src, float* dst, int mode) {
+    if (kCluster) {
+      const float* Q = wsl + l * K.layer;
+      if (k == kSQkv || k == kSFc1 || k == kTQkv || k == kTFc1) {
+        ln_stats(src, J, C, d.eps, sc);  // (μ, ρ) per token into the score scratch, free between attentions
+        linear_cluster<true>(src, J, cin[k], Q + K.w[k], Q + K.b[k], sc, cout[k], dst, mode, rank, NC);
+      } else {
+        linear_cluster<false>(src, J, cin[k], Q + K.w[k], Q + K.b[k], nullptr, cout[k], dst, mode, rank, NC);
+      }
+    } else {
+      const float* P = W + L.layers + l * L.layer_size;
+      linear(src, J, cin[k], P + woff[k], P + boff[k], cout[k], dst, mode, ws);
+    }
+  };
+  // LayerNorm (γ at gw, β at gb within a layer) into `a` and the linear after it: fused in the cluster form
+  auto ln_lin = [&](int l, int64_t gw, int64_t gb, int k, float* dst, int mode) {
+    if (kCluster) {
+      lin(l, k, h, dst, mode);
+    } else {
+      const float* P = W + L.layers + l * L.layer_size;
+      layernorm(h, J, C, P + gw, P + gb, d.eps, a);
+      PROF("ln")
+      lin(l, k, a, dst, mode);
+    }
   };
 
   const int64_t n = count[b];
@@ -328,9 +556,7 @@ __global__ void __launch_bounds__(kThreads) step_kernel(StepDims d, const float*
     linear(in, J, d.in_ch, W + L.embed_w, W + L.embed_b, C, h, 0, ws);
   for (int i = tid; i < J * C; i += nt) h[i] += __ldg(W + L.joint_pos + i);
   if (kCluster) {
-#ifdef POSERT_CLUSTER
-    __pipeline_wait_prior(0);
-#endif
+    bulk_wait(&wbar);
     PROF("embed")
     cluster_sync();  // every block runs (distributed shared memory is live), slices loaded, x read
 #ifdef POSERT_STEP_PROFILE
@@ -346,7 +572,6 @@ __global__ void __launch_bounds__(kThreads) step_kernel(StepDims d, const float*
   }
 
   for (int l = 0; l < d.depth; ++l) {
-    const float* P = W + L.layers + l * L.layer_size;
     if (d.denoiser) {
       const float* cv_ = kCluster ? cnd : cond;
       for (int i = tid; i < J * C; i += nt) h[i] += cv_[i % C];
@@ -354,99 +579,37 @@ __global__ void __launch_bounds__(kThreads) step_kernel(StepDims d, const float*
     }
     PROF("cond")
     // spatial attention over the J joints of this frame
-    layernorm(h, J, C, par(l, kSLn1W), par(l, kSLn1B), d.eps, a);
-    PROF("ln")
-    lin(l, P, kSQkv, a, par(l, kSQkvB), big, 0);
+    ln_lin(l, L.s_ln1_w, L.s_ln1_b, kSQkv, big, 0);
     PROF("s_qkv")
-    for (int idx = tid; idx < H * J * J; idx += nt) {
-      const int hh = idx / (J * J), i = (idx / J) % J, j = idx % J;
-      const float* q = big + i * 3 * C + hh * D;
-      const float* k = big + j * 3 * C + C + hh * D;
-      // start at e = j mod D: the keys of consecutive j are 3C floats apart (one bank when 3C is a
-      // multiple of 32), so a common e would serialise the warp's loads
-      float s = 0.0f;
-      for (int e0 = 0, e = j % D; e0 < D; ++e0, e = e + 1 == D ? 0 : e + 1) s = fmaf(q[e], k[e], s);
-      sc[idx] = s * d.scale;
-    }
-    __syncthreads();
-    PROF("s_scores")
-    softmax_rows(sc, H * J, J);
-    PROF("s_softmax")
-    for (int idx = tid; idx < J * C; idx += nt) {
-      const int i = idx / C, c = idx - i * C, hh = c / D;
-      const float* p = sc + (hh * J + i) * J;
-      float o = 0.0f;
-      for (int j = 0; j < J; ++j) o = fmaf(p[j], big[j * 3 * C + 2 * C + c], o);
-      a[idx] = o;
-    }
-    __syncthreads();
-    PROF("s_av")
-    lin(l, P, kSProj, a, par(l, kSProjB), h, 1);
+    spatial_attention<kCluster>(big, J, C, H, d.scale, sc, a, rank, NC);
+    if (kCluster)
+      cluster_sync();  // every block's `a` holds every pair's output
+    else
+      __syncthreads();
+    PROF("s_attn")
+    lin(l, kSProj, a, h, 1);
     PROF("s_proj")
-    layernorm(h, J, C, par(l, kSLn2W), par(l, kSLn2B), d.eps, a);
-    PROF("ln")
-    lin(l, P, kSFc1, a, par(l, kSFc1B), big, 2);
+    ln_lin(l, L.s_ln2_w, L.s_ln2_b, kSFc1, big, 2);
     PROF("s_fc1")
-    lin(l, P, kSFc2, big, par(l, kSFc2B), h, 1);
+    lin(l, kSFc2, big, h, 1);
     PROF("s_fc2")
 
     // temporal attention: the new frame over its cached past, per joint and head
-    layernorm(h, J, C, par(l, kTLn1W), par(l, kTLn1B), d.eps, a);
-    PROF("ln")
-    lin(l, P, kTQkv, a, par(l, kTQkvB), big, 0);
+    ln_lin(l, L.t_ln1_w, L.t_ln1_b, kTQkv, big, 0);
     PROF("t_qkv")
-    const float* table = par(l, kTTable);
     float* ck = cache + ((int64_t)(2 * l) * S + b) * J * H * M * D;
     float* cv = cache + ((int64_t)(2 * l + 1) * S + b) * J * H * M * D;
-    for (int idx = tid; idx < J * H * (M + 1); idx += nt) {
-      const int w = idx % (M + 1), jh = idx / (M + 1), j = jh / H, hh = jh - j * H;
-      const float* q = big + j * 3 * C + hh * D;
-      const float* k = w == 0 ? q + C : ck + ((int64_t)jh * M + (w - 1)) * D;
-      float s = 0.0f;
-#pragma unroll 8
-      for (int e = 0; e < D; ++e) s = fmaf(q[e], k[e], s);
-      sc[idx] = s * d.scale + table[hh * (M + 2) + (w == 0 ? 0 : lag[w - 1])];
-    }
-    __syncthreads();
-    PROF("t_scores")
-    softmax_rows(sc, J * H, M + 1);
-    PROF("t_softmax")
-    for (int idx = tid; idx < J * C; idx += nt) {
-      const int j = idx / C, c = idx - j * C, hh = c / D, e = c - hh * D, jh = j * H + hh;
-      const float* p = sc + jh * (M + 1);
-      const float* V = cv + (int64_t)jh * M * D + e;
-      float o = p[0] * big[j * 3 * C + 2 * C + c];
-#pragma unroll 8
-      for (int w = 0; w < M; ++w) o = fmaf(p[w + 1], V[w * D], o);
-      a[idx] = o;
-      if (kCluster && write) {  // kept for the write after the next cluster barrier
-        kv[idx] = big[j * 3 * C + C + c];
-        kv[J * C + idx] = big[j * 3 * C + 2 * C + c];
-      }
-    }
-    __syncthreads();  // every read of ring slot pos in this block is done
-    PROF("t_av")
-    if (!kCluster && write)
-      for (int idx = tid; idx < J * C; idx += nt) {
-        const int j = idx / C, c = idx - j * C, hh = c / D, e = c - hh * D;
-        const int64_t at = (((int64_t)j * H + hh) * M + pos) * D + e;
-        ck[at] = big[j * 3 * C + C + c];
-        cv[at] = big[j * 3 * C + 2 * C + c];
-      }
-    lin(l, P, kTProj, a, par(l, kTProjB), h, 1);
+    temporal_attention<kCluster>(big, J, C, H, M, d.scale, table(l), lag, ck, cv, write, pos, sc, a, rank, NC);
+    if (kCluster)
+      cluster_sync();
+    else
+      __syncthreads();
+    PROF("t_attn")
+    lin(l, kTProj, a, h, 1);
     PROF("t_proj")
-    if (kCluster && write)  // after the barrier of kTProj: no block of the cluster still reads slot pos
-      for (int idx = rank * nt + tid; idx < J * C; idx += NC * nt) {
-        const int j = idx / C, c = idx - j * C, hh = c / D, e = c - hh * D;
-        const int64_t at = (((int64_t)j * H + hh) * M + pos) * D + e;
-        ck[at] = kv[idx];
-        cv[at] = kv[J * C + idx];
-      }
-    layernorm(h, J, C, par(l, kTLn2W), par(l, kTLn2B), d.eps, a);
-    PROF("ln+kvwrite")
-    lin(l, P, kTFc1, a, par(l, kTFc1B), big, 2);
+    ln_lin(l, L.t_ln2_w, L.t_ln2_b, kTFc1, big, 2);
     PROF("t_fc1")
-    lin(l, P, kTFc2, big, par(l, kTFc2B), h, 1);
+    lin(l, kTFc2, big, h, 1);
     PROF("t_fc2")
   }
   layernorm(h, J, C, W + L.norm_w, W + L.norm_b, d.eps, a);
@@ -476,7 +639,7 @@ __global__ void __launch_bounds__(kThreads) step_kernel(StepDims d, const float*
 void transformer_step_cuda(const StepDims& d, const float* weights, int64_t B, const float* inp, float* x,
                            float* x_T, const float* cond, const int64_t* count, const int32_t* rows, float* cache,
                            int64_t S, float da, float db, float dap, float dbp, void* stream, int threads,
-                           int cluster) {
+                           int cluster, const float* packed, bool pdl) {
   require_cuda_device();
   if (threads != 256 && threads != 512 && threads != 1024)
     throw std::invalid_argument("transformer_step_cuda: threads must be 256, 512 or 1024");
@@ -485,6 +648,11 @@ void transformer_step_cuda(const StepDims& d, const float* weights, int64_t B, c
   if (cluster > 1 && (d.C % cluster || (3 * d.C) % cluster || d.hidden % cluster))
     throw std::invalid_argument("transformer_step_cuda: cluster " + std::to_string(cluster) +
                                 " does not divide the layer widths");
+  if (cluster > 1 && packed == nullptr)
+    throw std::invalid_argument("transformer_step_cuda: cluster " + std::to_string(cluster) +
+                                " needs `packed` (the device copy of transformer_step_cluster_pack for this cluster)");
+  if (cluster > 1 && (reinterpret_cast<uintptr_t>(packed) & 15))
+    throw std::invalid_argument("transformer_step_cuda: `packed` must be 16-byte aligned");
   if (B == 0) return;
   const size_t bytes = sizeof(float) * (size_t)(cluster > 1 ? step_cluster_floats(d, cluster) : step_scratch_floats(d));
   int dev = 0, major = 0, smem_max = 0;
@@ -529,14 +697,24 @@ void transformer_step_cuda(const StepDims& d, const float* weights, int64_t B, c
     cfg.blockDim = dim3((unsigned)threads);
     cfg.dynamicSmemBytes = bytes;
     cfg.stream = st;
-    cudaLaunchAttribute attr[1];
-    attr[0].id = cudaLaunchAttributeClusterDimension;
-    attr[0].val.clusterDim.x = (unsigned)cluster;
-    attr[0].val.clusterDim.y = 1;
-    attr[0].val.clusterDim.z = 1;
+    cudaLaunchAttribute attr[2];
+    unsigned n_attr = 0;
+    if (cluster > 1) {
+      attr[n_attr].id = cudaLaunchAttributeClusterDimension;
+      attr[n_attr].val.clusterDim.x = (unsigned)cluster;
+      attr[n_attr].val.clusterDim.y = 1;
+      attr[n_attr].val.clusterDim.z = 1;
+      ++n_attr;
+    }
+    if (pdl && major >= 9) {  // programmatic dependent launch (sm_90+): overlap the previous kernel's tail
+      attr[n_attr].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+      attr[n_attr].val.programmaticStreamSerializationAllowed = 1;
+      ++n_attr;
+    }
     cfg.attrs = attr;
-    cfg.numAttrs = cluster > 1 ? 1 : 0;
-    err = cudaLaunchKernelEx(&cfg, kernel, d, weights, inp, x, x_T, cond, count, rows, cache, S, da, db, dap, dbp);
+    cfg.numAttrs = n_attr;
+    err = cudaLaunchKernelEx(&cfg, kernel, d, weights, packed, inp, x, x_T, cond, count, rows, cache, S, da, db, dap,
+                             dbp);
     if (err != cudaSuccess) {
       cudaGetLastError();  // a launch-configuration error is not sticky: clear it for the next caller
       fail(std::string(cudaGetErrorString(err)) + " (cluster " + std::to_string(cluster) + ", " +

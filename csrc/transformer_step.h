@@ -74,53 +74,82 @@ POSERT_HD inline StepLayout step_layout(const StepDims& d) {
   return L;
 }
 
-// Floats of scratch one batch row needs (the CUDA kernel's dynamic shared memory): activations,
-// scores, and the staged weights of one linear layer.
-POSERT_HD inline int64_t step_scratch_floats(const StepDims& d) {
+// Floats of the head of the shared memory both forms use: h and a (J, C), big (J, max(3C, hidden)),
+// attention scores, the input frame and the lag table; each part a multiple of 4 floats.
+POSERT_HD inline int64_t step_head_floats(const StepDims& d) {
   const int64_t JC = (int64_t)d.J * d.C, big = (int64_t)d.J * (3 * d.C > d.hidden ? 3 * d.C : d.hidden);
   const int64_t sp = (int64_t)d.heads * d.J * d.J, tp = (int64_t)d.J * d.heads * (d.M + 1);
-  const int64_t head = 2 * JC + big + (sp > tp ? sp : tp);
+  return 2 * JC + ((big + 3) & ~(int64_t)3) + (((sp > tp ? sp : tp) + 3) & ~(int64_t)3) +
+         (((int64_t)d.J * 6 + d.M + 4 + 3) & ~(int64_t)3);
+}
+
+// Floats of scratch one batch row needs (the CUDA kernel's dynamic shared memory, one block per
+// row): the head and the staged weights of one linear layer.
+POSERT_HD inline int64_t step_scratch_floats(const StepDims& d) {
   int64_t w = (int64_t)d.C * 3 * d.C;  // the largest linear weight, staged in shared memory
   if ((int64_t)d.C * d.hidden > w) w = (int64_t)d.C * d.hidden;
   if ((int64_t)d.in_ch * d.C > w) w = (int64_t)d.in_ch * d.C;
-  return head + (((int64_t)d.J * 6 + d.M + 4 + 3) & ~(int64_t)3) + w;
+  return step_head_floats(d) + w;
 }
 
-// The small tensors of a layer (LayerNorm weights, biases, the temporal lag table) that the cluster
-// form keeps in shared memory: their offsets within the layer and lengths. Returns the floats they
-// take per layer (each rounded up to 4).
-enum { kSLn1W, kSLn1B, kSQkvB, kSProjB, kSLn2W, kSLn2B, kSFc1B, kSFc2B,
-       kTLn1W, kTLn1B, kTQkvB, kTProjB, kTTable, kTLn2W, kTLn2B, kTFc1B, kTFc2B, kSmall };
-POSERT_HD inline int64_t step_small_params(const StepDims& d, const StepLayout& L, int64_t* off, int64_t* len) {
-  const int64_t C = d.C, Hd = d.hidden;
-  const int64_t o[kSmall] = {L.s_ln1_w, L.s_ln1_b, L.s_qkv_b, L.s_proj_b, L.s_ln2_w, L.s_ln2_b, L.s_fc1_b, L.s_fc2_b,
-                             L.t_ln1_w, L.t_ln1_b, L.t_qkv_b, L.t_proj_b, L.t_table, L.t_ln2_w, L.t_ln2_b, L.t_fc1_b,
-                             L.t_fc2_b};
-  const int64_t n[kSmall] = {C, C, 3 * C, C, C, C, Hd, C, C, C, 3 * C, C, (int64_t)d.heads * (d.M + 2), C, C, Hd, C};
-  int64_t total = 0;
-  for (int k = 0; k < kSmall; ++k) {
-    off[k] = o[k];
-    len[k] = n[k];
-    total += (n[k] + 3) & ~(int64_t)3;
+// Thread-block cluster form: the block of rank r of `cluster` holds, for every layer, the column
+// slice [r·Cs, (r+1)·Cs), Cs = Cout / cluster, of each of the eight linear layers (k: spatial qkv,
+// proj, fc1, fc2, then the temporal ones), in one contiguous per-rank vector
+// (transformer_step_cluster_pack) that a single bulk copy moves into shared memory. The LayerNorm
+// in front of qkv and fc1 (k = 0, 2, 4, 6) is folded into the slice: with LN(h) = (h − μ)·ρ·γ + β
+// (Ba et al. 2016, "Layer Normalization"; ρ = (σ² + eps)^-1/2),
+//   LN(h)·W + b = ρ·((h − μ)·W') + b',   W' = diag(γ)·W,   b' = b + β·W,
+// so the kernel needs only the rows' (μ, ρ), not the normalised rows. Per layer and linear k: W'
+// slice (Cin, Cs) row-major at w[k], b' slice (Cs) at b[k] (W and b for the linears without a
+// LayerNorm); the lag table (heads, M + 2) at `table`. Every part starts at a multiple of 4 floats
+// (16 bytes).
+enum { kSQkv, kSProj, kSFc1, kSFc2, kTQkv, kTProj, kTFc1, kTFc2, kLinears };
+
+struct ClusterLayout {
+  int64_t w[kLinears], b[kLinears], table;
+  int64_t layer;  // floats per layer
+  int64_t rank;   // floats per rank: depth · layer
+};
+
+// (Cin, Cout) of the eight linears of a layer, in the order above.
+POSERT_HD inline void step_linear_shapes(const StepDims& d, int* cin, int* cout) {
+  const int C = d.C, Hd = d.hidden;
+  const int ci[kLinears] = {C, C, C, Hd, C, C, C, Hd}, co[kLinears] = {3 * C, C, Hd, C, 3 * C, C, Hd, C};
+  for (int k = 0; k < kLinears; ++k) {
+    cin[k] = ci[k];
+    cout[k] = co[k];
   }
-  return total;
 }
 
-// Floats of shared memory per block of the cluster form (transformer_step.cu) with `cluster` blocks
-// per row: the activations, this frame's keys/values, and the block's slices (Cout / cluster
-// columns) of every spatial/temporal linear weight of every layer, the small tensors of every
-// layer and the denoiser's timestep embedding.
-POSERT_HD inline int64_t step_cluster_floats(const StepDims& d, int cluster) {
-  const int64_t JC = (int64_t)d.J * d.C, big = (int64_t)d.J * (3 * d.C > d.hidden ? 3 * d.C : d.hidden);
-  const int64_t sp = (int64_t)d.heads * d.J * d.J, tp = (int64_t)d.J * d.heads * (d.M + 1);
-  const int64_t head = 2 * JC + big + (sp > tp ? sp : tp) + (((int64_t)d.J * 6 + d.M + 4 + 3) & ~(int64_t)3);
-  const int64_t C = d.C, Hd = d.hidden;
-  auto slice = [&](int64_t cin, int64_t cout) { return (cin * (cout / cluster) + 3) & ~(int64_t)3; };
-  const int64_t layer = 2 * (slice(C, 3 * C) + slice(C, C) + slice(C, Hd) + slice(Hd, C));
-  int64_t off[kSmall], len[kSmall];
-  const int64_t small = step_small_params(d, step_layout(d), off, len);
-  return head + 2 * JC + ((C + 3) & ~(int64_t)3) + d.depth * (layer + small);
+POSERT_HD inline ClusterLayout cluster_layout(const StepDims& d, int cluster) {
+  ClusterLayout L{};
+  int cin[kLinears], cout[kLinears];
+  step_linear_shapes(d, cin, cout);
+  int64_t o = 0;
+  for (int k = 0; k < kLinears; ++k) {
+    const int64_t Cs = cout[k] / cluster;
+    L.w[k] = o;
+    o += ((int64_t)cin[k] * Cs + 3) & ~(int64_t)3;
+    L.b[k] = o;
+    o += (Cs + 3) & ~(int64_t)3;
+  }
+  L.table = o;
+  o += ((int64_t)d.heads * (d.M + 2) + 3) & ~(int64_t)3;
+  L.layer = o;
+  L.rank = d.depth * o;
+  return L;
 }
+
+// Floats of shared memory per block of the cluster form (transformer_step.cu): the head, the
+// denoiser's timestep embedding (C, rounded to 4) and this rank's packed weights.
+POSERT_HD inline int64_t step_cluster_floats(const StepDims& d, int cluster) {
+  return step_head_floats(d) + ((d.C + 3) & ~(int64_t)3) + cluster_layout(d, cluster).rank;
+}
+
+// The per-rank vectors of the cluster form from the packed weights (step_layout): out (cluster,
+// cluster_layout(d, cluster).rank) float32, the folding computed in double precision. Throws
+// std::invalid_argument if cluster does not divide 3C, C and hidden.
+void transformer_step_cluster_pack(const StepDims& d, const float* weights, int cluster, float* out);
 
 // CPU twin: B rows, S streams in the caches. ddim: (a, b, ap, bp) for the denoiser, ignored for the
 // lifter. x_T may be null. cond: (C,) for the denoiser.
@@ -129,12 +158,16 @@ void transformer_step_cpu(const StepDims& d, const float* weights, int64_t B, co
                           int64_t S, const float* ddim);
 
 // CUDA twin: device pointers; `stream` a cudaStream_t; `threads` per block: 256, 512 or 1024;
-// `cluster` blocks (a thread-block cluster, sm_90+) per row: 1, 2, 4, 8 or 16 (see the .cu file).
+// `cluster` blocks (a thread-block cluster, sm_90+) per row: 1, 2, 4, 8 or 16 (see the .cu file);
+// cluster > 1 also needs `packed`, the device copy of transformer_step_cluster_pack's output for
+// the same weights and cluster (std::invalid_argument if null). pdl: launch as a programmatic
+// dependent of the stream's previous kernel (sm_90+; ignored below): the kernel's prologue (the
+// weight copy) overlaps that kernel's tail, and it waits for its completion before reading inputs.
 // Throws std::runtime_error without a GPU, for a cluster on a GPU older than sm_90, or when the
 // shared memory does not fit; std::invalid_argument for another `threads` or `cluster`.
 void transformer_step_cuda(const StepDims& d, const float* weights, int64_t B, const float* inp, float* x,
                            float* x_T, const float* cond, const int64_t* count, const int32_t* rows, float* cache,
                            int64_t S, float da, float db, float dap, float dbp, void* stream, int threads = 512,
-                           int cluster = 1);
+                           int cluster = 1, const float* packed = nullptr, bool pdl = false);
 
 }  // namespace posert

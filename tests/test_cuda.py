@@ -183,6 +183,7 @@ def test_transformer_step_cuda_equals_cpu_twin(real_views, models, cluster, thre
         cs = model.cache_shape
         cache = np.random.default_rng(0).normal(size=(cs[0], B + 1, *cs[1:])).astype(np.float32)
         d_cache, d_W = torch.from_numpy(cache).cuda(), torch.from_numpy(W).cuda()
+        d_P = torch.from_numpy(_C.transformer_step_cluster_pack(W, dims, cluster)).cuda() if cluster > 1 else None
         cond = step_cond(model, t) if dims[-1] else None
         d_cond = torch.from_numpy(cond).cuda() if cond is not None else None
         x = np.zeros((B, 17, 3), np.float32)
@@ -203,7 +204,8 @@ def test_transformer_step_cuda_equals_cpu_twin(real_views, models, cluster, thre
                                      d_cond.data_ptr() if cond is not None else 0, d_count.data_ptr(),
                                      d_rows.data_ptr(), d_cache.data_ptr(), B + 1, *(coef if cond is not None else
                                                                                        (0, 0, 0, 0)),
-                                     threads=threads, cluster=cluster)
+                                     threads=threads, cluster=cluster,
+                                     packed=d_P.data_ptr() if d_P is not None else 0)
             torch.cuda.synchronize()
             worst = max(worst, float(np.abs(d_x.cpu().numpy() - x).max()))
             np.testing.assert_allclose(d_cache.cpu().numpy(), cache, atol=1e-4)
@@ -213,7 +215,8 @@ def test_transformer_step_cuda_equals_cpu_twin(real_views, models, cluster, thre
 
 def test_transformer_step_cuda_rejects_a_cluster_too_small(models):
     """A cluster whose weight slices do not fit in one block's shared memory (the lifter split over
-    2 blocks: ~0.5 MB each) raises a clear error instead of launching."""
+    2 blocks: ~0.3 MB each) raises a clear error instead of launching; so does a cluster launched
+    without its packed weights, or an unknown size."""
     import torch
 
     from posert.runtime.backends.cuda import pack_step, step_dims
@@ -224,9 +227,13 @@ def test_transformer_step_cuda_rejects_a_cluster_too_small(models):
     cache = torch.zeros((cs[0], 1, *cs[1:]), device="cuda")
     inp, x = torch.zeros((1, 17, 3), device="cuda"), torch.zeros((1, 17, 3), device="cuda")
     count, rows = torch.zeros(1, dtype=torch.int64, device="cuda"), torch.zeros(1, dtype=torch.int32, device="cuda")
+    P2 = torch.from_numpy(_C.transformer_step_cluster_pack(W.cpu().numpy(), dims, 2)).cuda()
     with pytest.raises(RuntimeError, match="shared memory|compute capability"):
         _C.transformer_step_cuda(dims, W.data_ptr(), 1, inp.data_ptr(), x.data_ptr(), 0, 0, count.data_ptr(),
-                                 rows.data_ptr(), cache.data_ptr(), 1, cluster=2)
+                                 rows.data_ptr(), cache.data_ptr(), 1, cluster=2, packed=P2.data_ptr())
+    with pytest.raises(ValueError, match="packed"):  # a cluster without its packed weights
+        _C.transformer_step_cuda(dims, W.data_ptr(), 1, inp.data_ptr(), x.data_ptr(), 0, 0, count.data_ptr(),
+                                 rows.data_ptr(), cache.data_ptr(), 1, cluster=8)
     with pytest.raises(ValueError, match="cluster"):
         _C.transformer_step_cuda(dims, W.data_ptr(), 1, inp.data_ptr(), x.data_ptr(), 0, 0, count.data_ptr(),
                                  rows.data_ptr(), cache.data_ptr(), 1, cluster=3)

@@ -191,6 +191,79 @@ def test_kv_push_negative_row_writes_nothing():
     np.testing.assert_array_equal(storage, ref)
 
 
+def cluster_layout(dims: tuple, nc: int) -> tuple[list, list, int, int]:
+    """The per-layer layout of transformer_step_cluster_pack (csrc/transformer_step.h, cluster_layout),
+    restated: (Cin, Cout) of the eight linears, their (w, b) offsets, the lag table's offset, and
+    the floats per layer."""
+    J, C, H, depth, M, _, hid = dims[:7]
+    shapes = [(C, 3 * C), (C, C), (C, hid), (hid, C)] * 2
+    r4 = lambda n: (n + 3) // 4 * 4  # noqa: E731
+    offs, o = [], 0
+    for ci, co in shapes:
+        cs = co // nc
+        offs.append((o, o + r4(ci * cs)))
+        o += r4(ci * cs) + r4(cs)
+    return shapes, offs, o, o + r4(H * (M + 2))
+
+
+def test_cluster_pack_slices_and_folds_layernorm_on_real_activations(models, real_views):
+    """The thread-block cluster form's per-rank weights: the linears without a LayerNorm are exact
+    column slices of W and b, the lag table is copied, and for qkv and fc1 the folded slices give
+    linear(LayerNorm(h)) of the torch modules on real residual-stream rows of a real window as the
+    CUDA kernel computes it, ρ·((h − μ)·W') + b' with (μ, ρ) from sums shifted by the row's first
+    value (to float32 rounding)."""
+    import torch
+
+    from posert.runtime.backends.cuda import pack_step, step_dims
+
+    lifter, den = models
+    px = real_views[0][0, : lifter.window]
+    inp = torch.from_numpy(make_input(px, np.ones(px.shape[:2], np.float32), 1000, 1000)[None])
+    rows = []
+    norms = [m for m in lifter.modules() if isinstance(m, torch.nn.LayerNorm)]
+    hooks = [m.register_forward_hook(lambda m, i, o: rows.append(i[0].reshape(-1, i[0].shape[-1]))) for m in norms]
+    with torch.no_grad():
+        lifter(inp)
+    for hk in hooks:
+        hk.remove()
+    h = torch.cat(rows)  # (n, C) float32: every LayerNorm input of the lifter on real motion
+    x = h.double() - h[:, :1].double()  # shifted by the first channel, as the kernel's ln_stats
+    m = x.mean(1, keepdim=True)
+    rstd = 1.0 / torch.sqrt((x * x).mean(1, keepdim=True) - m**2 + 1e-5)
+    centred = x - m  # h − μ
+    worst = 0.0
+    for model in (lifter, den):
+        dims, W = step_dims(model), pack_step(model)
+        for nc in (8, 16):
+            P = _C.transformer_step_cluster_pack(W, dims, nc)
+            shapes, offs, table, per_layer = cluster_layout(dims, nc)
+            assert P.shape == (nc, dims[3] * per_layer)
+            for li, blk in enumerate(model.backbone.blocks):
+                lins = [blk.s_attn.qkv, blk.s_attn.proj, blk.s_mlp[0], blk.s_mlp[2],
+                        blk.t_attn.qkv, blk.t_attn.proj, blk.t_mlp[0], blk.t_mlp[2]]
+                lns = [blk.s_norm1, None, blk.s_norm2, None, blk.t_norm1, None, blk.t_norm2, None]
+                base = li * per_layer
+                for k, (lin, ln) in enumerate(zip(lins, lns)):
+                    (ci, co), (ow, ob) = shapes[k], offs[k]
+                    cs = co // nc
+                    Wf = np.concatenate([P[r, base + ow: base + ow + ci * cs].reshape(ci, cs) for r in range(nc)], 1)
+                    bf = np.concatenate([P[r, base + ob: base + ob + cs] for r in range(nc)])
+                    if ln is None:
+                        np.testing.assert_array_equal(Wf, lin.weight.detach().numpy().T)
+                        np.testing.assert_array_equal(bf, lin.bias.detach().numpy())
+                        continue
+                    with torch.no_grad():
+                        ref = lin(ln(h)).double().numpy()
+                    got = (rstd * (centred @ torch.from_numpy(Wf).double())).numpy() + bf
+                    worst = max(worst, float(np.abs(got - ref).max() / np.abs(ref).max()))
+                tb = blk.t_attn.bias_table().detach().numpy().reshape(-1)
+                for r in range(nc):
+                    np.testing.assert_array_equal(P[r, base + table: base + table + tb.size], tb)
+    assert worst < 1e-5, worst
+    with pytest.raises(ValueError, match="cluster 3"):
+        _C.transformer_step_cluster_pack(pack_step(lifter), step_dims(lifter), 3)
+
+
 def attention_numpy(qkv, cache_k, cache_v, lag, table, scale):
     """float64 reference of csrc/attention.h: softmax over the own frame and M cached frames."""
     B, J, H, M, D = cache_k.shape

@@ -144,9 +144,12 @@ class CudaBackend:
         cluster: thread blocks per stream of the fused kernel (a thread-block cluster; 1, 2, 4, 8
             or 16). > 1 splits every linear layer of a stream over that many SMs (distributed
             shared memory) and needs compute capability 9.0 (Hopper) or newer; each block holds
-            1/cluster of the weights, so small clusters may not fit in shared memory (a clear
-            RuntimeError at the first tick). None (default): :data:`DEFAULT_CLUSTER` on sm_90+,
-            else 1.
+            1/cluster of the weights (``posert._C.transformer_step_cluster_pack``, built once
+            here, LayerNorms folded into the linears after them), so small clusters may not fit
+            in shared memory (a clear RuntimeError at the first tick). None (default):
+            :data:`DEFAULT_CLUSTER` on sm_90+, else 1.
+        pdl: launch each denoiser step as a programmatic dependent of the kernel before it
+            (sm_90+, fused only): its weight copy overlaps that kernel's tail (default True).
 
     Raises ValueError for an offline model or a bad option, RuntimeError when the device is
     unusable (see :func:`require_gpu`).
@@ -156,13 +159,13 @@ class CudaBackend:
 
     def __init__(self, lifter: Lifter, denoiser: Denoiser, cnd: CND | None = None, device: str = "cuda",
                  graphs: bool = True, compile: bool = False, fused: bool = True, threads: int = 512,
-                 cluster: int | None = None):
+                 cluster: int | None = None, pdl: bool = True):
         require_gpu(device)
         if threads not in (256, 512, 1024):
             raise ValueError(f"threads must be 256, 512 or 1024, got {threads}")
         if cluster not in (None, 1, 2, 4, 8, 16):
             raise ValueError(f"cluster must be 1, 2, 4, 8 or 16, got {cluster}")
-        self.threads = threads
+        self.threads, self.pdl = threads, pdl
         if cluster is None:
             on_hopper = torch.device(device).type == "cuda" and torch.cuda.get_device_capability(device)[0] >= 9
             cluster = DEFAULT_CLUSTER if on_hopper else 1
@@ -191,8 +194,11 @@ class CudaBackend:
         self._lift, self._den = self.lifter.step, self.denoiser.step
         if fused:
             self._dims_l, self._dims_d = step_dims(lifter), step_dims(denoiser)
-            self._w_l = torch.from_numpy(pack_step(self.lifter)).to(self.device)
-            self._w_d = torch.from_numpy(pack_step(self.denoiser)).to(self.device)
+            wl, wd = pack_step(self.lifter), pack_step(self.denoiser)
+            self._w_l, self._w_d = (torch.from_numpy(w).to(self.device) for w in (wl, wd))
+            # the cluster form's per-rank weights (LayerNorms folded in), built once; empty for cluster 1
+            self._p_l, self._p_d = (torch.from_numpy(_C.transformer_step_cluster_pack(w, dims, cluster)).to(self.device)
+                                    if cluster > 1 else None for w, dims in ((wl, self._dims_l), (wd, self._dims_d)))
         if compile:
             self._lift = torch.compile(self._lift, fullgraph=True, dynamic=False)
             self._den = torch.compile(self._den, fullgraph=True, dynamic=False)
@@ -201,11 +207,11 @@ class CudaBackend:
     @classmethod
     def from_checkpoints(cls, lifter: str | None = None, refiner: str | None = None, device: str = "cuda",
                          graphs: bool = True, compile: bool = False, fused: bool = True,
-                         threads: int = 512, cluster: int | None = None) -> CudaBackend:
+                         threads: int = 512, cluster: int | None = None, pdl: bool = True) -> CudaBackend:
         """The committed (or given) checkpoints on ``device``; see the class for the options."""
         require_gpu(device)
         den, cnd = load_refiner(refiner)
-        return cls(load_lifter(lifter), den, cnd, device, graphs, compile, fused, threads, cluster)
+        return cls(load_lifter(lifter), den, cnd, device, graphs, compile, fused, threads, cluster, pdl)
 
     def cluster_for(self, b: int) -> int:
         """Thread blocks per stream for a batch of ``b`` rows: ``cluster`` while the batch's clusters
@@ -234,13 +240,16 @@ class CudaBackend:
             self._cond = [torch.from_numpy(step_cond(self.denoiser, t)).to(dev) for t, _ in self._pairs]
             self._coef_np = [np.array(c, np.float32) for c in self._coefs]
         pin = self.on_gpu
-        self._h_inp = torch.zeros((S, NUM_JOINTS, 3), pin_memory=pin)
-        self._h_count = torch.zeros(S, dtype=torch.int64, pin_memory=pin)
-        self._h_rows = torch.full((S,), -1, dtype=torch.int32, pin_memory=pin)
+        # a tick's inputs in one staging buffer (one host-to-device copy): count (S,) int64, the
+        # newest frames (S, 17, 3) float32, rows (S,) int32; the same layout on the device
+        nc_, ni = 8 * S, 4 * S * NUM_JOINTS * 3
+        self._h_in = torch.zeros(nc_ + ni + 4 * S, dtype=torch.uint8, pin_memory=pin)
+        self._d_in = torch.zeros(nc_ + ni + 4 * S, dtype=torch.uint8, device=dev)
+        self._h_count, self._h_inp, self._h_rows = self._staged(self._h_in, S)
+        self._d_count, self._d_inp, self._d_rows = self._staged(self._d_in, S)
+        self._h_rows.fill_(-1)
+        self._d_rows.fill_(-1)
         self._h_out = torch.zeros((2, S, NUM_JOINTS, 3), pin_memory=pin)  # x_0, x_T (metres)
-        self._d_inp = torch.zeros((S, NUM_JOINTS, 3), device=dev)
-        self._d_count = torch.zeros(S, dtype=torch.int64, device=dev)
-        self._d_rows = torch.full((S,), -1, dtype=torch.int32, device=dev)
         self._d_out = torch.zeros((2, S, NUM_JOINTS, 3), device=dev)
         self._d_x, self._d_xT = self._d_out[0], self._d_out[1]  # the DDIM state x_k; x_T
         self._n_inp, self._n_count, self._n_rows = self._h_inp.numpy(), self._h_count.numpy(), self._h_rows.numpy()
@@ -249,6 +258,13 @@ class CudaBackend:
         self._pool = torch.cuda.graph_pool_handle() if self.graphs else None
         self._stream = torch.cuda.Stream(dev) if self.on_gpu else None
         self._copies_in_graph = True  # the pinned-memory copies are graph nodes (see _capture)
+
+    @staticmethod
+    def _staged(buf: torch.Tensor, S: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Views (count (S,) int64, inp (S, 17, 3) float32, rows (S,) int32) of a staging buffer."""
+        nc_, ni = 8 * S, 4 * S * NUM_JOINTS * 3
+        return (buf[:nc_].view(torch.int64), buf[nc_:nc_ + ni].view(torch.float32).view(S, NUM_JOINTS, 3),
+                buf[nc_ + ni:].view(torch.int32))
 
     def bucket(self, hi: int) -> int:
         """The padded batch of a tick whose highest due slot is hi − 1: the next power of two,
@@ -305,8 +321,8 @@ class CudaBackend:
             self._download(b)
 
     def _download(self, b: int) -> None:
-        for i in range(2):  # x_0, x_T: (b, 17, 3) each, contiguous
-            self._h_out[i, :b].copy_(self._d_out[i, :b], non_blocking=self.on_gpu)
+        """x_0 and x_T of every slot, one device-to-host copy (the slots ≥ b are not read)."""
+        self._h_out.copy_(self._d_out, non_blocking=self.on_gpu)
 
     @torch.no_grad()
     def _chain_fused(self, b: int) -> None:
@@ -318,15 +334,16 @@ class CudaBackend:
         S = self.capacity
         if self.on_gpu:
             st = torch.cuda.current_stream(self.device).cuda_stream
+            nc = self.cluster_for(b)
             common = dict(B=b, inp=self._d_inp.data_ptr(), x=self._d_x.data_ptr(), count=self._d_count.data_ptr(),
-                          rows=self._d_rows.data_ptr(), S=S, stream=st, threads=self.threads,
-                          cluster=self.cluster_for(b))
+                          rows=self._d_rows.data_ptr(), S=S, stream=st, threads=self.threads, cluster=nc)
             _C.transformer_step_cuda(self._dims_l, self._w_l.data_ptr(), x_T=self._d_xT.data_ptr(), cond=0,
-                                     cache=self._lstore.data_ptr(), **common)
+                                     cache=self._lstore.data_ptr(), packed=self._p_l.data_ptr() if nc > 1 else 0,
+                                     **common)
             for cond, coef, ds in zip(self._cond, self._coefs, self._dstore):
                 _C.transformer_step_cuda(self._dims_d, self._w_d.data_ptr(), x_T=0, cond=cond.data_ptr(),
                                          cache=ds.data_ptr(), a=coef[0], b=coef[1], ap=coef[2], bp=coef[3],
-                                         **common)
+                                         packed=self._p_d.data_ptr() if nc > 1 else 0, pdl=self.pdl, **common)
         else:
             inp, x, count, rows = (self._d_inp[:b].numpy(), self._d_x[:b].numpy(), self._d_count[:b].numpy(),
                                    self._d_rows[:b].numpy())
@@ -339,10 +356,8 @@ class CudaBackend:
             self._download(b)
 
     def _upload(self, b: int) -> None:
-        nb = self.on_gpu
-        self._d_inp[:b].copy_(self._h_inp[:b], non_blocking=nb)
-        self._d_count[:b].copy_(self._h_count[:b], non_blocking=nb)
-        self._d_rows[:b].copy_(self._h_rows[:b], non_blocking=nb)
+        """The staged inputs of every slot, one host-to-device copy (the kernels read the first b)."""
+        self._d_in.copy_(self._h_in, non_blocking=self.on_gpu)
 
     def _capture(self, b: int) -> torch.cuda.CUDAGraph:
         """Warm up and capture the chain for bucket ``b``. The pinned-memory copies go into the
