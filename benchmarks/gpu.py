@@ -39,6 +39,8 @@ VARIANTS = {"torch-eager": dict(graphs=False, fused=False), "torch-graph": dict(
             "fused-graph-1024": dict(graphs=True, threads=1024, cluster=1),
             "cluster8-256": dict(graphs=True, threads=256, cluster=8),
             "cluster8-512": dict(graphs=True, threads=512, cluster=8),
+            "cluster8-1024": dict(graphs=True, threads=1024, cluster=8),
+            "cluster8-512-nopdl": dict(graphs=True, threads=512, cluster=8, pdl=False),
             "cluster16-256": dict(graphs=True, threads=256, cluster=16),
             "cluster16-512": dict(graphs=True, threads=512, cluster=16),
             "torch-graph+compile": dict(graphs=True, compile=True, fused=False)}
