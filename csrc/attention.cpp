@@ -1,6 +1,7 @@
 #include "attention.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstring>
 #include <vector>
@@ -8,56 +9,117 @@
 namespace posert {
 namespace {
 
-// 4-lane float/int vectors (GCC/Clang vector extensions): SSE on x86-64, NEON on Jetson's Arm
-// cores, no intrinsics.
-typedef float v4 __attribute__((vector_size(16)));
-typedef int32_t i4 __attribute__((vector_size(16)));
+// Everything below is inlined into the two entry points' per-ISA bodies (see the end of the
+// file), so that the same source compiles once for the baseline ISA and once for AVX2 + FMA.
+#define POSERT_INLINE inline __attribute__((always_inline))
 
-inline v4 load4(const float* p) {
-  v4 v;
+// W-lane float/int vectors (GCC/Clang vector extensions, no intrinsics): 4 lanes are SSE on
+// x86-64 and NEON on Jetson's Arm cores; 8 lanes are AVX2 where the CPU has it.
+template <int W>
+struct Lanes;
+template <>
+struct Lanes<4> {
+  typedef float f __attribute__((vector_size(16)));
+  typedef int32_t i __attribute__((vector_size(16)));
+};
+template <>
+struct Lanes<8> {
+  typedef float f __attribute__((vector_size(32)));
+  typedef int32_t i __attribute__((vector_size(32)));
+};
+
+constexpr float kPad = -3.0e38f;  // score of a padding lane: its exp is ~0 (exp clamps at -87.3)
+
+template <int W>
+POSERT_INLINE typename Lanes<W>::f load(const float* p) {
+  typename Lanes<W>::f v;
   std::memcpy(&v, p, sizeof(v));
   return v;
 }
 
-// e^x on 4 lanes: x = n·ln2 + r with |r| ≤ ln2/2, e^r by its degree-6 Taylor polynomial
+template <int W>
+POSERT_INLINE void store(float* p, typename Lanes<W>::f v) {
+  std::memcpy(p, &v, sizeof(v));
+}
+
+template <int W>
+POSERT_INLINE float hsum(typename Lanes<W>::f v) {
+  if constexpr (W == 8)
+    return ((v[0] + v[4]) + (v[2] + v[6])) + ((v[1] + v[5]) + (v[3] + v[7]));
+  else
+    return (v[0] + v[2]) + (v[1] + v[3]);
+}
+
+template <int W>
+POSERT_INLINE float hmax(typename Lanes<W>::f v) {
+  float m = v[0];
+  for (int l = 1; l < W; ++l) m = std::max(m, v[l]);
+  return m;
+}
+
+// e^x on W lanes: x = n·ln2 + r with |r| ≤ ln2/2, e^r by its degree-6 Taylor polynomial
 // (relative error < 2e-7, 1–2 ulp), 2^n from the exponent bits. x is clamped to [-87.3, 88.3],
 // so a masked score (MASK_VALUE) weighs ~1e-38 instead of 0: negligible against the own frame.
-inline v4 exp4(v4 x) {
-  const v4 lo = {-87.3f, -87.3f, -87.3f, -87.3f}, hi = {88.3f, 88.3f, 88.3f, 88.3f};
+template <int W>
+POSERT_INLINE typename Lanes<W>::f vexp(typename Lanes<W>::f x) {
+  typedef typename Lanes<W>::f vf;
+  typedef typename Lanes<W>::i vi;
+  const vf lo = vf{} - 87.3f, hi = vf{} + 88.3f;
   x = x < lo ? lo : x;
   x = x > hi ? hi : x;
-  const v4 t = x * 1.44269504f;
-  const i4 n = __builtin_convertvector(t + (t >= 0.0f ? 0.5f : -0.5f), i4);  // round half away from 0
-  const v4 nf = __builtin_convertvector(n, v4);
-  const v4 r = (x - nf * 0.693359375f) + nf * 2.12194440e-4f;  // ln 2 in two parts (Cody–Waite)
-  v4 p = r * (1.0f / 720.0f) + 1.0f / 120.0f;
+  const vf t = x * 1.44269504f;
+  const vi n = __builtin_convertvector(t + (t >= 0.0f ? 0.5f : -0.5f), vi);  // round half away from 0
+  const vf nf = __builtin_convertvector(n, vf);
+  const vf r = (x - nf * 0.693359375f) + nf * 2.12194440e-4f;  // ln 2 in two parts (Cody–Waite)
+  vf p = r * (1.0f / 720.0f) + 1.0f / 120.0f;
   p = p * r + 1.0f / 24.0f;
   p = p * r + 1.0f / 6.0f;
   p = p * r + 0.5f;
   p = p * r + 1.0f;
   p = p * r + 1.0f;
-  const i4 bits = (n + 127) << 23;
-  v4 scale;
+  const vi bits = (n + 127) << 23;
+  vf scale;
   std::memcpy(&scale, &bits, sizeof(scale));
   return p * scale;
 }
 
-// In place: s[0 … n) → exp(s − max s); returns 1 / Σ. `s` has room for n rounded up to 4.
-inline float softmax_exp(float* s, int64_t n) {
-  float mx = s[0];
-  for (int64_t i = 1; i < n; ++i) mx = std::max(mx, s[i]);
-  for (int64_t i = 0; i < n; i += 4) {
-    const v4 e = exp4(load4(s + i) - mx);
-    std::memcpy(s + i, &e, sizeof(e));
+// In place: s[0 … n) → exp(s − max s), padding lanes [n, ⌈n/W⌉·W) → ~0 (masked in registers,
+// so that s written by vector stores is read back without a store-forwarding stall); returns
+// 1 / Σ. `s` has room for n rounded up to W.
+template <int W>
+POSERT_INLINE float softmax_exp(float* s, int64_t n) {
+  typedef typename Lanes<W>::f vf;
+  typedef typename Lanes<W>::i vi;
+  const int64_t nv = (n + W - 1) / W;
+  vi lane;
+  for (int l = 0; l < W; ++l) lane[l] = l;
+  const vf last = load<W>(s + (nv - 1) * W);
+  const vf tail = lane < static_cast<int32_t>(n - (nv - 1) * W) ? last : vf{} + kPad;
+  store<W>(s + (nv - 1) * W, tail);
+  vf mx = tail;
+  for (int64_t v = 0; v + 1 < nv; ++v) {
+    const vf x = load<W>(s + v * W);
+    mx = x > mx ? x : mx;
   }
-  float sum = 0.0f;
-  for (int64_t i = 0; i < n; ++i) sum += s[i];
-  return 1.0f / sum;
+  const float m = hmax<W>(mx);
+  vf sum = {};
+  for (int64_t v = 0; v < nv; ++v) {
+    const vf e = vexp<W>((v + 1 < nv ? load<W>(s + v * W) : tail) - m);
+    store<W>(s + v * W, e);
+    sum += e;
+  }
+  return 1.0f / hsum<W>(sum);
 }
 
-// q · k over D values with 8 independent partial sums (vectorisable without reassociating a
-// single chain, so the result does not depend on compiler flags), then a fixed-order reduction.
-inline float dot(const float* q, const float* k, int64_t n) {
+// Four dot products at once: p[r] holds key r's 4-lane partial sums; returns the 4 sums.
+POSERT_INLINE Lanes<4>::f reduce4(Lanes<4>::f p0, Lanes<4>::f p1, Lanes<4>::f p2, Lanes<4>::f p3) {
+  const Lanes<4>::f a = __builtin_shufflevector(p0, p1, 0, 4, 1, 5) + __builtin_shufflevector(p0, p1, 2, 6, 3, 7);
+  const Lanes<4>::f b = __builtin_shufflevector(p2, p3, 0, 4, 1, 5) + __builtin_shufflevector(p2, p3, 2, 6, 3, 7);
+  return __builtin_shufflevector(a, b, 0, 1, 4, 5) + __builtin_shufflevector(a, b, 2, 3, 6, 7);
+}
+
+// q · k over D values with 8 independent partial sums, then a fixed-order reduction (any D).
+POSERT_INLINE float dot(const float* q, const float* k, int64_t n) {
   float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
   int64_t d = 0;
   for (; d + 8 <= n; d += 8)
@@ -66,20 +128,14 @@ inline float dot(const float* q, const float* k, int64_t n) {
   return ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
 }
 
-// q · k for D = 16 (the default models: 64 channels, 4 heads), q already in four vectors.
-inline float dot16(const v4* q, const float* k) {
-  const v4 a = (q[0] * load4(k) + q[2] * load4(k + 8)) + (q[1] * load4(k + 4) + q[3] * load4(k + 12));
-  return (a[0] + a[2]) + (a[1] + a[3]);
-}
-
 // One (stream, joint, head) of the cached temporal attention, any head size D.
-inline void head_any(const float* qh, const float* kh, const float* vh, const float* Kc, const float* Vc,
-                     const int64_t* lg, const float* tb, float scale, int64_t M, int64_t D, float* s, float* q,
-                     float* acc, float* o) {
+POSERT_INLINE void head_any(const float* qh, const float* kh, const float* vh, const float* Kc, const float* Vc,
+                            const int64_t* lg, const float* tb, float scale, int64_t M, int64_t D, float* s, float* q,
+                            float* acc, float* o) {
   for (int64_t d = 0; d < D; ++d) q[d] = qh[d] * scale;
   s[0] = dot(q, kh, D) + tb[0];
   for (int64_t m = 0; m < M; ++m) s[m + 1] = dot(q, Kc + m * D, D) + tb[lg[m]];
-  const float inv = softmax_exp(s, M + 1);
+  const float inv = softmax_exp<4>(s, M + 1);
   const float p0 = s[0] * inv;
   for (int64_t d = 0; d < D; ++d) acc[d] = p0 * vh[d];
   for (int64_t m = 0; m < M; ++m) {
@@ -89,79 +145,122 @@ inline void head_any(const float* qh, const float* kh, const float* vh, const fl
   std::memcpy(o, acc, D * sizeof(float));
 }
 
-// The same for D = 16.
-inline void head16(const float* qh, const float* kh, const float* vh, const float* Kc, const float* Vc,
-                   const int64_t* lg, const float* tb, float scale, int64_t M, float* s, float* o) {
+// The same for D = 16. Scores four keys at a time from 4-lane products (a key row is 4 vectors)
+// plus `bias` (the n = M + 1 biases of this stream and head by slot, own frame first, padded
+// with kPad to a multiple of 4); the softmax on 4 lanes; the value sum on W lanes (two
+// accumulators, even and odd slots).
+template <int W>
+POSERT_INLINE void head16(const float* qh, const float* kh, const float* vh, const float* Kc, const float* Vc,
+                          const float* bias, float scale, int64_t M, float* s, float* o) {
+  typedef Lanes<4>::f v4;
+  typedef typename Lanes<W>::f vf;
+  constexpr int DV = 16 / W;
   v4 q[4];
-  for (int i = 0; i < 4; ++i) q[i] = load4(qh + 4 * i) * scale;
-  s[0] = dot16(q, kh) + tb[0];
-  for (int64_t m = 0; m < M; ++m) s[m + 1] = dot16(q, Kc + m * 16) + tb[lg[m]];
-  const float inv = softmax_exp(s, M + 1);
-  v4 acc[4];
+  for (int i = 0; i < 4; ++i) q[i] = load<4>(qh + 4 * i) * scale;
+  const int64_t n = M + 1;
+  const auto partial = [&](int64_t k) {  // key k: the own frame, then cache slot k − 1
+    if (k >= n) return v4{};
+    const float* key = k == 0 ? kh : Kc + (k - 1) * 16;
+    return (q[0] * load<4>(key) + q[2] * load<4>(key + 8)) + (q[1] * load<4>(key + 4) + q[3] * load<4>(key + 12));
+  };
+  for (int64_t g = 0; g < n; g += 4)
+    store<4>(s + g, reduce4(partial(g), partial(g + 1), partial(g + 2), partial(g + 3)) + load<4>(bias + g));
+  const float inv = softmax_exp<4>(s, n);
+  vf acc[DV], acc1[DV] = {};
   const float p0 = s[0] * inv;
-  for (int i = 0; i < 4; ++i) acc[i] = load4(vh + 4 * i) * p0;
-  for (int64_t m = 0; m < M; ++m) {
-    const float pm = s[m + 1] * inv;
+  for (int i = 0; i < DV; ++i) acc[i] = load<W>(vh + W * i) * p0;
+  int64_t m = 0;
+  for (; m + 2 <= M; m += 2) {
+    const float pm = s[m + 1] * inv, pm1 = s[m + 2] * inv;
     const float* vm = Vc + m * 16;
-    for (int i = 0; i < 4; ++i) acc[i] += load4(vm + 4 * i) * pm;
+    for (int i = 0; i < DV; ++i) {
+      acc[i] += load<W>(vm + W * i) * pm;
+      acc1[i] += load<W>(vm + 16 + W * i) * pm1;
+    }
   }
-  std::memcpy(o, acc, sizeof(acc));
+  if (m < M)
+    for (int i = 0; i < DV; ++i) acc[i] += load<W>(Vc + m * 16 + W * i) * (s[m + 1] * inv);
+  for (int i = 0; i < DV; ++i) store<W>(o + W * i, acc[i] + acc1[i]);
 }
 
-// One query's scores against JV·4 transposed keys kt[d][j]: JV accumulators in registers.
-template <int JV>
-inline void scores_t(const float* kt, const float* q, int64_t D, float* s) {
-  v4 sc[JV] = {};
-  for (int64_t d = 0; d < D; ++d) {
-    const float* kd = kt + d * 4 * JV;
-    for (int c = 0; c < JV; ++c) sc[c] += load4(kd + 4 * c) * q[d];
+// One query's scores against JV·W transposed keys kt[d][j]: 2·JV accumulators in registers
+// (even and odd channels apart, so that the multiply-add chains overlap).
+template <int W, int JV>
+POSERT_INLINE void scores_t(const float* kt, const float* q, int64_t D, float* s) {
+  typename Lanes<W>::f sc[JV] = {}, sc1[JV] = {};
+  int64_t d = 0;
+  for (; d + 2 <= D; d += 2) {
+    const float* kd = kt + d * W * JV;
+    for (int c = 0; c < JV; ++c) {
+      sc[c] += load<W>(kd + W * c) * q[d];
+      sc1[c] += load<W>(kd + W * (JV + c)) * q[d + 1];
+    }
   }
-  std::memcpy(s, sc, sizeof(sc));
+  for (; d < D; ++d)
+    for (int c = 0; c < JV; ++c) sc[c] += load<W>(kt + d * W * JV + W * c) * q[d];
+  for (int c = 0; c < JV; ++c) store<W>(s + W * c, sc[c] + sc1[c]);  // vector stores keep sc in registers
 }
 
-inline void scores_t_any(const float* kt, const float* q, int64_t D, int64_t Jv, float* s) {
-  for (int64_t j = 0; j < 4 * Jv; ++j) s[j] = 0.0f;
+POSERT_INLINE void scores_t_any(const float* kt, const float* q, int64_t D, int64_t n, float* s) {
+  for (int64_t j = 0; j < n; ++j) s[j] = 0.0f;
   for (int64_t d = 0; d < D; ++d)
-    for (int64_t j = 0; j < 4 * Jv; ++j) s[j] += kt[d * 4 * Jv + j] * q[d];
+    for (int64_t j = 0; j < n; ++j) s[j] += kt[d * n + j] * q[d];
 }
 
-}  // namespace
+// Σ_j p_j · v_j over J value rows (stride `row`) of DV·W channels, p = s · inv; even and odd
+// rows in separate accumulators.
+template <int W, int DV>
+POSERT_INLINE void weighted_values(const float* s, float inv, const float* v, int64_t row, int64_t J, float* o) {
+  typename Lanes<W>::f a[DV] = {}, a1[DV] = {};
+  int64_t j = 0;
+  for (; j + 2 <= J; j += 2) {
+    const float p = s[j] * inv, p1 = s[j + 1] * inv;
+    const float* vj = v + j * row;
+    for (int k = 0; k < DV; ++k) {
+      a[k] += load<W>(vj + W * k) * p;
+      a1[k] += load<W>(vj + row + W * k) * p1;
+    }
+  }
+  if (j < J) {
+    const float p = s[j] * inv;
+    for (int k = 0; k < DV; ++k) a[k] += load<W>(v + j * row + W * k) * p;
+  }
+  for (int k = 0; k < DV; ++k) store<W>(o + W * k, a[k] + a1[k]);
+}
 
-void spatial_attention_cpu(const float* qkv, float scale, int64_t B, int64_t J, int64_t H, int64_t D, float* out) {
+template <int W>
+POSERT_INLINE void spatial_impl(const float* qkv, float scale, int64_t B, int64_t J, int64_t H, int64_t D,
+                                float* out) {
   const int64_t row = 3 * H * D;  // one joint's q, k, v
-  const int64_t Jv = (J + 3) / 4;  // score vectors per query
-  std::vector<float> q(D), s(4 * Jv), acc(D), kt(D * 4 * Jv, 0.0f);
+  const int64_t n = (J + W - 1) / W * W;  // scores per query, padded to whole vectors
+  std::vector<float> q(D), s(n), acc(D), kt(D * n, 0.0f);
   for (int64_t b = 0; b < B; ++b) {
     const float* f = qkv + b * J * row;
     for (int64_t h = 0; h < H; ++h) {
-      // Keys transposed to kt[d][j] (j padded to 4·Jv with zeros), so that one query's J scores
-      // are Jv vector multiply-adds per channel, with no horizontal sums.
+      // Keys transposed to kt[d][j] (j padded with zeros), so that one query's J scores are
+      // n / W vector multiply-adds per channel, with no horizontal sums.
       for (int64_t j = 0; j < J; ++j) {
         const float* kj = f + j * row + (H + h) * D;
-        for (int64_t d = 0; d < D; ++d) kt[d * 4 * Jv + j] = kj[d];
+        for (int64_t d = 0; d < D; ++d) kt[d * n + j] = kj[d];
       }
+      const float* v = f + (2 * H + h) * D;
       for (int64_t i = 0; i < J; ++i) {
         const float* qi = f + i * row + h * D;
         float* o = out + ((b * J + i) * H + h) * D;
         for (int64_t d = 0; d < D; ++d) q[d] = qi[d] * scale;
-        if (Jv == 5)  // 17 joints (H36M-17)
-          scores_t<5>(kt.data(), q.data(), D, s.data());
+        constexpr int kJV = (17 + W - 1) / W;  // vectors per query for 17 joints (H36M-17)
+        if (n == kJV * W)
+          scores_t<W, kJV>(kt.data(), q.data(), D, s.data());
         else
-          scores_t_any(kt.data(), q.data(), D, Jv, s.data());
-        const float inv = softmax_exp(s.data(), J);
-        if (D == 16) {
-          v4 a[4] = {};
-          for (int64_t j = 0; j < J; ++j) {
-            const float p = s[j] * inv;
-            const float* vj = f + j * row + (2 * H + h) * D;
-            for (int k = 0; k < 4; ++k) a[k] += load4(vj + 4 * k) * p;
-          }
-          std::memcpy(o, a, sizeof(a));
-        } else {
+          scores_t_any(kt.data(), q.data(), D, n, s.data());
+        const float inv = softmax_exp<W>(s.data(), J);
+        if (D == 16)  // the default models: 64 channels, 4 heads
+          weighted_values<W, 16 / W>(s.data(), inv, v, row, J, o);
+        else {
           for (int64_t d = 0; d < D; ++d) acc[d] = 0.0f;
           for (int64_t j = 0; j < J; ++j) {
             const float p = s[j] * inv;
-            const float* vj = f + j * row + (2 * H + h) * D;
+            const float* vj = v + j * row;
             for (int64_t d = 0; d < D; ++d) acc[d] += p * vj[d];
           }
           std::memcpy(o, acc.data(), D * sizeof(float));
@@ -171,12 +270,22 @@ void spatial_attention_cpu(const float* qkv, float scale, int64_t B, int64_t J, 
   }
 }
 
-void cached_attention_cpu(const float* qkv, const float* cache_k, const float* cache_v, const int64_t* lag,
-                          const float* table, float scale, int64_t B, int64_t J, int64_t H, int64_t M, int64_t D,
-                          float* out, float* k_new, float* v_new) {
-  std::vector<float> q(D), s(M + 4), acc(D);
+template <int W>
+POSERT_INLINE void cached_impl(const float* qkv, const float* cache_k, const float* cache_v, const int64_t* lag,
+                               const float* table, float scale, int64_t B, int64_t J, int64_t H, int64_t M, int64_t D,
+                               float* out, float* k_new, float* v_new) {
+  const int64_t nr = (M + 1 + 3) / 4 * 4;  // scores per head, padded to whole 4-lane vectors
+  std::vector<float> q(D), s(M + 8), acc(D), bias(H * nr);
   for (int64_t b = 0; b < B; ++b) {
     const int64_t* lg = lag + b * M;
+    if (D == 16)  // this stream's bias by slot, the same for every joint
+      for (int64_t h = 0; h < H; ++h) {
+        const float* tb = table + h * (M + 2);
+        float* bh = bias.data() + h * nr;
+        bh[0] = tb[0];
+        for (int64_t m = 0; m < M; ++m) bh[m + 1] = tb[lg[m]];
+        for (int64_t m = M + 1; m < nr; ++m) bh[m] = kPad;
+      }
     for (int64_t j = 0; j < J; ++j) {
       const int64_t bj = b * J + j;
       const float* row = qkv + bj * 3 * H * D;
@@ -187,7 +296,7 @@ void cached_attention_cpu(const float* qkv, const float* cache_k, const float* c
         const int64_t cache = (bj * H + h) * M * D;
         float* o = out + (bj * H + h) * D;
         if (D == 16)
-          head16(qh, kh, vh, cache_k + cache, cache_v + cache, lg, table + h * (M + 2), scale, M, s.data(), o);
+          head16<W>(qh, kh, vh, cache_k + cache, cache_v + cache, bias.data() + h * nr, scale, M, s.data(), o);
         else
           head_any(qh, kh, vh, cache_k + cache, cache_v + cache, lg, table + h * (M + 2), scale, M, D, s.data(),
                    q.data(), acc.data(), o);
@@ -197,6 +306,75 @@ void cached_attention_cpu(const float* qkv, const float* cache_k, const float* c
       std::memcpy(v_new + bj * H * D, row + 2 * H * D, H * D * sizeof(float));
     }
   }
+}
+
+void spatial_base(const float* qkv, float scale, int64_t B, int64_t J, int64_t H, int64_t D, float* out) {
+  spatial_impl<4>(qkv, scale, B, J, H, D, out);
+}
+
+void cached_base(const float* qkv, const float* cache_k, const float* cache_v, const int64_t* lag, const float* table,
+                 float scale, int64_t B, int64_t J, int64_t H, int64_t M, int64_t D, float* out, float* k_new,
+                 float* v_new) {
+  cached_impl<4>(qkv, cache_k, cache_v, lag, table, scale, B, J, H, M, D, out, k_new, v_new);
+}
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define POSERT_AVX2 1
+// The same code compiled for AVX2 + FMA (8-lane spatial scores, fused multiply-adds), chosen at
+// run time; float results differ from the baseline body only by rounding (< 1e-6 relative).
+__attribute__((target("avx2,fma"))) void spatial_avx2(const float* qkv, float scale, int64_t B, int64_t J, int64_t H,
+                                                      int64_t D, float* out) {
+  spatial_impl<8>(qkv, scale, B, J, H, D, out);
+}
+
+__attribute__((target("avx2,fma"))) void cached_avx2(const float* qkv, const float* cache_k, const float* cache_v,
+                                                     const int64_t* lag, const float* table, float scale, int64_t B,
+                                                     int64_t J, int64_t H, int64_t M, int64_t D, float* out,
+                                                     float* k_new, float* v_new) {
+  cached_impl<8>(qkv, cache_k, cache_v, lag, table, scale, B, J, H, M, D, out, k_new, v_new);
+}
+
+bool cpu_has_avx2() {
+  static const bool yes = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  return yes;
+}
+#endif
+
+std::atomic<bool> g_force_baseline{false};  // set_attention_isa("baseline"): tests run both bodies
+
+#ifdef POSERT_AVX2
+bool has_avx2() { return cpu_has_avx2() && !g_force_baseline.load(std::memory_order_relaxed); }
+#endif
+
+}  // namespace
+
+void set_attention_isa(bool baseline) { g_force_baseline.store(baseline); }
+
+void spatial_attention_cpu(const float* qkv, float scale, int64_t B, int64_t J, int64_t H, int64_t D, float* out) {
+#ifdef POSERT_AVX2
+  if (has_avx2()) return spatial_avx2(qkv, scale, B, J, H, D, out);
+#endif
+  spatial_base(qkv, scale, B, J, H, D, out);
+}
+
+void cached_attention_cpu(const float* qkv, const float* cache_k, const float* cache_v, const int64_t* lag,
+                          const float* table, float scale, int64_t B, int64_t J, int64_t H, int64_t M, int64_t D,
+                          float* out, float* k_new, float* v_new) {
+#ifdef POSERT_AVX2
+  if (has_avx2()) return cached_avx2(qkv, cache_k, cache_v, lag, table, scale, B, J, H, M, D, out, k_new, v_new);
+#endif
+  cached_base(qkv, cache_k, cache_v, lag, table, scale, B, J, H, M, D, out, k_new, v_new);
+}
+
+const char* attention_isa() {
+#ifdef POSERT_AVX2
+  if (has_avx2()) return "avx2+fma";
+#endif
+#if defined(__aarch64__)
+  return "neon";
+#else
+  return "baseline";
+#endif
 }
 
 }  // namespace posert

@@ -34,4 +34,13 @@ void cached_attention_cpu(const float* qkv, const float* cache_k, const float* c
                           const float* table, float scale, int64_t B, int64_t J, int64_t H, int64_t M, int64_t D,
                           float* out, float* k_new, float* v_new);
 
+// Which body the two cores above run on this CPU: "avx2+fma" (x86-64 with AVX2 and FMA: 8-lane
+// spatial scores, fused multiply-adds), "neon" (Arm) or "baseline" (SSE2). Results differ between
+// bodies by float rounding only (< 1e-6 relative).
+const char* attention_isa();
+
+// true: run the baseline body even where AVX2 is present (so that tests check both bodies on one
+// machine); false: choose by CPU (the default).
+void set_attention_isa(bool baseline);
+
 }  // namespace posert

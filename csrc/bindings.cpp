@@ -366,6 +366,11 @@ PYBIND11_MODULE(_C, m) {
         "Attention core of one new frame over its cached past (csrc/attention.h): qkv (B, J, 3·H·D), caches "
         "(B, J, H, M, D), lag (B, M) int64 in [1, M + 1], table (H, M + 2) → out (B, J, H·D), k_new, v_new "
         "(B, J, H, D), all float32 but lag; raises ValueError/IndexError on shapes or lags.");
+  m.def("attention_isa", &posert::attention_isa,
+        "Which body spatial_attention and cached_attention run on this CPU: 'avx2+fma', 'neon' or 'baseline'.");
+  m.def("set_attention_isa", &posert::set_attention_isa, py::arg("baseline"),
+        "baseline=True: run the attention cores' baseline body even where AVX2 is present (for tests); "
+        "False: choose by CPU (the default).");
   m.def("spatial_attention", &spatial_attention, py::arg("qkv"), py::arg("heads"), py::arg("scale"), py::arg("out"),
         "Spatial attention core of one frame (csrc/attention.h): qkv (B, J, 3·H·D) → out (B, J, H·D), float32; "
         "raises ValueError on shapes.");

@@ -279,6 +279,15 @@ def attention_numpy(qkv, cache_k, cache_v, lag, table, scale):
     return out.reshape(B, J, H * D), k, v
 
 
+@pytest.fixture(params=["cpu", "baseline"])
+def attention_body(request):
+    """Run an attention-core test on the body this CPU selects (AVX2 + FMA on x86-64 that has it)
+    and on the baseline body, forced: a machine with AVX2 checks both."""
+    _C.set_attention_isa(request.param == "baseline")
+    yield _C.attention_isa()
+    _C.set_attention_isa(False)
+
+
 def _attention_args(B, H, M, D, rng, empty=0):
     qkv = rng.standard_normal((B, 17, 3 * H * D)).astype(np.float32)
     ck, cv = (rng.standard_normal((B, 17, H, M, D)).astype(np.float32) for _ in range(2))
@@ -288,8 +297,9 @@ def _attention_args(B, H, M, D, rng, empty=0):
     return qkv, ck, cv, lag, table
 
 
-@pytest.mark.parametrize("B,H,M,D,empty", [(1, 4, 7, 16, 0), (5, 4, 9, 16, 3), (3, 2, 4, 8, 4), (2, 3, 5, 20, 1)])
-def test_cached_attention_matches_numpy_on_random(B, H, M, D, empty):
+@pytest.mark.parametrize("B,H,M,D,empty", [(1, 4, 7, 16, 0), (5, 4, 9, 16, 3), (3, 2, 4, 8, 4), (2, 3, 5, 20, 1),
+                                                 (2, 4, 11, 16, 0), (2, 4, 3, 16, 1), (1, 4, 12, 16, 5)])
+def test_cached_attention_matches_numpy_on_random(B, H, M, D, empty, attention_body):
     """Random inputs, the D = 16 vector path and the generic path, slots in any order, empty
     slots masked; out, k_new and v_new against a float64 NumPy evaluation."""
     qkv, ck, cv, lag, table = _attention_args(B, H, M, D, np.random.default_rng(B * 100 + M), empty)
@@ -316,7 +326,7 @@ def spatial_numpy(qkv, heads, scale):
 
 
 @pytest.mark.parametrize("B,H,D", [(1, 4, 16), (6, 4, 16), (3, 2, 8), (2, 3, 20)])
-def test_spatial_attention_matches_numpy_and_torch_on_random(B, H, D):
+def test_spatial_attention_matches_numpy_and_torch_on_random(B, H, D, attention_body):
     import torch
 
     from posert.models.blocks import Attention
