@@ -53,7 +53,7 @@ def cmd_train(args) -> int:
     out_dir = Path(args.out) if args.out else default_checkpoint_dir()
     out_dir.mkdir(parents=True, exist_ok=True)
     cfg = TrainConfig(minutes=args.minutes, batch=args.batch, seed=args.seed, threads=args.threads,
-                      p_occlusion=args.occlusion)
+                      p_occlusion=args.occlusion, p_pose_aug=args.pose_aug if args.model == "lifter" else 0.0)
     lifter_cfg = LifterConfig(window=args.window, causal=not args.offline)
     meta = {"sequences": sorted(seqs), "holdout": args.holdout}
     if args.model == "lifter":
@@ -71,7 +71,8 @@ def cmd_train(args) -> int:
                                           model_cfg=den_cfg, noise=args.noise, folds=args.folds,
                                           fold_cache=cache_dir() / "folds", fold_by=args.fold_by,
                                           loss=args.loss, features=args.features,
-                                          feature_lifter=feature_lifter)
+                                          feature_lifter=feature_lifter, pose_aug=args.pose_aug,
+                                          cnd_kind=args.cnd, cnd_windows=args.cnd_windows)
         save_refiner(model, cnd, out_dir / "refiner.pt", {"train": stats, **meta})
     print(json.dumps(stats, indent=2))
     return 0
@@ -331,6 +332,14 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--holdout", default=None, help="leave this source (subject) out of training")
     t.add_argument("--occlusion", type=float, default=0.0,
                    help="share of training windows with runs of missing joints/limbs (joint-dropout training)")
+    t.add_argument("--cnd", choices=["joint", "pose"], default="pose",
+                   help="refiner: CND over the whole pose (default; errors correlated across joints, as a lifter's "
+                        "are) or per joint (D3PRefiner)")
+    t.add_argument("--cnd-windows", type=int, default=4096,
+                   help="refiner: cross-fitted windows the CND is fitted on (a whole-pose CND needs ~4096)")
+    t.add_argument("--pose-aug", type=float, default=0.0,
+                   help="share of training windows with limb chains turned to unseen poses (lifter: its windows; "
+                        "refiner: the denoiser's and the CND's windows, the fold lifters keep the plain recipe)")
     t.add_argument("--batch", type=int, default=32)
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--threads", type=int, default=2)

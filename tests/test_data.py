@@ -100,6 +100,32 @@ def test_bone_scaling_scales_bones_only(motion):
     np.testing.assert_array_equal(out[:, 0], motion[:5, 0])
 
 
+def test_rotate_limbs_keeps_bones_and_turns_limbs_rigidly(motion):
+    from posert.data.dataset import LIMB_CHAINS, WindowSampler, rotate_limbs
+
+    seq = motion[:40].astype(np.float64)
+    out = rotate_limbs(seq, np.random.default_rng(3), p_chain=1.0)
+    np.testing.assert_allclose(bone_lengths(out), bone_lengths(seq), rtol=1e-9)
+    still = [0, 1, 4, 7, 8, 11, 14]  # pelvis, hips, spine, thorax, shoulders: no chain moves them
+    np.testing.assert_array_equal(out[:, still], seq[:, still])
+    moved = np.linalg.norm(out - seq, axis=-1).max(axis=0)
+    assert np.all(moved[[3, 6, 10, 13, 16]] > 1.0)  # every chain end moved (mm)
+    # one rotation per chain for the whole window (the motion keeps its smoothness): the upper
+    # arm of every frame is the original one turned by a single rotation R ≠ I (Kabsch fit)
+    a, b = seq[:, 12] - seq[:, 11], out[:, 12] - out[:, 11]
+    U, _, Vt = np.linalg.svd(b.T @ a)
+    R = U @ np.diag([1.0, 1.0, np.linalg.det(U @ Vt)]) @ Vt
+    np.testing.assert_allclose(a @ R.T, b, atol=1e-6)
+    assert np.abs(R - np.eye(3)).max() > 1e-3
+    assert rotate_limbs(seq, np.random.default_rng(3), p_chain=0.0).tolist() == seq.tolist()
+    assert len(LIMB_CHAINS) == 9
+    # p_pose_aug = 0 draws nothing extra: a sampler's windows are exactly the ones it made before
+    kw = dict(sequences={"a": motion}, window=9, h36m_cameras=[], seed=5, p_real_camera=0.0)
+    w0, w1 = WindowSampler(**kw)._window(), WindowSampler(**kw, p_pose_aug=0.0)._window()
+    np.testing.assert_array_equal(w0, w1)
+    assert not np.allclose(WindowSampler(**kw, p_pose_aug=1.0)._window(), w0)
+
+
 def test_noise_model_drops_and_jitters(real_views):
     px = real_views[0][0, :500]
     noisy, conf = NoiseModel(p_drop=0.1)(px.copy(), np.random.default_rng(0))

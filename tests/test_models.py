@@ -65,6 +65,36 @@ def test_cnd_conditional_matches_regression_and_samples():
     assert lag1 == pytest.approx(0.8, abs=0.02)
 
 
+def test_pose_cnd_keeps_the_correlation_between_joints():
+    """A limb turned in depth moves every joint below it together: the whole-pose CND draws such
+    errors, the per-joint one draws each joint on its own."""
+    rng = np.random.default_rng(1)
+    W, N, J = 400, 10, 17
+    y, x = rng.normal(size=(W, N, J, 2)) * 0.3, rng.normal(size=(W, N, J, 3)) * 0.2
+    x[..., 0, :] = 0.0  # root-relative: the pelvis is always 0
+    shared = 0.05 * _ar1(rng, (W, N, 1), 0.9)[..., None]  # one depth error for the whole left arm
+    e = 0.002 * _ar1(rng, (W, N, J, 3), 0.9)  # lifter errors are smooth in time
+    e[..., [11, 12, 13], 2] += shared[..., 0, :]
+    e[..., 0, :] = 0.0
+    pose, joint = CND.fit(e, y, x, kind="pose"), CND.fit(e, y, x, kind="joint")
+    assert pose.kind == "pose" and pose.gain.shape == (1, 51, 85) and pose.chol.shape == (1, 51, 51)
+    assert joint.kind == "joint" and joint.gain.shape == (17, 3, 5)
+    assert pose.rho == pytest.approx(0.9, abs=0.05) and joint.rho == pytest.approx(0.9, abs=0.05)
+    ty, tx = torch.from_numpy(y[:200]), torch.from_numpy(x[:200])
+    for cnd, linked in ((pose, True), (joint, False)):
+        d = cnd.sample(ty, tx, torch.Generator().manual_seed(0)).numpy()
+        assert d.shape == (200, N, J, 3) and np.abs(d[..., 0, :]).max() < 1e-3  # the pelvis stays put
+        r = np.corrcoef(d[..., 11, 2].ravel(), d[..., 13, 2].ravel())[0, 1]  # shoulder and wrist depth
+        assert (r > 0.9) if linked else (abs(r) < 0.1)
+        np.testing.assert_allclose(d[..., 13, 2].std(), np.hypot(0.05, 0.002), rtol=0.1)
+    z = np.random.default_rng(2).standard_normal((5, J, 3)).astype(np.float32)
+    np.testing.assert_allclose(joint.draw_residual(z), np.einsum("jab,mjb->mja", joint.chol, z), rtol=1e-5, atol=1e-7)
+    with pytest.raises(ValueError, match="kind"):
+        CND.fit(e, y, x, kind="limb")
+    with pytest.raises(ValueError, match=r"\(17, 8\) or \(1, 136\)"):
+        CND(np.zeros((3, 8)), np.zeros((3, 8, 8)))
+
+
 def test_lifter_is_causal_and_root_relative(real_windows):
     torch.manual_seed(0)
     model = Lifter(LifterConfig(window=27, dim=32, depth=2)).eval()

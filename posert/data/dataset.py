@@ -168,6 +168,46 @@ def scale_bones(seq: np.ndarray, scale: np.ndarray) -> np.ndarray:
     return out
 
 
+#: Limb chains rotated by :func:`rotate_limbs`: (joint the chain turns about, the joints that move,
+#: largest angle in degrees). Arms at the shoulder, forearms at the elbow, legs at the hip, shins at
+#: the knee, the head at the thorax.
+LIMB_CHAINS: tuple[tuple[int, tuple[int, ...], float], ...] = (
+    (11, (12, 13), 90.0), (14, (15, 16), 90.0), (12, (13,), 60.0), (15, (16,), 60.0),
+    (4, (5, 6), 45.0), (1, (2, 3), 45.0), (5, (6,), 45.0), (2, (3,), 45.0), (8, (9, 10), 30.0),
+)
+
+
+def _rotation(axis: np.ndarray, angle: float) -> np.ndarray:
+    """Rodrigues' formula: (3, 3) rotation by ``angle`` radians about the unit vector ``axis``."""
+    x, y, z = axis
+    K = np.array([[0.0, -z, y], [z, 0.0, -x], [-y, x, 0.0]])
+    return np.eye(3) + np.sin(angle) * K + (1.0 - np.cos(angle)) * (K @ K)
+
+
+def rotate_limbs(seq: np.ndarray, rng: np.random.Generator, p_chain: float = 0.5) -> np.ndarray:
+    """Synthetic poses for training (PoseAug-style, Gong et al. 2021, without the learnt part):
+    each chain of :data:`LIMB_CHAINS`, with probability ``p_chain``, turns about its pivot joint by
+    one rotation (uniform axis, angle uniform up to the chain's limit) held for the whole window,
+    so the motion stays smooth and every bone keeps its length.
+
+    Args:
+        seq: (T, 17, 3) joint positions (any unit), world frame.
+        rng: the sampler's generator.
+    Returns:
+        (T, 17, 3) float64, a new array; the pelvis, spine and shoulders do not move.
+    """
+    out = np.array(seq, dtype=np.float64)
+    for pivot, moved, limit in LIMB_CHAINS:
+        if rng.random() >= p_chain:
+            continue
+        axis = rng.normal(size=3)
+        axis /= np.linalg.norm(axis)
+        R = _rotation(axis, np.deg2rad(rng.uniform(0.0, limit)))
+        m = list(moved)
+        out[:, m] = out[:, [pivot]] + (out[:, m] - out[:, [pivot]]) @ R.T
+    return out
+
+
 class WindowSampler:
     """Random training windows with the augmentations of DATA.md.
 
@@ -175,7 +215,8 @@ class WindowSampler:
     yaw, optional mirroring, bone-length scaling ±10 %; a camera that is either one of the real
     H36M cameras (``h36m_cameras``; motion placed near the capture-volume origin) or a random one
     with real intrinsics; detector noise with probability ``p_noise``; runs of missing joints and
-    limbs (:class:`OcclusionModel`) with probability ``p_occlusion``.
+    limbs (:class:`OcclusionModel`) with probability ``p_occlusion``; limb chains turned to poses
+    the takes do not hold (:func:`rotate_limbs`) with probability ``p_pose_aug``.
 
     ``sample(B)`` returns ``(inp, target)``: inp (B, N, 17, 3) float32 = normalised 2D + conf;
     target (B, N, 17, 3) float32 root-relative camera-frame positions in metres.
@@ -183,7 +224,7 @@ class WindowSampler:
 
     def __init__(self, sequences: dict[str, np.ndarray], window: int, h36m_cameras: list[Camera],
                  seed: int = 0, p_noise: float = 0.7, p_real_camera: float = 0.5,
-                 noise: NoiseModel | None = None, p_occlusion: float = 0.0):
+                 noise: NoiseModel | None = None, p_occlusion: float = 0.0, p_pose_aug: float = 0.0):
         self.seqs = [s for s in sequences.values() if len(s) >= 2]
         if not self.seqs:
             raise ValueError("WindowSampler: no sequences")
@@ -194,6 +235,7 @@ class WindowSampler:
         self.p_real_camera = p_real_camera
         self.noise = noise or NoiseModel()
         self.p_occlusion = p_occlusion
+        self.p_pose_aug = p_pose_aug
         self.occlusion = OcclusionModel(p_start=0.08)
         lengths = np.array([len(s) for s in self.seqs], dtype=np.float64)
         self.prob = lengths / lengths.sum()
@@ -204,6 +246,8 @@ class WindowSampler:
         start = rng.integers(-self.window // 2, len(seq) - 1)
         idx = np.clip(np.arange(start, start + self.window), 0, len(seq) - 1)  # edge-pad the start
         w = seq[idx].astype(np.float64)
+        if self.p_pose_aug and rng.random() < self.p_pose_aug:
+            w = rotate_limbs(w, rng)
         c, s = np.cos(a := rng.uniform(0, 2 * np.pi)), np.sin(a)
         root0 = w[0, ROOT].copy()
         w -= [root0[0], root0[1], 0.0]

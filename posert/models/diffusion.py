@@ -63,13 +63,24 @@ def ddim_step(x_k: torch.Tensor, e_hat: torch.Tensor, coef: tuple[float, float, 
 
 
 class CND:
-    """Conditional noisy-pose distribution: per joint, a joint Gaussian of a = e (lifter error, 3)
-    and b = [y (2D, 2), x_noisy (lifter output, 3)], conditioned on b:
+    """Conditional noisy-pose distribution: a joint Gaussian of a = e (lifter error) and
+    b = [y (2D), x_noisy (lifter output)], conditioned on b:
 
         μ_a|b = μ_a + Σ_ab Σ_bb⁻¹ (b − μ_b),    Σ_a|b = Σ_aa − Σ_ab Σ_bb⁻¹ Σ_ba.
 
     Units: e and x_noisy in metres (root-relative camera frame), y normalised screen coords.
     Fit it on lifter errors from windows the lifter did not train on (cross-fitting).
+
+    Two forms (``kind``), told apart by the shape of ``mean``:
+      - ``"joint"`` (D3PRefiner, DESIGN.md): one Gaussian per joint over [e (3), y (2), x (3)]:
+        mean (17, 8), cov (17, 8, 8). Each joint's error is drawn independently of the others'.
+      - ``"pose"`` (posert): one Gaussian over the whole pose, [e (51), y (34), x (51)], joints in
+        H36M-17 order inside each part: mean (1, 136), cov (1, 136, 136). A lifter's errors are
+        correlated across joints (a limb turned in depth moves every joint below it, and keeps
+        its bone lengths); per-joint draws are not, so they break bone lengths that the lifter's
+        output keeps, and a denoiser trained on them learns to pull limbs towards its pose prior.
+    Internally both are G groups of n joints (17 × 1 or 1 × 17): gain (G, 3n, 5n), cond_cov and
+    chol (G, 3n, 3n).
 
     Temporal extension (posert): a lifter's errors are smooth in time (lag-1 autocorrelation ≈ 0.9
     on real motion), while independent per-frame draws are white. ``rho`` is the lag-1
@@ -79,61 +90,92 @@ class CND:
     recovers D3PRefiner's per-frame sampling.
     """
 
+    KINDS = ("joint", "pose")
+
     def __init__(self, mean: np.ndarray, cov: np.ndarray, rho: float = 0.0):
-        """mean: (J, 8), cov: (J, 8, 8) float64 over [e(3), y(2), x_noisy(3)]; rho in [0, 1)."""
+        """mean: (17, 8) and cov: (17, 8, 8) (per joint), or (1, 136) and (1, 136, 136) (whole
+        pose), float64; rho in [0, 1). Raises ValueError for other shapes or rho."""
         if not 0.0 <= rho < 1.0:
             raise ValueError(f"rho must be in [0, 1), got {rho}")
         self.rho = float(rho)
         self.mean = np.asarray(mean, np.float64)
         self.cov = np.asarray(cov, np.float64)
-        J = self.mean.shape[0]
-        S_ab = self.cov[:, :3, 3:]
-        S_bb = self.cov[:, 3:, 3:] + 1e-8 * np.eye(5)
-        self.gain = S_ab @ np.linalg.inv(S_bb)  # (J, 3, 5) = Σ_ab Σ_bb⁻¹
-        cond = self.cov[:, :3, :3] - self.gain @ np.swapaxes(S_ab, 1, 2)
-        cond = 0.5 * (cond + np.swapaxes(cond, 1, 2)) + 1e-10 * np.eye(3)
+        if self.mean.shape == (17, 8):
+            self.kind, self.groups, self.n = "joint", 17, 1
+        elif self.mean.shape == (1, 136):
+            self.kind, self.groups, self.n = "pose", 1, 17
+        else:
+            raise ValueError(f"CND mean must be (17, 8) or (1, 136), got {self.mean.shape}")
+        G, n = self.groups, self.n
+        if self.cov.shape != (G, 8 * n, 8 * n):
+            raise ValueError(f"CND cov must be {(G, 8 * n, 8 * n)}, got {self.cov.shape}")
+        na = 3 * n
+        S_ab = self.cov[:, :na, na:]
+        S_bb = self.cov[:, na:, na:] + 1e-8 * np.eye(5 * n)
+        self.gain = S_ab @ np.linalg.inv(S_bb)  # (G, 3n, 5n) = Σ_ab Σ_bb⁻¹
+        cond = self.cov[:, :na, :na] - self.gain @ np.swapaxes(S_ab, 1, 2)
+        cond = 0.5 * (cond + np.swapaxes(cond, 1, 2)) + 1e-10 * np.eye(na)
         self.cond_cov = cond
-        self.chol = np.linalg.cholesky(cond)  # (J, 3, 3)
-        assert self.gain.shape == (J, 3, 5)
+        self.chol = np.linalg.cholesky(cond)  # (G, 3n, 3n)
+
+    @staticmethod
+    def _groups(a, G: int):
+        """(..., 17, c) → (..., G, 17·c / G): joints contiguous within a group."""
+        return a.reshape(*a.shape[:-2], G, -1)
 
     @classmethod
-    def fit(cls, e: np.ndarray, y: np.ndarray, x_noisy: np.ndarray, temporal: bool = True) -> CND:
+    def fit(cls, e: np.ndarray, y: np.ndarray, x_noisy: np.ndarray, temporal: bool = True,
+            kind: str = "joint") -> CND:
         """Fit from windows of samples: e (W, N, J, 3), y (W, N, J, 2), x_noisy (W, N, J, 3).
 
+        ``kind``: "joint" (per joint, D3PRefiner) or "pose" (the whole pose); ValueError otherwise.
         With ``temporal`` (and N > 1) also estimate ``rho`` from consecutive frames.
         """
-        z = np.concatenate([e, y, x_noisy], axis=-1).astype(np.float64)  # (W, N, J, 8)
+        if kind not in cls.KINDS:
+            raise ValueError(f"CND kind must be one of {cls.KINDS}, got {kind!r}")
+        G = 17 if kind == "joint" else 1
+        z = np.concatenate([cls._groups(v.astype(np.float64), G) for v in (e, y, x_noisy)], axis=-1)  # (W,N,G,8n)
         flat = z.reshape(-1, *z.shape[-2:])
         mean = flat.mean(axis=0)
         d = flat - mean
         cov = np.einsum("mja,mjb->jab", d, d) / max(len(flat) - 1, 1)
         cnd = cls(mean, cov)
         if temporal and z.shape[1] > 1:
-            r = e - cnd.conditional_mean(y, x_noisy)  # (W, N, J, 3)
+            r = cls._groups(e - cnd.conditional_mean(y, x_noisy), G)  # (W, N, G, 3n)
             w = np.einsum("jab,wnjb->wnja", np.linalg.inv(cnd.chol), r)  # whitened residual
             rho = float((w[:, 1:] * w[:, :-1]).sum() / (w[:, :-1] ** 2).sum())
             cnd = cls(mean, cov, float(np.clip(rho, 0.0, 0.99)))
         return cnd
 
     def conditional_mean(self, y: np.ndarray, x_noisy: np.ndarray) -> np.ndarray:
-        """μ_a|b for y (..., J, 2), x_noisy (..., J, 3) → (..., J, 3)."""
-        b = np.concatenate([y, x_noisy], axis=-1) - self.mean[:, 3:]
-        return self.mean[:, :3] + np.einsum("jab,...jb->...ja", self.gain, b)
+        """μ_a|b for y (..., 17, 2), x_noisy (..., 17, 3) → (..., 17, 3)."""
+        G, na = self.groups, 3 * self.n
+        b = np.concatenate([self._groups(y, G), self._groups(x_noisy, G)], axis=-1) - self.mean[:, na:]
+        mu = self.mean[:, :na] + np.einsum("jab,...jb->...ja", self.gain, b)
+        return mu.reshape(*mu.shape[:-2], 17, 3)
+
+    def draw_residual(self, z: np.ndarray) -> np.ndarray:
+        """L z for unit normals z (..., 17, 3) float32 → (..., 17, 3) float32: a draw of
+        N(0, Σ_a|b) (the joints of a "pose" CND correlated as the lifter's errors are)."""
+        zg = self._groups(z, self.groups)
+        out = np.einsum("jab,...jb->...ja", self.chol.astype(np.float32), zg)
+        return out.reshape(z.shape)
 
     def sample(self, y: torch.Tensor, x_noisy: torch.Tensor, generator: torch.Generator | None = None,
                zero_mean: bool = False) -> torch.Tensor:
         """Draw e ~ N(μ_a|b, Σ_a|b) per frame, AR(1)-correlated along frames with ``rho``:
-        y (B, N, J, 2), x_noisy (B, N, J, 3) torch → (B, N, J, 3).
+        y (B, N, 17, 2), x_noisy (B, N, 17, 3) torch → (B, N, 17, 3).
 
         ``zero_mean`` draws N(0, Σ_a|b) instead (posert ablation): the conditional mean is a
-        per-joint linear bias correction fitted on the training folds, which need not transfer
-        to unseen motion; the residual covariance and its temporal correlation are kept."""
+        linear bias correction fitted on the training folds, which need not transfer to unseen
+        motion; the residual covariance and its temporal correlation are kept."""
         dt, dev = x_noisy.dtype, x_noisy.device
+        G, na = self.groups, 3 * self.n
         mean = torch.as_tensor(self.mean, dtype=dt, device=dev)
         gain = torch.as_tensor(self.gain, dtype=dt, device=dev)
         chol = torch.as_tensor(self.chol, dtype=dt, device=dev)
-        b = torch.cat([y, x_noisy], dim=-1) - mean[:, 3:]
-        mu = mean[:, :3] + torch.einsum("jab,...jb->...ja", gain, b)
+        b = torch.cat([self._groups(y, G), self._groups(x_noisy, G)], dim=-1) - mean[:, na:]
+        mu = mean[:, :na] + torch.einsum("jab,...jb->...ja", gain, b)
         if zero_mean:
             mu = torch.zeros_like(mu)
         z = torch.randn(mu.shape, generator=generator, dtype=dt, device=dev)
@@ -143,7 +185,8 @@ class CND:
             for n in range(1, z.shape[1]):
                 frames.append(self.rho * frames[-1] + c * z[:, n])
             z = torch.stack(frames, dim=1)
-        return mu + torch.einsum("jab,...jb->...ja", chol, z)
+        out = mu + torch.einsum("jab,...jb->...ja", chol, z)
+        return out.reshape(x_noisy.shape)
 
     def state_dict(self) -> dict:
         return {"mean": self.mean, "cov": self.cov, "rho": self.rho}

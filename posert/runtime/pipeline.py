@@ -143,9 +143,7 @@ class Pipeline:
         self.hypotheses = H = hypotheses
         self._rng = np.random.default_rng(seed)
         if H > 1:
-            chol = backend.cnd.chol.astype(np.float32).copy()
-            chol[ROOT] = 0.0  # the pelvis stays at the origin
-            self._chol, self._rho = chol, float(backend.cnd.rho)
+            self._cnd, self._rho = backend.cnd, float(backend.cnd.rho)
             self._delta = np.zeros((max_streams, H, NUM_JOINTS, 3), np.float32)
         self.max_streams = S = max_streams
         # A resident backend (the CUDA-graph one) owns the caches and runs whole ticks on its device.
@@ -389,8 +387,8 @@ class Pipeline:
         """Write x_T + δ_h for the (hi·H) denoiser rows into ``out``; δ advances one AR(1) step
         for due streams."""
         H = self.hypotheses
-        z = np.einsum("jab,shjb->shja", self._chol,
-                      self._rng.standard_normal((len(due), H, NUM_JOINTS, 3)).astype(np.float32))
+        z = self._cnd.draw_residual(self._rng.standard_normal((len(due), H, NUM_JOINTS, 3)).astype(np.float32))
+        z[:, :, ROOT] = 0.0  # the pelvis stays at the origin
         first = (self._count[due] == 0)[:, None, None, None]
         rho = self._rho
         d = self._delta[due]

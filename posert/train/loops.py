@@ -36,6 +36,7 @@ class TrainConfig:
     seed: int = 0
     threads: int = 2
     p_occlusion: float = 0.0  # share of training windows with runs of missing joints/limbs
+    p_pose_aug: float = 0.0  # share of training windows with limb chains turned (rotate_limbs)
 
 
 def _lr_at(cfg: TrainConfig, frac: float) -> float:
@@ -74,7 +75,8 @@ def train_lifter(sequences: dict[str, np.ndarray], cameras: list[Camera], cfg: T
     frame of the window (seq2seq supervision). Returns (model in eval mode, stats)."""
     torch.manual_seed(cfg.seed)
     model = Lifter(model_cfg).train()
-    sampler = WindowSampler(sequences, model_cfg.window, cameras, seed=cfg.seed, p_occlusion=cfg.p_occlusion)
+    sampler = WindowSampler(sequences, model_cfg.window, cameras, seed=cfg.seed, p_occlusion=cfg.p_occlusion,
+                            p_pose_aug=cfg.p_pose_aug)
 
     def step():
         inp, tgt = sampler.sample(cfg.batch)
@@ -138,6 +140,7 @@ def train_fold_lifters(sequences: dict[str, np.ndarray], cameras: list[Camera], 
     folds = temporal_folds(sequences, k) if fold_by == "time" else sequence_folds(sequences, k)
     ident = [sorted((n, len(s)) for n, s in sequences.items()), k, cfg.minutes, cfg.p_occlusion,
              cfg.batch, cfg.seed, asdict(lifter_cfg)] + ([] if fold_by == "time" else [fold_by])
+    ident += [["pose_aug", cfg.p_pose_aug]] if cfg.p_pose_aug else []  # older keys stay valid
     key = hashlib.sha256(json.dumps(ident).encode()).hexdigest()[:12]
     out = []
     for f in range(k):
@@ -182,7 +185,8 @@ def train_refiner(sequences: dict[str, np.ndarray], cameras: list[Camera], cfg: 
                   model_cfg: DenoiserConfig = DenoiserConfig(), noise: str = "cnd", folds: int = 2,
                   cnd_windows: int = 1024, fold_cache: Path | None = None,
                   fold_by: str = "time", loss: str = "mse", features: str | None = None,
-                  feature_lifter: Lifter | None = None) -> tuple[Denoiser, CND, dict]:
+                  feature_lifter: Lifter | None = None, pose_aug: float = 0.0,
+                  cnd_kind: str = "joint") -> tuple[Denoiser, CND, dict]:
     """Cross-fitted D3PRefiner training.
 
     1. k-fold cross-fitting: ``folds`` lifters (``fold_minutes`` each), lifter f never sees fold f.
@@ -206,6 +210,12 @@ def train_refiner(sequences: dict[str, np.ndarray], cameras: list[Camera], cfg: 
        t = T, ê − e is the error of x̂_0, so this is the MPJPE the output is scored by; its
        minimiser is the posterior's geometric median, which shrinks uncertain limbs less than
        the mean does).
+    ``cnd_kind``: "joint" (one Gaussian per joint, D3PRefiner) or "pose" (one over the whole pose,
+    so the drawn errors are correlated across joints as the lifter's are; :class:`CND`).
+    ``pose_aug``: share of the denoiser's (and the CND's) windows whose limb chains are turned to
+    poses the takes do not hold (:func:`~posert.data.dataset.rotate_limbs`). The fold lifters
+    (trained with ``cfg``, the final lifter's recipe) never saw such poses, so their errors there
+    stand for the final lifter's errors on unfamiliar motion, and the denoiser's pose prior widens.
     ``features``: also condition the denoiser on a lifter's per-joint features (issue 3's
     "2D + lifter features" variant; ``model_cfg.feat_dim`` is set to the lifter's width), taken on
     the same frames from
@@ -221,18 +231,21 @@ def train_refiner(sequences: dict[str, np.ndarray], cameras: list[Camera], cfg: 
         raise ValueError("features='final' needs feature_lifter (the lifter the refiner will run with)")
     if noise not in NOISE_MODES:
         raise ValueError(f"noise must be one of {NOISE_MODES}, got {noise!r}")
+    if cnd_kind not in CND.KINDS:
+        raise ValueError(f"cnd_kind must be one of {CND.KINDS}, got {cnd_kind!r}")
     if loss not in LOSSES:
         raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
     fold_cfg = TrainConfig(**{**cfg.__dict__, "minutes": fold_minutes})
     fitted = train_fold_lifters(sequences, cameras, fold_cfg, folds, lifter_cfg, fold_cache, fold_by)
     n_den = model_cfg.window
     span = lifter_cfg.window - 1 + n_den
-    samplers = [WindowSampler(held, span, cameras, seed=cfg.seed + 10 + f, p_occlusion=cfg.p_occlusion)
+    samplers = [WindowSampler(held, span, cameras, seed=cfg.seed + 10 + f, p_occlusion=cfg.p_occlusion,
+                              p_pose_aug=pose_aug)
                 for f, (_, held) in enumerate(fitted)]
     parts = [collect_errors(lifter, samplers[f], cnd_windows // folds, keep=n_den)
              for f, (lifter, _) in enumerate(fitted)]
     e, y, x = (np.concatenate(p) for p in zip(*parts))
-    cnd = CND.fit(e, y, x)
+    cnd = CND.fit(e, y, x, kind=cnd_kind)
     cross_fit_mpjpe = float(np.linalg.norm(e, axis=-1).mean() * 1000)
 
     torch.manual_seed(cfg.seed)
@@ -274,5 +287,6 @@ def train_refiner(sequences: dict[str, np.ndarray], cameras: list[Camera], cfg: 
 
     stats = _timed_loop(cfg, list(model.parameters()), step, "denoiser")
     stats.update(cross_fit_lifter_mpjpe_mm=cross_fit_mpjpe, noise=noise, fold_minutes=fold_minutes, folds=folds,
-                 cnd_rho=cnd.rho, fold_by=fold_by, loss=loss, features=features)
+                 cnd_rho=cnd.rho, fold_by=fold_by, loss=loss, features=features, pose_aug=pose_aug,
+                 cnd_kind=cnd_kind, cnd_windows=cnd_windows)
     return model.eval(), cnd, stats
