@@ -1,7 +1,8 @@
 """Refiner ablations on the validation motion: D3PRefiner (CND noise) vs the same network trained
 on the raw lifter error vs a one-step regressor without diffusion vs D3PRefiner on windows with
 turned limbs (``cnd+aug``: ``--pose-aug 0.5``) vs a CND over the whole pose (``cnd-pose``:
-``--cnd pose``, errors correlated across joints; ``cnd-pose4k``: fitted on 4,096 windows), all
+``--cnd pose``, errors correlated across joints; ``cnd-pose4k``: fitted on 4,096 windows;
+``cnd0-pose4k``: the same without its conditional mean, ``--noise cnd0``), all
 with the same default lifter, the same cross-fitted fold lifters (cached) and the same
 training budget. Each variant is trained by ``posert train refiner`` into
 benchmarks/out/ablations/<variant>/ and evaluated with ``posert eval`` (ground-truth 2D and
@@ -30,7 +31,7 @@ from posert.models.io import default_checkpoint_dir
 VARIANTS = {"cnd": ("cnd", "joint", 1024, 0.0, 2), "cnd0": ("cnd0", "joint", 1024, 0.0, 2),
             "raw": ("raw", "joint", 1024, 0.0, 2), "regressor": ("regressor", "joint", 1024, 0.0, 1),
             "cnd+aug": ("cnd", "joint", 1024, 0.5, 2), "cnd-pose": ("cnd", "pose", 1024, 0.0, 2),
-            "cnd-pose4k": ("cnd", "pose", 4096, 0.0, 2)}
+            "cnd-pose4k": ("cnd", "pose", 4096, 0.0, 2), "cnd0-pose4k": ("cnd0", "pose", 4096, 0.0, 2)}
 
 
 def main() -> None:

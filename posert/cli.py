@@ -315,9 +315,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--minutes", type=float, default=None, help="wall-clock budget of the main model")
     t.add_argument("--fold-minutes", type=float, default=14.0,
                    help="refiner: budget of each fold lifter (give them the final lifter's)")
-    t.add_argument("--noise", choices=["cnd", "cnd0", "raw", "regressor"], default="cnd",
-                   help="refiner: CND noise (D3PRefiner), CND without its conditional mean, raw lifter error, "
-                        "or a one-step regressor (ablations)")
+    t.add_argument("--noise", choices=["cnd", "cnd0", "raw", "regressor"], default="cnd0",
+                   help="refiner: CND noise without its conditional mean (default; the committed refiner), the "
+                        "full CND of D3PRefiner, raw lifter error, or a one-step regressor (ablations)")
     t.add_argument("--folds", type=int, default=2, help="refiner: k of the k-fold cross-fitting")
     t.add_argument("--features", choices=["fold", "final"], default=None,
                    help="refiner: also condition on a lifter's per-joint features, from the fold lifters or from "

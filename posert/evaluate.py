@@ -48,8 +48,8 @@ def stream_sequences(pipeline, sequences: dict[str, np.ndarray], cameras: list[C
         noise: None (ground-truth 2D) or a callable ``(px (T, 17, 2), rng) -> (px, conf)`` such as
             :class:`~posert.data.dataset.NoiseModel` or :class:`~posert.data.dataset.OcclusionModel`.
     Returns (results, tick_ms): results[name] = dict of (C, T, 17, 3) arrays ``lifted``,
-    ``refined``, ``gt`` (mm, camera frame, root-relative) and ``conf`` (C, T, 17);
-    tick_ms = per-tick latencies.
+    ``refined``, ``gt`` (mm, camera frame, root-relative), ``px`` (C, T, 17, 2) the pushed 2D
+    (pixels, after ``noise``) and ``conf`` (C, T, 17); tick_ms = per-tick latencies.
     """
     rng = np.random.default_rng(seed)
     streams = []
@@ -86,6 +86,7 @@ def stream_sequences(pipeline, sequences: dict[str, np.ndarray], cameras: list[C
         results[name] = {"lifted": np.stack([out[s[0]][0] for s in mine]),
                          "refined": np.stack([out[s[0]][1] for s in mine]),
                          "gt": np.stack([s[3] for s in mine]).astype(np.float32),
+                         "px": np.stack([s[1] for s in mine]).astype(np.float32),
                          "conf": np.stack([s[2] for s in mine])}
     return results, np.array(tick_ms)
 

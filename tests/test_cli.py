@@ -37,8 +37,9 @@ def test_eval_contract(clean_report):
 
 def test_refiner_beats_lifter_on_motion_it_was_trained_on(clean_report):
     """The fixture is CMU 01_01, part of the refiner's training motion, seen through a camera rig
-    it never saw: here the committed refiner lowers MPJPE (84.1 against 87.7 mm with the
-    whole-pose CND refiner of session 13; 85.7 with the per-joint one before). On the held-out
+    it never saw: here the committed refiner lowers MPJPE (84.9 against 87.7 mm with the
+    zero-mean whole-pose CND refiner of session 14; 84.1 with session 13's whole-pose CND, 85.7
+    with the per-joint one before). On the held-out
     validation motion it does not yet (issue 2; benchmarks/RESULTS.md): there it wins on the CMU
     take and loses on the climbing take."""
     assert clean_report["overall"]["refined"]["mpjpe"] < clean_report["overall"]["lifter"]["mpjpe"]
