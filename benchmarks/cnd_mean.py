@@ -1,21 +1,23 @@
-"""What the CND's conditional mean does on its own: the refiner's systematic correction, without
-the network (issue 3: where the refiner's gains and losses come from).
+"""Where the refiner's correction comes from: the CND's conditional mean (a linear map) and the
+denoiser, alone and together (issues 2 and 3).
 
 The CND (``posert.models.diffusion.CND``) is a Gaussian of the lifter error e given
 b = [y, x_noisy], fitted on cross-fitted lifter errors. Its conditional mean
 μ_a|b = μ_a + Σ_ab Σ_bb⁻¹ (b − μ_b) is a linear prediction of the lifter's error from the 2D and
-the lifter's output. ``x_T − μ_a|b(y, x_T)`` is therefore the best *linear* refiner the training
-folds support. This script streams motion through the committed pipeline (``posert eval``'s
-protocol: 4 real H36M cameras, causal, all streams batched) and scores, per 2D protocol,
+the lifter's output: ``x_T − μ_a|b(y, x_T)`` is the best *linear* refiner the training folds
+support. This script streams motion through the pipeline (``posert eval``'s protocol: 4 real
+H36M cameras, causal, all streams batched) and scores, per 2D protocol,
 
 - the lifter alone (x_T),
-- the diffusion refiner (K DDIM steps of the denoiser, started from x_T),
-- x_T − μ_a|b(y, x_T) with the refiner's own CND (the pelvis stays at the origin).
+- the denoiser's K DDIM steps started from x_T (``Pipeline(cnd_mean=False)``),
+- x_T − μ_a|b(y, x_T) with the refiner's own CND, no network (the pelvis stays at the origin),
+- the DDIM steps started from x_T − μ_a|b (``cnd_mean=True``; the default for refiners trained
+  with ``--noise cnd0``, whose denoiser learnt to remove N(0, Σ_a|b) errors only).
 
 y is the lifter's input: normalised screen coordinates, 0 for joints with confidence 0, exactly
 as ``posert._C.prepare_frames`` writes them.
 
-    .venv/bin/python benchmarks/cnd_mean.py [--motion FILE.npz ...] [--refiner PATH]
+    .venv/bin/python benchmarks/cnd_mean.py [--motion FILE.npz ...] [--lifter PATH] [--refiner PATH]
 
 Without ``--motion`` it uses the validation motion. Prints a Markdown table for RESULTS.md.
 """
@@ -69,28 +71,31 @@ def main() -> None:
     for path in motions:
         seqs = load_motion(path)
         for proto, noise in (("ground-truth", None), ("detector", NoiseModel())):
-            pipe = Pipeline("onnxruntime", max_streams=len(seqs) * len(cams), lifter=args.lifter,
-                            refiner=args.refiner)
-            res, _ = stream_sequences(pipe, seqs, cams, noise, seed=0, progress=False)
-            pipe.close()
-            diff, lin = score(res), score(linear_refined(res, cams, cnd))
-            rows.append((path.name, proto, diff["overall"], lin["overall"]["refined"],
-                         {n: (diff["sequences"][n], lin["sequences"][n]["refined"]) for n in seqs}))
-    print(f"\n{datetime.date.today()} — {platform.node()}: CND kind {cnd.kind}, "
-          f"refiner {args.refiner or 'committed'}; 4 H36M cameras, ORT CPU\n")
-    print("| motion | 2D | lifter MPJPE | refiner (denoiser) | ratio | x_T − μ_a\\|b (no network) | ratio "
-          "| lifter P-MPJPE | refiner | x_T − μ_a\\|b |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
-    for name, proto, o, lin, per in rows:
-        lf, rf = o["lifter"], o["refined"]
-        print(f"| {name} | {proto} | {lf['mpjpe']:.1f} | {rf['mpjpe']:.1f} | {rf['mpjpe'] / lf['mpjpe']:.3f} | "
-              f"{lin['mpjpe']:.1f} | {lin['mpjpe'] / lf['mpjpe']:.3f} | {lf['p_mpjpe']:.1f} | {rf['p_mpjpe']:.1f} | "
-              f"{lin['p_mpjpe']:.1f} |")
-        for seq, (d, ln) in per.items():
-            print(f"| ↳ {seq} | {proto} | {d['lifter']['mpjpe']:.1f} | {d['refined']['mpjpe']:.1f} | "
-                  f"{d['refined']['mpjpe'] / d['lifter']['mpjpe']:.3f} | {ln['mpjpe']:.1f} | "
-                  f"{ln['mpjpe'] / d['lifter']['mpjpe']:.3f} | {d['lifter']['p_mpjpe']:.1f} | "
-                  f"{d['refined']['p_mpjpe']:.1f} | {ln['p_mpjpe']:.1f} |")
+            res = {}
+            for shift in (False, True):
+                pipe = Pipeline("onnxruntime", max_streams=len(seqs) * len(cams), lifter=args.lifter,
+                                refiner=args.refiner, cnd_mean=shift)
+                res[shift], _ = stream_sequences(pipe, seqs, cams, noise, seed=0, progress=False)
+                pipe.close()
+            reps = [score(res[False]), score(linear_refined(res[False], cams, cnd)), score(res[True])]
+            rows.append((path.name, proto, reps, list(seqs)))
+    print(f"\n{datetime.date.today()} — {platform.node()}: CND kind {cnd.kind}, refiner {args.refiner or 'committed'} "
+          f"(trained with subtract_mean={cnd.subtract_mean}); 4 H36M cameras, ORT CPU; MPJPE (P-MPJPE) in mm\n")
+    print("| motion | 2D | lifter | DDIM from x_T | x_T − μ_a\\|b, no network | DDIM from x_T − μ_a\\|b "
+          "| ratios to the lifter |")
+    print("|---|---|---|---|---|---|---|")
+
+    def cells(parts):
+        lf = parts[0]["lifter"]
+        out = [f"{lf['mpjpe']:.1f} ({lf['p_mpjpe']:.1f})"]
+        out += [f"{p['refined']['mpjpe']:.1f} ({p['refined']['p_mpjpe']:.1f})" for p in parts]
+        out.append(" / ".join(f"{p['refined']['mpjpe'] / lf['mpjpe']:.3f}" for p in parts))
+        return " | ".join(out)
+
+    for name, proto, reps, seqs in rows:
+        print(f"| {name} | {proto} | {cells([r['overall'] for r in reps])} |")
+        for seq in seqs:
+            print(f"| ↳ {seq} | {proto} | {cells([r['sequences'][seq] for r in reps])} |")
 
 
 if __name__ == "__main__":

@@ -135,7 +135,7 @@ def main() -> None:
         res["variants"][v] = row
         print(v, json.dumps(row), flush=True)
     be = CudaBackend.from_checkpoints(device=args.device, graphs=False)
-    ref = reference_tick_ms(be.lifter, be.denoiser, px, cam, min(args.frames, 300))
+    ref = reference_tick_ms(be.lifter, be.denoiser, px, cam, min(args.frames, 300), cnd=be.cnd)
     res["reference_p50_ms"], res["reference_p99_ms"] = float(np.percentile(ref, 50)), float(np.percentile(ref, 99))
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(res, indent=2))

@@ -25,13 +25,16 @@ def real_stream(seq_world: np.ndarray, cam: Camera) -> tuple[np.ndarray, np.ndar
 
 @torch.no_grad()
 def reference_tick_ms(lifter: Lifter, denoiser: Denoiser, px: np.ndarray, cam: Camera, frames: int,
-                      warmup: int = 10) -> np.ndarray:
+                      warmup: int = 10, cnd=None) -> np.ndarray:
     """Per-frame latency (ms) of the paper-style streaming loop: for every new frame, gather the
     window (the last N frames, edge-padded: ``posert._C.RingBuffer``), run the whole window through the lifter, then
     K denoiser passes over the window with the DDIM update in a Python loop (torch eager, batch 1),
     and report the newest frame. Runs on the models' device: on a GPU the window is copied there
-    and the newest pose back (which waits for the GPU), as a paper-style loop would."""
+    and the newest pose back (which waits for the GPU), as a paper-style loop would. ``cnd``: the
+    refiner's CND; with ``subtract_mean`` set, the window starts from x_T − μ_a|b as the
+    pipeline's does."""
     from posert import _C
+    from posert.models.denoiser import Refiner
 
     sched = Schedule(denoiser.cfg.T, denoiser.cfg.K)
     N = lifter.window
@@ -40,6 +43,9 @@ def reference_tick_ms(lifter: Lifter, denoiser: Denoiser, px: np.ndarray, cam: C
     win = np.zeros((1, N, 17, 3), np.float32)
     window = torch.from_numpy(win)  # shares memory with win
     device = next(lifter.parameters()).device
+    shift = Refiner(denoiser, cnd).shift
+    if shift is not None:
+        A, c = (v.to(device) for v in shift)
     times = []
     for i in range(min(frames + warmup, len(px))):
         t0 = time.perf_counter()
@@ -48,6 +54,8 @@ def reference_tick_ms(lifter: Lifter, denoiser: Denoiser, px: np.ndarray, cam: C
         ring.gather(slot, win)  # last N frames, edge-padded at the stream start
         w = window.to(device)
         x = lifter(w)
+        if shift is not None:
+            x = x - (torch.cat([w[..., :2].flatten(-2), x.flatten(-2)], dim=-1) @ A + c).reshape(x.shape)
         for t, tp in sched.pairs():
             e = denoiser(w, x, torch.full((1,), float(t), device=device))
             x = ddim_step(x, e, sched.ddim_coefficients(t, tp))
@@ -133,7 +141,8 @@ def run_bench(pipeline, lifter: Lifter, denoiser: Denoiser, seq_world: np.ndarra
               frames: int = 300, streams: int = 16) -> dict:
     """The ``posert bench`` figures (keys fixed by the CLI contract)."""
     px, _ = real_stream(seq_world, cam)
-    ref = reference_tick_ms(lifter, denoiser, px, cam, frames)
+    cnd = getattr(pipeline.backend, "cnd", None) if getattr(pipeline, "cnd_mean", False) else None
+    ref = reference_tick_ms(lifter, denoiser, px, cam, frames, cnd=cnd)
     one = pipeline_tick_ms(pipeline, px, cam, frames, 1)
     many = pipeline_tick_ms(pipeline, px, cam, max(50, frames // 4), streams)
     p50, p99, r50 = (float(np.percentile(one, 50)), float(np.percentile(one, 99)), float(np.percentile(ref, 50)))

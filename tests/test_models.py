@@ -95,6 +95,28 @@ def test_pose_cnd_keeps_the_correlation_between_joints():
         CND(np.zeros((3, 8)), np.zeros((3, 8, 8)))
 
 
+def test_cnd_mean_map_is_the_conditional_mean_and_travels_in_the_checkpoint():
+    """:meth:`CND.mean_map` (the affine map the runtime subtracts from x_T) gives
+    :meth:`CND.conditional_mean` for both forms, and ``subtract_mean`` survives a state round trip."""
+    rng = np.random.default_rng(3)
+    y, x = rng.normal(size=(300, 4, 17, 2)), rng.normal(size=(300, 4, 17, 3))
+    e = 0.3 * x + 0.1 * np.concatenate([y, y[..., :1]], -1) + 0.05 * rng.normal(size=x.shape)
+    e[..., 0, :] = 0.0
+    for kind in CND.KINDS:
+        cnd = CND.fit(e, y, x, kind=kind)
+        A, c = cnd.mean_map()
+        assert A.shape == (85, 51) and c.shape == (51,)
+        mu = (np.concatenate([y[:7, 0].reshape(7, 34), x[:7, 0].reshape(7, 51)], -1) @ A + c).reshape(7, 17, 3)
+        np.testing.assert_allclose(mu, cnd.conditional_mean(y[:7, 0], x[:7, 0]), atol=1e-12)
+        assert np.abs(mu[:, 0]).max() == 0.0  # the pelvis error is 0, so is its mean
+        assert np.abs(mu - e[:7, 0]).mean() < 0.5 * np.abs(e[:7, 0]).mean()  # it predicts the linear part
+        assert not cnd.subtract_mean
+        cnd.subtract_mean = True
+        back = CND.from_state(cnd.state_dict())
+        assert back.subtract_mean and back.kind == kind and back.rho == cnd.rho
+        assert not CND.from_state({"mean": cnd.mean, "cov": cnd.cov}).subtract_mean  # older checkpoints
+
+
 def test_lifter_is_causal_and_root_relative(real_windows):
     torch.manual_seed(0)
     model = Lifter(LifterConfig(window=27, dim=32, depth=2)).eval()

@@ -6,6 +6,7 @@ import torch
 
 from posert.data.dataset import make_input
 from posert.models.denoiser import Refiner
+from posert.models.io import load_refiner
 from posert.runtime import Pipeline
 from posert.runtime.backends.torch import TorchBackend
 
@@ -50,10 +51,27 @@ def test_streaming_equals_full_recomputation(ort_pipe, models, real_views):
     seq = torch.from_numpy(make_input(px[1, :T], np.ones((T, 17), np.float32), 1000, 1000)[None])
     with torch.no_grad():
         x_T = lifter(seq)
-        ref = Refiner(den).eval()(seq, x_T)[0].numpy() * 1000
+        ref = Refiner(den, load_refiner()[1]).eval()(seq, x_T)[0].numpy() * 1000
     np.testing.assert_allclose(np.stack(lifted), x_T[0].numpy() * 1000, atol=0.1)  # mm, i.e. < 1e-4 m
     np.testing.assert_allclose(np.stack(refined), ref, atol=0.1)
     assert np.abs(np.stack(refined) - np.stack(lifted)).max() > 1.0  # the refiner does change the pose
+
+
+def test_cnd_mean_option(real_views):
+    """The committed refiner subtracts the CND's conditional mean from x_T (it was trained with
+    ``--noise cnd0``); ``cnd_mean=False`` starts the DDIM steps at x_T itself, which changes the
+    refined pose but not the lifted one; a backend without a CND cannot subtract it."""
+    px = real_views[0][1]
+    on, off = (Pipeline(TorchBackend.from_checkpoints(), max_streams=1, cnd_mean=m) for m in (None, False))
+    assert on.cnd_mean and not off.cnd_mean
+    a, b = stream(on, px, frames=20), stream(off, px, frames=20)
+    np.testing.assert_array_equal(np.stack([r.lifted for r in a]), np.stack([r.lifted for r in b]))
+    assert np.abs(np.stack([r.refined for r in a]) - np.stack([r.refined for r in b])).max() > 1.0  # mm
+    be = TorchBackend.from_checkpoints()
+    be.cnd = None
+    with pytest.raises(ValueError, match="cnd_mean"):
+        Pipeline(be, max_streams=1, cnd_mean=True)
+    assert not Pipeline(be, max_streams=1).cnd_mean
 
 
 def test_torch_and_onnxruntime_backends_agree(ort_pipe, real_views):

@@ -5,11 +5,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import nn
 
 from posert.models.blocks import PoseSequenceModel
-from posert.models.diffusion import Schedule, ddim_step
+from posert.models.diffusion import CND, Schedule, ddim_step
 
 
 @dataclass(frozen=True)
@@ -91,16 +92,28 @@ class Refiner(nn.Module):
     forward(inp (B, N, 17, 3), x_T (B, N, 17, 3)) → refined (B, N, 17, 3), metres, for sequences
     of any length N (the full recomputation the streaming runtime is tested against; the runtime
     runs :meth:`Denoiser.step` once per DDIM step and frame, with the fused DDIM kernel).
+
+    ``cnd``: the refiner's CND. When its ``subtract_mean`` is set (a denoiser trained with
+    ``noise="cnd0"``), every frame starts from x_T − μ_a|b(y, x_T) (:meth:`CND.mean_map`), as the
+    streaming runtime does; otherwise it is not used.
     """
 
-    def __init__(self, denoiser: Denoiser):
+    def __init__(self, denoiser: Denoiser, cnd: CND | None = None):
         super().__init__()
         self.denoiser = denoiser
         self.schedule = Schedule(denoiser.cfg.T, denoiser.cfg.K)
+        self.shift = None
+        if cnd is not None and cnd.subtract_mean:
+            A, c = cnd.mean_map()
+            self.shift = (torch.from_numpy(A.astype(np.float32)), torch.from_numpy(c.astype(np.float32)))
 
     def forward(self, inp: torch.Tensor, x_T: torch.Tensor, feat: torch.Tensor | None = None) -> torch.Tensor:
         """``feat``: the lifter features of the same frames, for a denoiser with ``feat_dim`` > 0."""
         x = x_T
+        if self.shift is not None:
+            A, c = (v.to(x_T.device) for v in self.shift)
+            b = torch.cat([inp[..., :2].flatten(-2), x_T.flatten(-2)], dim=-1)
+            x = x_T - (b @ A + c).reshape(x_T.shape)
         for t, t_prev in self.schedule.pairs():
             tt = torch.full((x.shape[0],), float(t), dtype=torch.float32, device=x.device)
             e_hat = self.denoiser(inp, x, tt, feat)

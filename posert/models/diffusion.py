@@ -92,12 +92,19 @@ class CND:
 
     KINDS = ("joint", "pose")
 
-    def __init__(self, mean: np.ndarray, cov: np.ndarray, rho: float = 0.0):
+    def __init__(self, mean: np.ndarray, cov: np.ndarray, rho: float = 0.0, subtract_mean: bool = False):
         """mean: (17, 8) and cov: (17, 8, 8) (per joint), or (1, 136) and (1, 136, 136) (whole
-        pose), float64; rho in [0, 1). Raises ValueError for other shapes or rho."""
+        pose), float64; rho in [0, 1). Raises ValueError for other shapes or rho.
+
+        ``subtract_mean``: the denoiser that goes with this CND was trained on errors drawn from
+        N(0, Σ_a|b) (``noise="cnd0"``), so inference removes the conditional mean first:
+        x_T ← x_T − μ_a|b(y, x_T), and the K DDIM steps remove the rest. Together the two parts
+        are D3PRefiner's error model e = μ_a|b + r, r ~ N(0, Σ_a|b), with the systematic part a
+        linear map (:meth:`mean_map`) instead of something the network must learn."""
         if not 0.0 <= rho < 1.0:
             raise ValueError(f"rho must be in [0, 1), got {rho}")
         self.rho = float(rho)
+        self.subtract_mean = bool(subtract_mean)
         self.mean = np.asarray(mean, np.float64)
         self.cov = np.asarray(cov, np.float64)
         if self.mean.shape == (17, 8):
@@ -154,6 +161,25 @@ class CND:
         mu = self.mean[:, :na] + np.einsum("jab,...jb->...ja", self.gain, b)
         return mu.reshape(*mu.shape[:-2], 17, 3)
 
+    def mean_map(self) -> tuple[np.ndarray, np.ndarray]:
+        """μ_a|b as one affine map of a frame: (A (85, 51), c (51,)) float64 such that
+        ``μ.reshape(51) = concat(y.reshape(34), x_noisy.reshape(51)) @ A + c`` for y (17, 2)
+        normalised screen coordinates and x_noisy (17, 3) metres, joints in H36M-17 order; the
+        same values as :meth:`conditional_mean`, for either form (the per-joint form gives a
+        block-sparse A)."""
+        G, n = self.groups, self.n
+        J = G * n
+        A = np.zeros((5 * J, 3 * J))
+        c = np.zeros(3 * J)
+        for g in range(G):
+            joints = np.arange(g * n, (g + 1) * n)
+            cols = (3 * joints[:, None] + np.arange(3)).reshape(-1)  # e of this group, joint-major
+            rows = np.concatenate([(2 * joints[:, None] + np.arange(2)).reshape(-1),  # its y
+                                   2 * J + (3 * joints[:, None] + np.arange(3)).reshape(-1)])  # its x
+            A[np.ix_(rows, cols)] = self.gain[g].T
+            c[cols] = self.mean[g, :3 * n] - self.gain[g] @ self.mean[g, 3 * n:]
+        return A, c
+
     def draw_residual(self, z: np.ndarray) -> np.ndarray:
         """L z for unit normals z (..., 17, 3) float32 → (..., 17, 3) float32: a draw of
         N(0, Σ_a|b) (the joints of a "pose" CND correlated as the lifter's errors are)."""
@@ -188,5 +214,11 @@ class CND:
         out = mu + torch.einsum("jab,...jb->...ja", chol, z)
         return out.reshape(x_noisy.shape)
 
+    @classmethod
+    def from_state(cls, state: dict) -> CND:
+        """Rebuild from :meth:`state_dict` (a checkpoint's ``"cnd"``; ``rho`` and
+        ``subtract_mean`` default to 0 and False for older checkpoints)."""
+        return cls(state["mean"], state["cov"], state.get("rho", 0.0), state.get("subtract_mean", False))
+
     def state_dict(self) -> dict:
-        return {"mean": self.mean, "cov": self.cov, "rho": self.rho}
+        return {"mean": self.mean, "cov": self.cov, "rho": self.rho, "subtract_mean": self.subtract_mean}

@@ -54,4 +54,4 @@ def load_refiner(path: str | Path | None = None) -> tuple[Denoiser, CND]:
     ckpt = _load(path, "refiner.pt", "refiner")
     model = Denoiser(DenoiserConfig(**ckpt["config"]))
     model.load_state_dict(ckpt["state_dict"])
-    return model.eval(), CND(ckpt["cnd"]["mean"], ckpt["cnd"]["cov"], ckpt["cnd"].get("rho", 0.0))
+    return model.eval(), CND.from_state(ckpt["cnd"])

@@ -106,6 +106,11 @@ class Pipeline:
             H = 1 only). Default: 2 where the process may use ≥ 2 cores. One ORT thread per block
             beats ORT's own intra-op threads on these small graphs (benchmarks/RESULTS.md).
         precision: ``fp32`` (default), ``fp16`` or ``int8`` models, for a backend given by name.
+        cnd_mean: subtract the CND's conditional mean from x_T before the DDIM steps
+            (x_T − μ_a|b(y, x_T), one affine map per frame; :class:`~posert.models.diffusion.CND`).
+            Default ``None``: as the refiner checkpoint says (``subtract_mean``, set for
+            denoisers trained with ``--noise cnd0``, as the committed one is). ``lifted`` stays
+            x_T. ValueError when True and the backend has no CND.
         attention: for ``"onnxruntime"``, how the attention cores of a step run: ``auto``
             (default: ``kernel`` at fp32, else ``graph``), ``kernel`` (split step graphs with the
             C++ attention cores between them) or ``graph`` (one ONNX graph per step); see
@@ -125,7 +130,7 @@ class Pipeline:
     def __init__(self, backend="onnxruntime", max_streams: int = 64, lifter: str | None = None,
                  refiner: str | None = None, threads: int | None = None, ddim_steps: int | None = None,
                  hypotheses: int = 1, seed: int = 0, precision: str = "fp32", workers: int | None = None,
-                 min_shard: int = 4, attention: str = "auto"):
+                 min_shard: int = 4, attention: str = "auto", cnd_mean: bool | None = None):
         if isinstance(backend, str):
             from posert.runtime.backends import create_backend
 
@@ -146,12 +151,24 @@ class Pipeline:
             self._cnd, self._rho = backend.cnd, float(backend.cnd.rho)
             self._delta = np.zeros((max_streams, H, NUM_JOINTS, 3), np.float32)
         self.max_streams = S = max_streams
+        cnd = getattr(backend, "cnd", None)
+        if cnd_mean and cnd is None:
+            raise ValueError("cnd_mean=True needs the refiner's CND (backend.cnd)")
+        self.cnd_mean = bool(cnd.subtract_mean if cnd_mean is None and cnd is not None else cnd_mean)
+        shift = None
+        if self.cnd_mean:
+            A, c = cnd.mean_map()
+            shift = (A.astype(np.float32), c.astype(np.float32))
         # A resident backend (the CUDA-graph one) owns the caches and runs whole ticks on its device.
         self._resident = bool(getattr(backend, "resident", False))
+        self._shift = None if self._resident else shift
         if self._resident:
             if H > 1:
                 raise ValueError("hypotheses > 1 runs on the host backends (onnxruntime, torch, tensorrt) only")
-            backend.allocate(S, self.schedule.pairs(), self._coefs)
+            backend.allocate(S, self.schedule.pairs(), self._coefs, shift)
+        else:
+            self._b = np.zeros((S, 5 * NUM_JOINTS), np.float32)  # [y, x_T] of a frame, for μ_a|b
+            self._mu = np.zeros((S, NUM_JOINTS, 3), np.float32)
         lc, dc = backend.lifter_cache_shape, backend.denoiser_cache_shape
         C = 0 if self._resident else S  # no host caches next to a resident backend
         self._lcache = np.zeros((lc[0], C, *lc[1:]), np.float32)
@@ -372,6 +389,14 @@ class Pipeline:
             assert lo == 0, "hypotheses run unsharded"
             self._hypotheses(x_T, due, hi, x)
             rows = (due[:, None] * H + np.arange(H, dtype=np.int32)).reshape(-1)
+        if self._shift is not None:  # x ← x − μ_a|b(y, x_T), every row of the block (preallocated)
+            A, c = self._shift
+            b, mu = self._b[lo:hi], self._mu[lo:hi]
+            b[:, :2 * NUM_JOINTS] = v["inp_l"][..., :2].reshape(hi - lo, -1)
+            b[:, 2 * NUM_JOINTS:] = x_T.reshape(hi - lo, -1)
+            np.matmul(b, A, out=mu.reshape(hi - lo, -1))
+            mu += c.reshape(NUM_JOINTS, 3)
+            x.reshape(hi - lo, H, NUM_JOINTS, 3)[...] -= mu[:, None]
         M = self._dcache[0].shape[4]
         lag_d = ring_lags(np.repeat(count, H) if H > 1 else count, M, v["lag_d"])
         pos = (np.repeat(self._count[due], H) % M).astype(np.int32)

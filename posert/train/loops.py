@@ -201,7 +201,8 @@ def train_refiner(sequences: dict[str, np.ndarray], cameras: list[Camera], cfg: 
          inference timesteps and otherwise ~ U{1..T} (the network's capacity goes where DDIM
          evaluates it, while every t stays valid for other K);
        - ``noise="cnd0"``: e ~ N(0, Σ_a|b), the CND without its conditional mean (same AR(1)
-         residual and timestep weighting; ablation);
+         residual and timestep weighting). The returned CND has ``subtract_mean`` set, so
+         inference removes μ_a|b(y, x_T) from x_T before the DDIM steps (:class:`CND`);
        - ``noise="raw"``: e = x_noisy − x_0, the raw lifter error (ablation), t ~ U{1..T};
        - ``noise="regressor"``: e = x_noisy − x_0 and t = T always: the same network as a one-step
          regressor without diffusion (ablation; run it with K = 1);
@@ -286,6 +287,7 @@ def train_refiner(sequences: dict[str, np.ndarray], cameras: list[Camera], cfg: 
         return diff[:, :, 1:].norm(dim=-1).mean()  # the pelvis is 0 by construction
 
     stats = _timed_loop(cfg, list(model.parameters()), step, "denoiser")
+    cnd.subtract_mean = noise == "cnd0"
     stats.update(cross_fit_lifter_mpjpe_mm=cross_fit_mpjpe, noise=noise, fold_minutes=fold_minutes, folds=folds,
                  cnd_rho=cnd.rho, fold_by=fold_by, loss=loss, features=features, pose_aug=pose_aug,
                  cnd_kind=cnd_kind, cnd_windows=cnd_windows)

@@ -222,11 +222,19 @@ class CudaBackend:
 
     # -- state --------------------------------------------------------------------------------
     def allocate(self, max_streams: int, pairs: list[tuple[int, int]],
-                 coefs: list[tuple[float, float, float, float]]) -> None:
+                 coefs: list[tuple[float, float, float, float]],
+                 shift: tuple[np.ndarray, np.ndarray] | None = None) -> None:
         """Allocate every buffer for ``max_streams`` streams and the DDIM steps ``pairs``
         ((t, t_prev) each) with their Eq. 9 coefficients; drops captured graphs. Called once by
-        Pipeline."""
+        Pipeline. ``shift``: (A (85, 51), c (51,)) float32 of :meth:`CND.mean_map
+        <posert.models.diffusion.CND.mean_map>`: the DDIM state starts at x_T − μ_a|b(y, x_T)
+        (one matrix product in the chain, captured with it); None: at x_T."""
         S, dev = int(max_streams), self.device
+        self._A = self._c = None
+        if shift is not None:
+            self._A, self._c = (torch.from_numpy(np.ascontiguousarray(v, np.float32)).to(dev) for v in shift)
+            self._d_b = torch.zeros((S, 5 * NUM_JOINTS), device=dev)  # [y, x_T] per slot
+            self._d_mu = torch.zeros((S, 3 * NUM_JOINTS), device=dev)
         self.capacity = S
         self._pairs, self._coefs = list(pairs), [tuple(float(c) for c in cf) for cf in coefs]
         lc, dc = self.lifter_cache_shape, self.denoiser_cache_shape
@@ -313,12 +321,25 @@ class CudaBackend:
         x = self._d_x[:b]
         x.copy_(x_T)
         self._d_xT[:b].copy_(x_T)
+        self._shift_x(b)
         for t, coef, ds in zip(self._t, self._coefs, self._dstore):
             e, kv = self._den(inp, x, t[:b], lag_d, *[ds[g, :b] for g in range(ds.shape[0])])
             self._kv_push(ds, kv, rows, pos_d)
             self._ddim(x, e, coef)
         if self._copies_in_graph or not self.graphs:
             self._download(b)
+
+    def _shift_x(self, b: int) -> None:
+        """x_k ← x_T − μ_a|b(y, x_T) for the first ``b`` slots (no-op without a shift); every
+        tensor it touches is preallocated."""
+        if self._A is None:
+            return
+        J = NUM_JOINTS
+        bv = self._d_b[:b]
+        bv[:, :2 * J].view(b, J, 2).copy_(self._d_inp[:b, :, :2])
+        bv[:, 2 * J:].view(b, J, 3).copy_(self._d_xT[:b])
+        torch.addmm(self._c, bv, self._A, out=self._d_mu[:b])
+        self._d_x[:b].view(b, 3 * J).sub_(self._d_mu[:b])
 
     def _download(self, b: int) -> None:
         """x_0 and x_T of every slot, one device-to-host copy (the slots ≥ b are not read)."""
@@ -340,6 +361,7 @@ class CudaBackend:
             _C.transformer_step_cuda(self._dims_l, self._w_l.data_ptr(), x_T=self._d_xT.data_ptr(), cond=0,
                                      cache=self._lstore.data_ptr(), packed=self._p_l.data_ptr() if nc > 1 else 0,
                                      **common)
+            self._shift_x(b)
             for cond, coef, ds in zip(self._cond, self._coefs, self._dstore):
                 _C.transformer_step_cuda(self._dims_d, self._w_d.data_ptr(), x_T=0, cond=cond.data_ptr(),
                                          cache=ds.data_ptr(), a=coef[0], b=coef[1], ap=coef[2], bp=coef[3],
@@ -349,6 +371,7 @@ class CudaBackend:
                                    self._d_rows[:b].numpy())
             _C.transformer_step(self._w_l.numpy(), self._dims_l, inp, x, self._d_xT[:b].numpy(), None, count, rows,
                                 self._lstore.numpy(), None)
+            self._shift_x(b)
             for cond, coef, ds in zip(self._cond, self._coef_np, self._dstore):
                 _C.transformer_step(self._w_d.numpy(), self._dims_d, inp, x, None, cond.numpy(), count, rows,
                                     ds.numpy(), coef)

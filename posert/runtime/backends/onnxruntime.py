@@ -306,7 +306,7 @@ class OrtBackend:
             lifter_onnx, den_onnx = cached_split_onnx(lifter, refiner)
         else:
             lifter_onnx, den_onnx = precision_onnx(precision, lifter, refiner)
-        cnd = CND(rckpt["cnd"]["mean"], rckpt["cnd"]["cov"], rckpt["cnd"].get("rho", 0.0))
+        cnd = CND.from_state(rckpt["cnd"])
         return cls(lifter_onnx, den_onnx, lcfg["window"], Schedule(dcfg["T"], dcfg["K"]), threads, cnd)
 
     @staticmethod

@@ -209,7 +209,7 @@ class TrtBackend:
         paths = precision_onnx(precision, lifter, refiner)
         data = {name: cache.load(name, key) for name, (cache, key) in _engines(paths, precision, max_batch,
                                                                                  None).items()}
-        cnd = CND(rckpt["cnd"]["mean"], rckpt["cnd"]["cov"], rckpt["cnd"].get("rho", 0.0))
+        cnd = CND.from_state(rckpt["cnd"])
         return cls(data["lifter"], data["denoiser"], lcfg["window"], Schedule(dcfg["T"], dcfg["K"]), cnd, max_batch)
 
     @staticmethod
