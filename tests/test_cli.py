@@ -37,11 +37,10 @@ def test_eval_contract(clean_report):
 
 def test_refiner_beats_lifter_on_motion_it_was_trained_on(clean_report):
     """The fixture is CMU 01_01, part of the refiner's training motion, seen through a camera rig
-    it never saw: here the committed refiner lowers MPJPE (84.9 against 87.7 mm with the
-    zero-mean whole-pose CND refiner of session 14; 84.1 with session 13's whole-pose CND, 85.7
-    with the per-joint one before). On the held-out
-    validation motion it does not yet (issue 2; benchmarks/RESULTS.md): there it wins on the CMU
-    take and loses on the climbing take."""
+    it never saw: here the committed refiner lowers MPJPE (74.3 against 87.7 mm since session
+    14, which subtracts the CND's conditional mean before the DDIM steps; 84.1 with session 13's
+    refiner). It also does on the held-out validation motion (105.7 against 108.7 mm), but not
+    yet on OMOMO, the held-out source (benchmarks/RESULTS.md)."""
     assert clean_report["overall"]["refined"]["mpjpe"] < clean_report["overall"]["lifter"]["mpjpe"]
 
 
