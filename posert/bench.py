@@ -91,12 +91,45 @@ def pipeline_tick_ms(pipeline, px: np.ndarray, cam: Camera, frames: int, streams
     return np.array(times)
 
 
+def interleaved_tick_ms(pipelines: Sequence, px: np.ndarray, cam: Camera, frames: int,
+                        warmup: int = 10) -> list[np.ndarray]:
+    """Per-tick latency (ms) of push + tick for several 1-stream pipelines measured in turn on the
+    same frames: at frame i every pipeline ticks once, starting from pipeline i mod P. A slowdown
+    of the machine (another process, a frequency change) then falls on all of them alike instead
+    of on whichever was being measured, so their ratios stay comparable. Returns one array of
+    ``frames`` latencies per pipeline."""
+    P = len(pipelines)
+    for p in pipelines:
+        p.add_stream("bench0", cam.width, cam.height)
+    conf = np.ones((1, 17), np.float32)
+    times: list[list[float]] = [[] for _ in range(P)]
+    T = len(px)
+    try:
+        for i in range(frames + warmup):
+            kp = px[i % T][None]
+            for j in range(P):
+                k = (i + j) % P
+                t0 = time.perf_counter()
+                pipelines[k].push_many(["bench0"], kp, conf, [float(i)])
+                res = pipelines[k].tick()
+                dt = (time.perf_counter() - t0) * 1e3
+                assert len(res) == 1
+                if i >= warmup:
+                    times[k].append(dt)
+    finally:
+        for p in pipelines:
+            p.remove_stream("bench0")
+    return [np.array(t) for t in times]
+
+
 def window_sweep(windows: Sequence[int], px: np.ndarray, cam: Camera, frames: int, threads: int | None,
                  folder: Path, reference_frames: int = 40, split: bool = True, backend: str = "onnxruntime",
                  compile: bool = False) -> list[dict]:
     """Per-tick latency vs receptive field N: for every N, a lifter and denoiser of the default
     width and depth but window N (untrained weights: latency does not depend on their values),
     exported to ONNX and streamed through a 1-stream Pipeline, plus the eager reference at N.
+    The pipelines of all N are built first and measured interleaved (``interleaved_tick_ms``), so
+    the p50 ratios between windows do not depend on when the machine was busy.
     ``split``: run the split step graphs with the C++ attention cores (the fp32 default), else
     the single step graphs. ``backend="cuda"``: the CUDA-graph backend instead of ONNX Runtime,
     and the reference on the GPU. Returns one dict per N: window, max_lag (the per-layer
@@ -108,7 +141,7 @@ def window_sweep(windows: Sequence[int], px: np.ndarray, cam: Camera, frames: in
     from posert.runtime import Pipeline
     from posert.runtime.backends.onnxruntime import OrtBackend
 
-    rows = []
+    models, pipes = [], []
     for N in windows:
         torch.manual_seed(0)
         lifter, den = Lifter(LifterConfig(window=N)).eval(), Denoiser(DenoiserConfig(window=N)).eval()
@@ -116,20 +149,20 @@ def window_sweep(windows: Sequence[int], px: np.ndarray, cam: Camera, frames: in
             from posert.runtime.backends.cuda import CudaBackend
 
             be = CudaBackend(lifter, den, compile=compile)
-            one = pipeline_tick_ms(Pipeline(be, max_streams=1), px, cam, frames, 1)
-            ref = reference_tick_ms(be.lifter, be.denoiser, px, cam, reference_frames)
-            rows.append({"window": N, "max_lag": lifter.max_lag, "pipeline_p50_ms": float(np.percentile(one, 50)),
-                         "pipeline_p99_ms": float(np.percentile(one, 99)),
-                         "reference_p50_ms": float(np.percentile(ref, 50))})
-            continue
-        if split:
-            lp = export_split_step(lifter, folder / f"lifter_n{N}")
-            dp = export_split_step(den, folder / f"denoiser_n{N}")
+            lifter, den = be.lifter, be.denoiser  # the reference runs on the same GPU
         else:
-            lp = export_step(lifter, folder / f"lifter_n{N}.onnx")
-            dp = export_step(den, folder / f"denoiser_n{N}.onnx")
-        backend = OrtBackend(lp, dp, N, Schedule(den.cfg.T, den.cfg.K), threads)
-        one = pipeline_tick_ms(Pipeline(backend, max_streams=1), px, cam, frames, 1)
+            if split:
+                lp = export_split_step(lifter, folder / f"lifter_n{N}")
+                dp = export_split_step(den, folder / f"denoiser_n{N}")
+            else:
+                lp = export_step(lifter, folder / f"lifter_n{N}.onnx")
+                dp = export_step(den, folder / f"denoiser_n{N}.onnx")
+            be = OrtBackend(lp, dp, N, Schedule(den.cfg.T, den.cfg.K), threads)
+        models.append((lifter, den))
+        pipes.append(Pipeline(be, max_streams=1))
+    ticks = interleaved_tick_ms(pipes, px, cam, frames)
+    rows = []
+    for N, (lifter, den), one in zip(windows, models, ticks, strict=True):
         ref = reference_tick_ms(lifter, den, px, cam, reference_frames)
         rows.append({"window": N, "max_lag": lifter.max_lag, "pipeline_p50_ms": float(np.percentile(one, 50)),
                      "pipeline_p99_ms": float(np.percentile(one, 99)),
