@@ -31,8 +31,8 @@ def reference_tick_ms(lifter: Lifter, denoiser: Denoiser, px: np.ndarray, cam: C
     K denoiser passes over the window with the DDIM update in a Python loop (torch eager, batch 1),
     and report the newest frame. Runs on the models' device: on a GPU the window is copied there
     and the newest pose back (which waits for the GPU), as a paper-style loop would. ``cnd``: the
-    refiner's CND; with ``subtract_mean`` set, the window starts from x_T − μ_a|b as the
-    pipeline's does."""
+    refiner's CND; with ``subtract_mean`` set, the window starts from x_T − μ̄ as
+    :meth:`Refiner.start <posert.models.denoiser.Refiner.start>` computes it over the window."""
     from posert import _C
     from posert.models.denoiser import Refiner
 
@@ -43,9 +43,7 @@ def reference_tick_ms(lifter: Lifter, denoiser: Denoiser, px: np.ndarray, cam: C
     win = np.zeros((1, N, 17, 3), np.float32)
     window = torch.from_numpy(win)  # shares memory with win
     device = next(lifter.parameters()).device
-    shift = Refiner(denoiser, cnd).shift
-    if shift is not None:
-        A, c = (v.to(device) for v in shift)
+    refiner = Refiner(denoiser, cnd)
     times = []
     for i in range(min(frames + warmup, len(px))):
         t0 = time.perf_counter()
@@ -54,8 +52,7 @@ def reference_tick_ms(lifter: Lifter, denoiser: Denoiser, px: np.ndarray, cam: C
         ring.gather(slot, win)  # last N frames, edge-padded at the stream start
         w = window.to(device)
         x = lifter(w)
-        if shift is not None:
-            x = x - (torch.cat([w[..., :2].flatten(-2), x.flatten(-2)], dim=-1) @ A + c).reshape(x.shape)
+        x = refiner.start(w, x)
         for t, tp in sched.pairs():
             e = denoiser(w, x, torch.full((1,), float(t), device=device))
             x = ddim_step(x, e, sched.ddim_coefficients(t, tp))

@@ -72,7 +72,8 @@ def cmd_train(args) -> int:
                                           fold_cache=cache_dir() / "folds", fold_by=args.fold_by,
                                           loss=args.loss, features=args.features,
                                           feature_lifter=feature_lifter, pose_aug=args.pose_aug,
-                                          cnd_kind=args.cnd, cnd_windows=args.cnd_windows)
+                                          cnd_kind=args.cnd, cnd_windows=args.cnd_windows,
+                                          mean_ema=args.mean_ema)
         save_refiner(model, cnd, out_dir / "refiner.pt", {"train": stats, **meta})
     print(json.dumps(stats, indent=2))
     return 0
@@ -155,12 +156,13 @@ def cmd_eval(args) -> int:
     if args.precision == "int8":
         _ensure_int8(args.lifter, args.refiner)
     pipe = Pipeline(args.backend, max_streams=len(seqs) * len(cams), lifter=args.lifter, refiner=args.refiner,
-                    ddim_steps=args.steps, hypotheses=args.hypotheses, precision=args.precision)
+                    ddim_steps=args.steps, hypotheses=args.hypotheses, precision=args.precision,
+                    mean_ema=args.mean_ema)
     noise = {"none": None, "detector": NoiseModel(), "occlusion": OcclusionModel()}[args.noise]
     report = evaluate(pipe, seqs, cams, noise, seed=args.seed)
     report["config"] = {"motion": str(args.motion), "noise": args.noise, "backend": args.backend,
                         "cameras": args.cameras, "seed": args.seed, "ddim_steps": pipe.schedule.K,
-                        "precision": args.precision,
+                        "precision": args.precision, "cnd_mean": pipe.cnd_mean, "mean_ema": pipe.mean_ema,
                         "hypotheses": pipe.hypotheses}
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(report, indent=2))
@@ -337,6 +339,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "are) or per joint (D3PRefiner)")
     t.add_argument("--cnd-windows", type=int, default=4096,
                    help="refiner: cross-fitted windows the CND is fitted on (a whole-pose CND needs ~4096)")
+    t.add_argument("--mean-ema", type=float, default=0.3,
+                   help="refiner, --noise cnd0: weight α of the causal EMA of the CND's conditional mean that "
+                        "inference subtracts from x_T (1: the mean of every frame as it is; 0.3 chosen on the "
+                        "validation motion)")
     t.add_argument("--pose-aug", type=float, default=0.0,
                    help="share of training windows with limb chains turned to unseen poses (lifter: its windows; "
                         "refiner: the denoiser's and the CND's windows, the fold lifters keep the plain recipe)")
@@ -380,6 +386,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--lifter", default=None)
     e.add_argument("--refiner", default=None)
     e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--mean-ema", type=float, default=None,
+                   help="weight α of the causal EMA of the CND's conditional mean subtracted from x_T "
+                        "(default: the refiner checkpoint's; 1: every frame's own mean)")
     e.set_defaults(fn=cmd_eval)
 
     b = sub.add_parser("bench", help="per-tick latency vs the PyTorch eager reference")

@@ -115,6 +115,29 @@ def test_cnd_mean_map_is_the_conditional_mean_and_travels_in_the_checkpoint():
         back = CND.from_state(cnd.state_dict())
         assert back.subtract_mean and back.kind == kind and back.rho == cnd.rho
         assert not CND.from_state({"mean": cnd.mean, "cov": cnd.cov}).subtract_mean  # older checkpoints
+        assert CND.from_state({"mean": cnd.mean, "cov": cnd.cov}).mean_ema == 1.0
+        cnd.mean_ema = 0.3
+        assert CND.from_state(cnd.state_dict()).mean_ema == 0.3
+
+
+def test_cnd_smooth_mean_is_a_causal_ema_restarted_at_frame_0():
+    """:meth:`CND.smooth_mean` is μ̄_0 = μ_0, μ̄_t = μ̄_{t−1} + α (μ_t − μ̄_{t−1}) along the frame
+    axis (what a stream computes tick by tick), is causal, and is the identity for α = 1."""
+    rng = np.random.default_rng(0)
+    mu = rng.normal(size=(2, 40, 17, 3))
+    cnd = CND(np.zeros((17, 8)), np.tile(np.eye(8), (17, 1, 1)), mean_ema=0.3)
+    ref = mu.copy()
+    for t in range(1, 40):
+        ref[:, t] = ref[:, t - 1] + 0.3 * (mu[:, t] - ref[:, t - 1])
+    got = cnd.smooth_mean(mu)
+    np.testing.assert_allclose(got, ref, atol=1e-12)
+    later = mu.copy()
+    later[:, 25:] += 1.0
+    np.testing.assert_array_equal(cnd.smooth_mean(later)[:, :25], got[:, :25])  # causal
+    assert CND(cnd.mean, cnd.cov).smooth_mean(mu) is mu
+    for bad in (0.0, 1.5):
+        with pytest.raises(ValueError, match="mean_ema"):
+            CND(cnd.mean, cnd.cov, mean_ema=bad)
 
 
 def test_lifter_is_causal_and_root_relative(real_windows):

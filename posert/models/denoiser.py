@@ -94,26 +94,38 @@ class Refiner(nn.Module):
     runs :meth:`Denoiser.step` once per DDIM step and frame, with the fused DDIM kernel).
 
     ``cnd``: the refiner's CND. When its ``subtract_mean`` is set (a denoiser trained with
-    ``noise="cnd0"``), every frame starts from x_T − μ_a|b(y, x_T) (:meth:`CND.mean_map`), as the
-    streaming runtime does; otherwise it is not used.
+    ``noise="cnd0"``), frame n starts from x_T − μ̄_n, μ̄ the causal EMA (``cnd.mean_ema``,
+    :meth:`CND.smooth_mean`) of μ_a|b(y, x_T) (:meth:`CND.mean_map`) over frames 0 … n of the
+    given sequence, as a streaming runtime that starts at frame 0 computes it
+    (:meth:`start`); otherwise it is not used.
     """
 
     def __init__(self, denoiser: Denoiser, cnd: CND | None = None):
         super().__init__()
         self.denoiser = denoiser
         self.schedule = Schedule(denoiser.cfg.T, denoiser.cfg.K)
-        self.shift = None
+        self.shift, self.mean_ema = None, 1.0
         if cnd is not None and cnd.subtract_mean:
             A, c = cnd.mean_map()
             self.shift = (torch.from_numpy(A.astype(np.float32)), torch.from_numpy(c.astype(np.float32)))
+            self.mean_ema = cnd.mean_ema
+
+    def start(self, inp: torch.Tensor, x_T: torch.Tensor) -> torch.Tensor:
+        """The DDIM start x_K (B, N, 17, 3), metres: x_T, or x_T − μ̄ with a shift (see the class);
+        ``inp`` (B, N, 17, 3) normalised 2D and confidence, ``x_T`` (B, N, 17, 3) metres."""
+        if self.shift is None:
+            return x_T
+        A, c = (v.to(x_T.device) for v in self.shift)
+        b = torch.cat([inp[..., :2].flatten(-2), x_T.flatten(-2)], dim=-1)
+        mu = (b @ A + c).reshape(x_T.shape)
+        if self.mean_ema < 1.0:
+            W = torch.from_numpy(CND.ema_weights(x_T.shape[1], self.mean_ema)).to(mu)
+            mu = torch.einsum("ts,bsjc->btjc", W, mu)
+        return x_T - mu
 
     def forward(self, inp: torch.Tensor, x_T: torch.Tensor, feat: torch.Tensor | None = None) -> torch.Tensor:
         """``feat``: the lifter features of the same frames, for a denoiser with ``feat_dim`` > 0."""
-        x = x_T
-        if self.shift is not None:
-            A, c = (v.to(x_T.device) for v in self.shift)
-            b = torch.cat([inp[..., :2].flatten(-2), x_T.flatten(-2)], dim=-1)
-            x = x_T - (b @ A + c).reshape(x_T.shape)
+        x = self.start(inp, x_T)
         for t, t_prev in self.schedule.pairs():
             tt = torch.full((x.shape[0],), float(t), dtype=torch.float32, device=x.device)
             e_hat = self.denoiser(inp, x, tt, feat)

@@ -92,7 +92,8 @@ class CND:
 
     KINDS = ("joint", "pose")
 
-    def __init__(self, mean: np.ndarray, cov: np.ndarray, rho: float = 0.0, subtract_mean: bool = False):
+    def __init__(self, mean: np.ndarray, cov: np.ndarray, rho: float = 0.0, subtract_mean: bool = False,
+                 mean_ema: float = 1.0):
         """mean: (17, 8) and cov: (17, 8, 8) (per joint), or (1, 136) and (1, 136, 136) (whole
         pose), float64; rho in [0, 1). Raises ValueError for other shapes or rho.
 
@@ -100,9 +101,18 @@ class CND:
         N(0, Σ_a|b) (``noise="cnd0"``), so inference removes the conditional mean first:
         x_T ← x_T − μ_a|b(y, x_T), and the K DDIM steps remove the rest. Together the two parts
         are D3PRefiner's error model e = μ_a|b + r, r ~ N(0, Σ_a|b), with the systematic part a
-        linear map (:meth:`mean_map`) instead of something the network must learn."""
+        linear map (:meth:`mean_map`) instead of something the network must learn.
+
+        ``mean_ema`` (posert), in (0, 1]: what is subtracted is the causal exponential moving
+        average of μ_a|b along a stream's frames, μ̄_0 = μ_0, μ̄_t = μ̄_{t−1} + α (μ_t − μ̄_{t−1})
+        (:meth:`smooth_mean`), not μ_a|b itself. μ_a|b is a linear map of the 2D and of x_T, so it
+        carries their frame-to-frame noise, amplified; the error it predicts is smooth in time
+        (``rho``). α = 1 subtracts μ_a|b as it is. Raises ValueError outside (0, 1]."""
         if not 0.0 <= rho < 1.0:
             raise ValueError(f"rho must be in [0, 1), got {rho}")
+        if not 0.0 < mean_ema <= 1.0:
+            raise ValueError(f"mean_ema must be in (0, 1], got {mean_ema}")
+        self.mean_ema = float(mean_ema)
         self.rho = float(rho)
         self.subtract_mean = bool(subtract_mean)
         self.mean = np.asarray(mean, np.float64)
@@ -180,6 +190,26 @@ class CND:
             c[cols] = self.mean[g, :3 * n] - self.gain[g] @ self.mean[g, 3 * n:]
         return A, c
 
+    @staticmethod
+    def ema_weights(n: int, alpha: float) -> np.ndarray:
+        """(n, n) float64 lower-triangular W with μ̄ = W μ along frames: the causal EMA of
+        :meth:`smooth_mean` restarted at frame 0 (row t: α (1 − α)^(t−s) for 1 ≤ s ≤ t,
+        (1 − α)^t for s = 0; every row sums to 1)."""
+        t = np.arange(n)
+        lag = t[:, None] - t[None, :]
+        W = np.where(lag >= 0, alpha * (1.0 - alpha) ** np.maximum(lag, 0), 0.0)
+        W[:, 0] = (1.0 - alpha) ** t
+        return W
+
+    def smooth_mean(self, mu: np.ndarray) -> np.ndarray:
+        """μ̄: the causal EMA (``mean_ema``) of conditional means μ (..., N, 17, 3) along the frame
+        axis N, restarted at frame 0, as a stream that starts at frame 0 computes it tick by tick;
+        same shape and dtype."""
+        if self.mean_ema == 1.0:
+            return mu
+        W = self.ema_weights(mu.shape[-3], self.mean_ema).astype(mu.dtype)
+        return np.einsum("ts,...sjc->...tjc", W, mu)
+
     def draw_residual(self, z: np.ndarray) -> np.ndarray:
         """L z for unit normals z (..., 17, 3) float32 → (..., 17, 3) float32: a draw of
         N(0, Σ_a|b) (the joints of a "pose" CND correlated as the lifter's errors are)."""
@@ -217,8 +247,10 @@ class CND:
     @classmethod
     def from_state(cls, state: dict) -> CND:
         """Rebuild from :meth:`state_dict` (a checkpoint's ``"cnd"``; ``rho`` and
-        ``subtract_mean`` default to 0 and False for older checkpoints)."""
-        return cls(state["mean"], state["cov"], state.get("rho", 0.0), state.get("subtract_mean", False))
+        ``subtract_mean`` and ``mean_ema`` default to 0, False and 1 for older checkpoints)."""
+        return cls(state["mean"], state["cov"], state.get("rho", 0.0), state.get("subtract_mean", False),
+                   float(state.get("mean_ema", 1.0)))
 
     def state_dict(self) -> dict:
-        return {"mean": self.mean, "cov": self.cov, "rho": self.rho, "subtract_mean": self.subtract_mean}
+        return {"mean": self.mean, "cov": self.cov, "rho": self.rho, "subtract_mean": self.subtract_mean,
+                "mean_ema": self.mean_ema}

@@ -111,6 +111,11 @@ class Pipeline:
             Default ``None``: as the refiner checkpoint says (``subtract_mean``, set for
             denoisers trained with ``--noise cnd0``, as the committed one is). ``lifted`` stays
             x_T. ValueError when True and the backend has no CND.
+        mean_ema: α in (0, 1] of the causal EMA μ̄ of μ_a|b along each stream that is subtracted
+            instead of μ_a|b itself (:class:`~posert.models.diffusion.CND`; α = 1: μ_a|b as it
+            is). Default ``None``: the checkpoint's ``mean_ema`` (0.3 for the committed refiner,
+            chosen on the validation motion: benchmarks/mean_ema.py). A stream's μ̄ restarts at
+            its first frame. ValueError outside (0, 1].
         attention: for ``"onnxruntime"``, how the attention cores of a step run: ``auto``
             (default: ``kernel`` at fp32, else ``graph``), ``kernel`` (split step graphs with the
             C++ attention cores between them) or ``graph`` (one ONNX graph per step); see
@@ -130,7 +135,8 @@ class Pipeline:
     def __init__(self, backend="onnxruntime", max_streams: int = 64, lifter: str | None = None,
                  refiner: str | None = None, threads: int | None = None, ddim_steps: int | None = None,
                  hypotheses: int = 1, seed: int = 0, precision: str = "fp32", workers: int | None = None,
-                 min_shard: int = 4, attention: str = "auto", cnd_mean: bool | None = None):
+                 min_shard: int = 4, attention: str = "auto", cnd_mean: bool | None = None,
+                 mean_ema: float | None = None):
         if isinstance(backend, str):
             from posert.runtime.backends import create_backend
 
@@ -155,6 +161,11 @@ class Pipeline:
         if cnd_mean and cnd is None:
             raise ValueError("cnd_mean=True needs the refiner's CND (backend.cnd)")
         self.cnd_mean = bool(cnd.subtract_mean if cnd_mean is None and cnd is not None else cnd_mean)
+        if mean_ema is None:
+            mean_ema = cnd.mean_ema if cnd is not None else 1.0
+        self.mean_ema = float(mean_ema)
+        if not 0.0 < self.mean_ema <= 1.0:
+            raise ValueError(f"mean_ema must be in (0, 1], got {self.mean_ema}")
         shift = None
         if self.cnd_mean:
             A, c = cnd.mean_map()
@@ -165,10 +176,12 @@ class Pipeline:
         if self._resident:
             if H > 1:
                 raise ValueError("hypotheses > 1 runs on the host backends (onnxruntime, torch, tensorrt) only")
-            backend.allocate(S, self.schedule.pairs(), self._coefs, shift)
+            backend.allocate(S, self.schedule.pairs(), self._coefs, shift, self.mean_ema)
         else:
             self._b = np.zeros((S, 5 * NUM_JOINTS), np.float32)  # [y, x_T] of a frame, for μ_a|b
             self._mu = np.zeros((S, NUM_JOINTS, 3), np.float32)
+            self._mubar = np.zeros((S, NUM_JOINTS, 3), np.float32)  # μ̄, the causal EMA of μ_a|b per stream
+            self._w = np.zeros(S, np.float32)  # this tick's EMA weight per slot (0: not due)
         lc, dc = backend.lifter_cache_shape, backend.denoiser_cache_shape
         C = 0 if self._resident else S  # no host caches next to a resident backend
         self._lcache = np.zeros((lc[0], C, *lc[1:]), np.float32)
@@ -396,7 +409,17 @@ class Pipeline:
             b[:, 2 * NUM_JOINTS:] = x_T.reshape(hi - lo, -1)
             np.matmul(b, A, out=mu.reshape(hi - lo, -1))
             mu += c.reshape(NUM_JOINTS, 3)
-            x.reshape(hi - lo, H, NUM_JOINTS, 3)[...] -= mu[:, None]
+            # μ̄ ← μ̄ + w (μ − μ̄), w = mean_ema for due streams and 0 for the others; at a stream's
+            # first frame μ̄ = μ exactly (nothing of the slot's previous stream survives)
+            w, mubar = self._w[lo:hi], self._mubar[lo:hi]
+            w[:] = 0.0
+            w[due - lo] = self.mean_ema
+            first = due[self._count[due] == 0] - lo
+            mubar[first] = mu[first]
+            mu -= mubar
+            mu *= w[:, None, None]
+            mubar += mu
+            x.reshape(hi - lo, H, NUM_JOINTS, 3)[...] -= mubar[:, None]
         M = self._dcache[0].shape[4]
         lag_d = ring_lags(np.repeat(count, H) if H > 1 else count, M, v["lag_d"])
         pos = (np.repeat(self._count[due], H) % M).astype(np.int32)

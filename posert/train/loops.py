@@ -186,7 +186,7 @@ def train_refiner(sequences: dict[str, np.ndarray], cameras: list[Camera], cfg: 
                   cnd_windows: int = 1024, fold_cache: Path | None = None,
                   fold_by: str = "time", loss: str = "mse", features: str | None = None,
                   feature_lifter: Lifter | None = None, pose_aug: float = 0.0,
-                  cnd_kind: str = "joint") -> tuple[Denoiser, CND, dict]:
+                  cnd_kind: str = "joint", mean_ema: float = 1.0) -> tuple[Denoiser, CND, dict]:
     """Cross-fitted D3PRefiner training.
 
     1. k-fold cross-fitting: ``folds`` lifters (``fold_minutes`` each), lifter f never sees fold f.
@@ -202,7 +202,8 @@ def train_refiner(sequences: dict[str, np.ndarray], cameras: list[Camera], cfg: 
          evaluates it, while every t stays valid for other K);
        - ``noise="cnd0"``: e ~ N(0, Σ_a|b), the CND without its conditional mean (same AR(1)
          residual and timestep weighting). The returned CND has ``subtract_mean`` set, so
-         inference removes μ_a|b(y, x_T) from x_T before the DDIM steps (:class:`CND`);
+         inference removes μ_a|b(y, x_T) from x_T before the DDIM steps (:class:`CND`), smoothed
+         along each stream by a causal EMA of weight ``mean_ema`` (stored in the CND; 1: none);
        - ``noise="raw"``: e = x_noisy − x_0, the raw lifter error (ablation), t ~ U{1..T};
        - ``noise="regressor"``: e = x_noisy − x_0 and t = T always: the same network as a one-step
          regressor without diffusion (ablation; run it with K = 1);
@@ -232,6 +233,8 @@ def train_refiner(sequences: dict[str, np.ndarray], cameras: list[Camera], cfg: 
         raise ValueError("features='final' needs feature_lifter (the lifter the refiner will run with)")
     if noise not in NOISE_MODES:
         raise ValueError(f"noise must be one of {NOISE_MODES}, got {noise!r}")
+    if not 0.0 < mean_ema <= 1.0:
+        raise ValueError(f"mean_ema must be in (0, 1], got {mean_ema}")
     if cnd_kind not in CND.KINDS:
         raise ValueError(f"cnd_kind must be one of {CND.KINDS}, got {cnd_kind!r}")
     if loss not in LOSSES:
@@ -288,7 +291,8 @@ def train_refiner(sequences: dict[str, np.ndarray], cameras: list[Camera], cfg: 
 
     stats = _timed_loop(cfg, list(model.parameters()), step, "denoiser")
     cnd.subtract_mean = noise == "cnd0"
+    cnd.mean_ema = float(mean_ema) if cnd.subtract_mean else 1.0
     stats.update(cross_fit_lifter_mpjpe_mm=cross_fit_mpjpe, noise=noise, fold_minutes=fold_minutes, folds=folds,
                  cnd_rho=cnd.rho, fold_by=fold_by, loss=loss, features=features, pose_aug=pose_aug,
-                 cnd_kind=cnd_kind, cnd_windows=cnd_windows)
+                 cnd_kind=cnd_kind, cnd_windows=cnd_windows, mean_ema=cnd.mean_ema)
     return model.eval(), cnd, stats

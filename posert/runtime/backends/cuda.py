@@ -223,18 +223,23 @@ class CudaBackend:
     # -- state --------------------------------------------------------------------------------
     def allocate(self, max_streams: int, pairs: list[tuple[int, int]],
                  coefs: list[tuple[float, float, float, float]],
-                 shift: tuple[np.ndarray, np.ndarray] | None = None) -> None:
+                 shift: tuple[np.ndarray, np.ndarray] | None = None, mean_ema: float = 1.0) -> None:
         """Allocate every buffer for ``max_streams`` streams and the DDIM steps ``pairs``
         ((t, t_prev) each) with their Eq. 9 coefficients; drops captured graphs. Called once by
         Pipeline. ``shift``: (A (85, 51), c (51,)) float32 of :meth:`CND.mean_map
         <posert.models.diffusion.CND.mean_map>`: the DDIM state starts at x_T − μ_a|b(y, x_T)
-        (one matrix product in the chain, captured with it); None: at x_T."""
+        (one matrix product in the chain, captured with it); None: at x_T. ``mean_ema``: the
+        weight α of the causal EMA μ̄ of μ_a|b per stream (:class:`~posert.models.diffusion.CND`);
+        x_T − μ̄ is subtracted, μ̄ kept on the device."""
         S, dev = int(max_streams), self.device
         self._A = self._c = None
+        self._ema = float(mean_ema)
         if shift is not None:
             self._A, self._c = (torch.from_numpy(np.ascontiguousarray(v, np.float32)).to(dev) for v in shift)
             self._d_b = torch.zeros((S, 5 * NUM_JOINTS), device=dev)  # [y, x_T] per slot
             self._d_mu = torch.zeros((S, 3 * NUM_JOINTS), device=dev)
+            self._d_mubar = torch.zeros((S, 3 * NUM_JOINTS), device=dev)  # μ̄ per stream slot
+            self._d_w = torch.zeros((S, 1), device=dev)  # this tick's EMA weight per slot
         self.capacity = S
         self._pairs, self._coefs = list(pairs), [tuple(float(c) for c in cf) for cf in coefs]
         lc, dc = self.lifter_cache_shape, self.denoiser_cache_shape
@@ -330,16 +335,20 @@ class CudaBackend:
             self._download(b)
 
     def _shift_x(self, b: int) -> None:
-        """x_k ← x_T − μ_a|b(y, x_T) for the first ``b`` slots (no-op without a shift); every
-        tensor it touches is preallocated."""
+        """x_k ← x_T − μ̄ for the first ``b`` slots (no-op without a shift): μ = μ_a|b(y, x_T);
+        μ̄ = μ at a stream's first frame, then μ̄ ← μ̄ + w (μ − μ̄) with w = α for due slots and 0
+        for the others (their μ̄ stays). Every tensor it keeps is preallocated."""
         if self._A is None:
             return
         J = NUM_JOINTS
-        bv = self._d_b[:b]
+        bv, mu, mubar, w = self._d_b[:b], self._d_mu[:b], self._d_mubar[:b], self._d_w[:b]
         bv[:, :2 * J].view(b, J, 2).copy_(self._d_inp[:b, :, :2])
         bv[:, 2 * J:].view(b, J, 3).copy_(self._d_xT[:b])
-        torch.addmm(self._c, bv, self._A, out=self._d_mu[:b])
-        self._d_x[:b].view(b, 3 * J).sub_(self._d_mu[:b])
+        torch.addmm(self._c, bv, self._A, out=mu)
+        mubar.copy_(torch.where(self._d_count[:b, None] == 0, mu, mubar))  # a stream's first frame: μ̄ = μ
+        w.copy_(self._d_rows[:b, None] >= 0).mul_(self._ema)  # α where the slot is due, else 0
+        mubar.add_(mu.sub_(mubar).mul_(w))
+        self._d_x[:b].view(b, 3 * J).sub_(mubar)
 
     def _download(self, b: int) -> None:
         """x_0 and x_T of every slot, one device-to-host copy (the slots ≥ b are not read)."""
