@@ -27,7 +27,7 @@ from pathlib import Path
 from posert.cli import _eval_cameras
 from posert.data.build import VAL_MOTION_NAME, build_dataset
 from posert.data.dataset import NoiseModel, OcclusionModel
-from posert.evaluate import load_motion, score, stream_sequences
+from posert.evaluate import load_motion, markdown_cells, score, stream_sequences
 from posert.models.io import load_refiner
 from posert.runtime import Pipeline
 
@@ -60,12 +60,7 @@ def main() -> None:
                                 refiner=args.refiner, cnd_mean=True, mean_ema=a)
                 res, _ = stream_sequences(pipe, seqs, cams, noise, seed=0, progress=False)
                 pipe.close()
-                o = score(res)["overall"]
-                L, R = o["lifter"], o["refined"]
-                vis = f"{o['missing']['refined_mpjpe_visible_frames']:.1f}" if "missing" in o else "–"
-                print(f"| {path.name} | {proto} | {a:g} | {L['mpjpe']:.1f} ({L['p_mpjpe']:.1f}) | "
-                      f"{R['mpjpe']:.1f} ({R['p_mpjpe']:.1f}) | {R['mpjpe'] / L['mpjpe']:.3f} | {L['accel']:.2f} | "
-                      f"{R['accel']:.2f} | {R['accel'] / L['accel']:.2f} | {vis} |", flush=True)
+                print(f"| {path.name} | {proto} | {a:g} | {markdown_cells(score(res)['overall'])} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@
 #include "attention.h"
 #include "ddim.h"
 #include "kv_cache.h"
+#include "reprojection.h"
 #include "ring_buffer.h"
 #include "transformer_step.h"
 
@@ -24,6 +25,7 @@ namespace {
 using F32 = py::array_t<float, py::array::c_style>;
 using I32 = py::array_t<int32_t, py::array::c_style>;
 using I64 = py::array_t<int64_t, py::array::c_style>;
+using F64 = py::array_t<double, py::array::c_style>;
 
 // Output arrays must be written in place: reject anything pybind11 would silently copy.
 F32 as_out(const py::array& a, const char* name) {
@@ -256,6 +258,34 @@ py::array_t<float> transformer_step_cluster_pack(const F32& weights, const py::t
 // operations as the NumPy form, so the result is identical. Returns (b, code): code 0 = all valid; 1 =
 // frame b has a confidence that is not finite or outside [0, 1] (checked for every frame first); 2 =
 // frame b has a NaN/inf coordinate on a joint with confidence > 0. Nothing is read past the first error.
+// Camera-aware correction (posert/runtime/reprojection.py, Pipeline.add_stream), see reprojection.h.
+void reproject(const py::array& pose_arr, const I64& rows, const I64& slots, const F64& px, const F64& conf,
+               const F64& K, const F64& dist, const py::array& dbar_arr, const F64& weight, int iterations) {
+  F32 pose = as_out(pose_arr, "pose");
+  if (!dbar_arr.dtype().is(py::dtype::of<double>()) || !(dbar_arr.flags() & py::array::c_style) ||
+      !dbar_arr.writeable())
+    throw py::type_error("dbar: must be a writeable C-contiguous float64 array");
+  F64 dbar = py::reinterpret_borrow<F64>(dbar_arr);
+  require_shape(pose, {-1, -1, 3}, "pose (B, J, 3)");
+  const int64_t B = pose.shape(0), J = pose.shape(1), R = rows.shape(0);
+  require_shape(rows, {R}, "rows (R,)");
+  require_shape(slots, {R}, "slots (R,)");
+  require_shape(weight, {R}, "weight (R,)");
+  require_shape(px, {-1, J, 2}, "px (S, J, 2)");
+  const int64_t S = px.shape(0);
+  require_shape(conf, {S, J}, "conf (S, J)");
+  require_shape(K, {S, 3, 3}, "K (S, 3, 3)");
+  require_shape(dist, {S, 5}, "dist (S, 5)");
+  require_shape(dbar, {S, J, 3}, "dbar (S, J, 3)");
+  for (int64_t r = 0; r < R; ++r) {
+    const int64_t row = rows.data()[r], slot = slots.data()[r];
+    if (row < 0 || row >= B) throw py::index_error("row " + std::to_string(row) + " out of range");
+    if (slot < 0 || slot >= S) throw py::index_error("slot " + std::to_string(slot) + " out of range");
+  }
+  posert::reproject_cpu(pose.mutable_data(), J, rows.data(), slots.data(), R, px.data(), conf.data(), K.data(),
+                        dist.data(), dbar.mutable_data(), weight.data(), iterations);
+}
+
 py::tuple prepare_frames(const py::array_t<double, py::array::c_style>& kp, const py::object& conf_arr,
                          const F32& size, const I64& slots, const py::array& out_arr) {
   F32 out = as_out(out_arr, "out");
@@ -390,6 +420,11 @@ PYBIND11_MODULE(_C, m) {
         "Validate and normalise frames for Pipeline.push_many: kp (B, J, 2) float64 px, conf (B, J) float64 or None, "
         "size (S, 2) float32, slots (B,) int64 → out (B, J, 3) float32; returns (b, code): 0 ok, 1 bad confidence, "
         "2 NaN/inf on a visible joint (frame b).");
+  m.def("reproject", &reproject, py::arg("pose"), py::arg("rows"), py::arg("slots"), py::arg("px"), py::arg("conf"),
+        py::arg("K"), py::arg("dist"), py::arg("dbar"), py::arg("weight"), py::arg("iterations") = 8,
+        "Camera-aware correction of Pipeline.add_stream, in place: pose (B, J, 3) float32 mm, rows/slots (R,) int64, "
+        "px (S, J, 2), conf (S, J), K (S, 3, 3), dist (S, 5), dbar (S, J, 3), weight (R,), all float64 "
+        "(csrc/reprojection.h).");
   m.def("ddim_update", &ddim_update, py::arg("x_k"), py::arg("e"), py::arg("out"), py::arg("a"), py::arg("b"),
         py::arg("ap"), py::arg("bp"), "Fused DDIM update (D3PRefiner Eq. 9) on float32 arrays; out may alias x_k.");
 

@@ -67,6 +67,45 @@ class Camera:
         v = self.K[1, 1] * yd + self.K[1, 2]
         return np.stack([u, v], axis=-1)
 
+    def rays(self, px: np.ndarray, iterations: int = 8) -> np.ndarray:
+        """Invert :meth:`project` up to depth: (..., 2) pixels → (..., 2) float64 normalised image
+        coordinates (x/z, y/z) of the camera-frame rays through them (distortion removed).
+
+        See :func:`pixels_to_rays` for the method and its accuracy.
+        """
+        return pixels_to_rays(px, self.K, self.dist, iterations)
+
+
+def pixels_to_rays(px: np.ndarray, K: np.ndarray, dist: np.ndarray, iterations: int = 8) -> np.ndarray:
+    """(..., 2) pixels → (..., 2) float64 undistorted normalised coordinates (x/z, y/z), the
+    camera-frame ray of each pixel (OpenCV axes), for cameras modelled as :meth:`Camera.project`.
+
+    ``K``: (..., 3, 3) intrinsics and ``dist``: (..., 5) Brown–Conrady (k1, k2, p1, p2, k3), both
+    broadcast against the points' leading axes (one camera, or one per row). The distortion is
+    removed by the fixed-point iteration OpenCV's ``undistortPoints`` uses (x ← (x_d − tangential(x))
+    / radial(x)); for the Human3.6M lenses inside the image, 8 iterations reproject to within
+    1e-6 px (tested). NaN pixels give NaN rays.
+    """
+    px = np.asarray(px, dtype=np.float64)
+    K = np.asarray(K, dtype=np.float64)
+    dist = np.asarray(dist, dtype=np.float64)
+    extra = px.ndim - 1 - (K.ndim - 2)  # point axes beyond the cameras' own leading axes
+
+    def per_point(a: np.ndarray) -> np.ndarray:
+        return a.reshape(a.shape + (1,) * extra)
+
+    fx, fy, skew, cx, cy = (per_point(K[..., i, j]) for i, j in ((0, 0), (1, 1), (0, 1), (0, 2), (1, 2)))
+    k1, k2, p1, p2, k3 = (per_point(dist[..., i]) for i in range(5))
+    yd = (px[..., 1] - cy) / fy
+    xd = (px[..., 0] - cx - skew * yd) / fx
+    x, y = xd, yd
+    for _ in range(iterations):
+        r2 = x * x + y * y
+        radial = 1 + r2 * (k1 + r2 * (k2 + r2 * k3))
+        x, y = ((xd - (2 * p1 * x * y + p2 * (r2 + 2 * x * x))) / radial,
+                (yd - (p1 * (r2 + 2 * y * y) + 2 * p2 * x * y)) / radial)
+    return np.stack([x, y], axis=-1)
+
 
 def normalize_screen(px: np.ndarray, width: int, height: int) -> np.ndarray:
     """Normalise pixel coordinates as VideoPose3D does: ``x / w * 2 - [1, h / w]``.

@@ -157,13 +157,14 @@ def cmd_eval(args) -> int:
         _ensure_int8(args.lifter, args.refiner)
     pipe = Pipeline(args.backend, max_streams=len(seqs) * len(cams), lifter=args.lifter, refiner=args.refiner,
                     ddim_steps=args.steps, hypotheses=args.hypotheses, precision=args.precision,
-                    mean_ema=args.mean_ema)
+                    mean_ema=args.mean_ema, reprojection_ema=args.reprojection_ema)
     noise = {"none": None, "detector": NoiseModel(), "occlusion": OcclusionModel()}[args.noise]
-    report = evaluate(pipe, seqs, cams, noise, seed=args.seed)
+    report = evaluate(pipe, seqs, cams, noise, seed=args.seed, camera_aware=args.camera_aware)
     report["config"] = {"motion": str(args.motion), "noise": args.noise, "backend": args.backend,
                         "cameras": args.cameras, "seed": args.seed, "ddim_steps": pipe.schedule.K,
                         "precision": args.precision, "cnd_mean": pipe.cnd_mean, "mean_ema": pipe.mean_ema,
-                        "hypotheses": pipe.hypotheses}
+                        "hypotheses": pipe.hypotheses, "camera_aware": args.camera_aware,
+                        "reprojection_ema": pipe.reprojection_ema if args.camera_aware else None}
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(report, indent=2))
     _print_accuracy(report)
@@ -389,6 +390,11 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--mean-ema", type=float, default=None,
                    help="weight α of the causal EMA of the CND's conditional mean subtracted from x_T "
                         "(default: the refiner checkpoint's; 1: every frame's own mean)")
+    e.add_argument("--camera-aware", action="store_true",
+                   help="give every stream its camera's intrinsics, so the refined pose is corrected onto the "
+                        "2D keypoints' camera rays (Pipeline.add_stream)")
+    e.add_argument("--reprojection-ema", type=float, default=0.1,
+                   help="β of the causal EMA of that correction (1: each frame's own; for precise 2D)")
     e.set_defaults(fn=cmd_eval)
 
     b = sub.add_parser("bench", help="per-tick latency vs the PyTorch eager reference")

@@ -40,13 +40,15 @@ def _scores(pred: np.ndarray, gt: np.ndarray) -> dict[str, float]:
 
 
 def stream_sequences(pipeline, sequences: dict[str, np.ndarray], cameras: list[Camera],
-                     noise=None, seed: int = 0, progress: bool = True):
+                     noise=None, seed: int = 0, progress: bool = True, camera_aware: bool = False):
     """Stream every (sequence, camera) pair as its own stream, frame by frame, all due streams
     batched in one tick.
 
     Args:
         noise: None (ground-truth 2D) or a callable ``(px (T, 17, 2), rng) -> (px, conf)`` such as
             :class:`~posert.data.dataset.NoiseModel` or :class:`~posert.data.dataset.OcclusionModel`.
+        camera_aware: add every stream with its camera, so the pipeline corrects the refined pose
+            onto the 2D's camera rays (:meth:`~posert.runtime.Pipeline.add_stream`).
     Returns (results, tick_ms): results[name] = dict of (C, T, 17, 3) arrays ``lifted``,
     ``refined``, ``gt`` (mm, camera frame, root-relative), ``px`` (C, T, 17, 2) the pushed 2D
     (pixels, after ``noise``) and ``conf`` (C, T, 17); tick_ms = per-tick latencies.
@@ -61,7 +63,7 @@ def stream_sequences(pipeline, sequences: dict[str, np.ndarray], cameras: list[C
             if noise is not None:
                 px, conf = noise(px, rng)
             sid = (name, ci)
-            pipeline.add_stream(sid, cam.width, cam.height)
+            pipeline.add_stream(sid, cam.width, cam.height, cam if camera_aware else None)
             streams.append((sid, px, conf, cam3d - cam3d[:, ROOT:ROOT + 1]))
     T_max = max(len(s[1]) for s in streams)
     out = {sid: (np.zeros((len(px), NUM_JOINTS, 3), np.float32), np.zeros((len(px), NUM_JOINTS, 3), np.float32))
@@ -125,11 +127,23 @@ def score(results: dict) -> dict:
     return report
 
 
+def markdown_cells(overall: dict) -> str:
+    """The cells a benchmark's Markdown row gives for ``score(...)["overall"]``: lifter MPJPE
+    (P-MPJPE), refined MPJPE (P-MPJPE), their ratio, lifter and refined acceleration error and
+    their ratio, and the refined MPJPE on frames whose joints are all visible ("–" when no joint
+    was missing). mm and mm/frame²."""
+    L, R = overall["lifter"], overall["refined"]
+    vis = f"{overall['missing']['refined_mpjpe_visible_frames']:.1f}" if "missing" in overall else "–"
+    return (f"{L['mpjpe']:.1f} ({L['p_mpjpe']:.1f}) | {R['mpjpe']:.1f} ({R['p_mpjpe']:.1f}) | "
+            f"{R['mpjpe'] / L['mpjpe']:.3f} | {L['accel']:.2f} | {R['accel']:.2f} | "
+            f"{R['accel'] / L['accel']:.2f} | {vis}")
+
+
 def evaluate(pipeline, sequences: dict[str, np.ndarray], cameras: list[Camera], noise=None,
-             seed: int = 0, progress: bool = True) -> dict:
+             seed: int = 0, progress: bool = True, camera_aware: bool = False) -> dict:
     """Stream ``sequences`` through ``pipeline`` (:func:`stream_sequences`) and :func:`score` them;
     adds ``"tick_ms": {"p50", "p99", "streams"}``, the latency of the batched ticks."""
-    results, tick_ms = stream_sequences(pipeline, sequences, cameras, noise, seed, progress)
+    results, tick_ms = stream_sequences(pipeline, sequences, cameras, noise, seed, progress, camera_aware)
     report = score(results)
     report["tick_ms"] = {"p50": float(np.percentile(tick_ms, 50)), "p99": float(np.percentile(tick_ms, 99)),
                          "streams": len(sequences) * len(cameras)}

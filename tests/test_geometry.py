@@ -3,8 +3,25 @@
 import numpy as np
 from scipy.spatial.transform import Rotation
 
-from posert.camera import look_at_camera, normalize_screen, ring_rig
+from posert.camera import Camera, look_at_camera, normalize_screen, pixels_to_rays, ring_rig
+from posert.data.dataset import center_on_floor
 from posert.metrics import accel_error, mpjpe, p_mpjpe
+from posert.runtime.reprojection import ray_correction
+from posert.skeleton import ROOT
+
+#: The intrinsics and lens distortion of Human3.6M camera 54138969 (its published calibration).
+H36M_LENS = Camera("54138969", np.eye(3), np.zeros(3),
+                   np.array([[1145.04940, 0.0, 512.541505], [0.0, 1143.78110, 515.451487], [0.0, 0.0, 1.0]]),
+                   np.array([-0.20709891, 0.24777518, -0.00142447, -0.0009757, -0.00307515]), 1000, 1002)
+
+
+def _h36m_view(motion, frames=200):
+    """Real motion seen through a camera with the H36M lens: (pixels (T, 17, 2) float64,
+    camera-frame positions (T, 17, 3) mm float64, the camera)."""
+    base = ring_rig(H36M_LENS)[1]
+    cam = Camera(base.name, base.R, base.t, base.K, base.dist, base.width, base.height)
+    cam3d = cam.world_to_camera(center_on_floor(motion[:frames]))
+    return cam.project(cam3d), cam3d, cam
 
 
 def test_projection_without_distortion_is_pinhole():
@@ -40,3 +57,45 @@ def test_metrics_invariances_on_real_pose(motion):
     assert accel_error(gt + 37.0, gt) < 1e-9  # a constant offset has no acceleration
     noisy = gt + np.random.default_rng(0).normal(0, 10, gt.shape)
     assert accel_error(noisy, gt) > 10  # jitter shows up (≈ √6 σ · 0.92 for Gaussian noise)
+
+
+def test_rays_invert_projection_with_real_lens_distortion(motion):
+    """Pixels of real motion through a lens with H36M's distortion map back to the exact rays
+    x/z, y/z of the camera-frame joints, per camera or with one camera per row."""
+    px, cam3d, cam = _h36m_view(motion)
+    rays = cam.rays(px)
+    np.testing.assert_allclose(rays, cam3d[..., :2] / cam3d[..., 2:], atol=1e-9)
+    undistorted = px.copy()
+    undistorted[..., 0] = cam.K[0, 0] * rays[..., 0] + cam.K[0, 2]
+    assert np.abs(undistorted - px).max() > 1.0  # the lens moves these joints by pixels
+    per_row = pixels_to_rays(px[:4], np.stack([cam.K] * 4), np.stack([cam.dist] * 4))
+    np.testing.assert_array_equal(per_row, rays[:4])
+
+
+def test_ray_correction_puts_joints_on_their_rays_at_their_depth(motion):
+    """On real motion: the true pose needs no correction; a pose with lateral error (x, y) is
+    moved onto the 2D's rays at unchanged depths and most of that error goes; joints of weight 0
+    (NaN pixels) and rows with fewer than two joints are left alone."""
+    px, cam3d, cam = _h36m_view(motion)
+    rays = cam.rays(px)
+    gt = cam3d - cam3d[:, ROOT:ROOT + 1]
+    ones = np.ones(gt.shape[:2])
+    assert np.abs(ray_correction(gt, rays, ones)).max() < 1e-6  # mm
+    rng = np.random.default_rng(0)
+    noisy = gt + np.concatenate([rng.normal(0, 40, gt.shape[:2] + (2,)), np.zeros(gt.shape[:2] + (1,))], -1)
+    noisy -= noisy[:, ROOT:ROOT + 1]
+    delta = ray_correction(noisy, rays, ones)
+    assert np.all(delta[..., 2] == 0)  # depths are kept
+    fixed = noisy + delta
+    fixed -= fixed[:, ROOT:ROOT + 1]
+    assert np.abs(ray_correction(fixed, rays, ones)).max() < 1e-6  # on its rays: nothing left to move
+    err_before, err_after = mpjpe(noisy, gt), mpjpe(fixed, gt)
+    assert err_before > 45 and err_after < 0.2 * err_before, (err_before, err_after)
+    w = ones.copy()
+    w[:, 13] = 0
+    hidden = rays.copy()
+    hidden[:, 13] = np.nan
+    d2 = ray_correction(noisy, hidden, w)
+    assert np.isfinite(d2).all() and np.all(d2[:, 13] == 0)
+    w[:5, 1:] = 0  # a single visible joint: no position can be fitted
+    assert np.all(ray_correction(noisy[:5], hidden[:5], w[:5]) == 0)

@@ -423,3 +423,60 @@ def test_prepare_frames_matches_numpy_normalisation(real_views):
     assert _C.prepare_frames(bad_kp, bad_conf, size, slots, out) == (12, 2)
     with pytest.raises(IndexError):
         _C.prepare_frames(px, conf, size, np.full(B, 9), out)
+
+
+def test_reproject_kernel_equals_numpy_reference(motion, models):
+    """``_C.reproject`` (the Pipeline's camera-aware correction) against its NumPy definition,
+    :func:`pixels_to_rays` + :func:`ray_correction` + the per-slot EMA + re-rooting, on real
+    motion seen through a lens with H36M's distortion and lifted by the committed lifter:
+    several ticks (the EMA carries over), rows in another order than slots, hidden joints with
+    NaN pixels, a row with one visible joint (no correction) and a stream with another lens."""
+    import torch
+
+    from posert.camera import Camera, pixels_to_rays, ring_rig
+    from posert.data.dataset import center_on_floor, render
+    from posert.runtime.reprojection import ray_correction
+
+    lifter = models[0]
+    K = np.array([[1145.0494, 0.0, 512.5415], [0.0, 1143.7811, 515.4515], [0.0, 0.0, 1.0]])
+    lens = np.array([-0.20709891, 0.24777518, -0.00142447, -0.0009757, -0.00307515])
+    S, B, T = 5, 3, 6
+    cams = [Camera(c.name, c.R, c.t, K, lens * (1 + 0.2 * i), 1000, 1002) for i, c in enumerate(ring_rig(n=B))]
+    world = center_on_floor(motion[:40])
+    views = [render(world, c)[0] for c in cams]  # (40, 17, 2) px each
+    inp = np.stack([make_input(v[:27], np.ones((27, 17), np.float32), 1000, 1002) for v in views])
+    with torch.no_grad():
+        poses = lifter(torch.from_numpy(inp)).numpy() * 1000  # (B, 27, 17, 3) mm
+    slots = np.array([4, 0, 2])
+    Ks, dists = np.tile(np.eye(3), (S, 1, 1)), np.zeros((S, 5))
+    Ks[slots], dists[slots] = K, np.stack([c.dist for c in cams])
+    px, conf = np.zeros((S, 17, 2)), np.zeros((S, 17))
+    dbar, ref_dbar = np.zeros((S, 17, 3)), np.zeros((S, 17, 3))
+    rng = np.random.default_rng(0)
+    for t in range(T):
+        for b, s in enumerate(slots):
+            px[s] = views[b][t]
+            conf[s] = rng.uniform(0.3, 1.0, 17)
+        hide = rng.random((S, 17)) < 0.2
+        conf[hide], px[hide] = 0.0, np.nan
+        if t == 3:
+            conf[slots[1], 1:] = 0.0  # one visible joint: this row gets no correction
+        pose = np.ascontiguousarray(poses[:, t][::-1])  # rows in reverse slot order
+        rows = np.arange(B)[::-1].copy()
+        weight = np.maximum(0.1, np.full(B, 1.0 / (t + 1)))
+        ref = pose.astype(np.float64)
+        rays = pixels_to_rays(px[slots], Ks[slots], dists[slots])
+        delta = ray_correction(ref[rows], rays, conf[slots])
+        ref_dbar[slots] += (weight[:, None] * conf[slots])[..., None] * (delta - ref_dbar[slots])
+        out = ref[rows] + ref_dbar[slots]
+        ref[rows] = out - out[:, :1]
+        _C.reproject(pose, rows, slots, px, conf, Ks, dists, dbar, weight)
+        np.testing.assert_allclose(dbar, ref_dbar, atol=1e-9)
+        np.testing.assert_allclose(pose, ref, atol=1e-3)  # float32 output, mm
+        if t == 3:
+            assert np.all(delta[1] == 0)
+    assert np.abs(ref_dbar).max() > 10  # mm: the lifter's pose was corrected
+    with pytest.raises(IndexError, match="slot"):
+        _C.reproject(pose, rows, np.array([0, 1, S]), px, conf, Ks, dists, dbar, weight)
+    with pytest.raises(TypeError, match="float32"):
+        _C.reproject(pose.astype(np.float64), rows, slots, px, conf, Ks, dists, dbar, weight)

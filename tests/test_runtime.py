@@ -383,3 +383,71 @@ def test_cuda_backend_without_gpu_raises_clearly():
         create_backend("cuda")
     with pytest.raises(ValueError, match="fp32 only"):
         create_backend("cuda", precision="fp16")
+
+
+def test_camera_aware_correction_follows_its_definition_and_lowers_error(ort_pipe, real_views, cameras):
+    """A stream added with its camera returns the refined pose + Δ̄, re-rooted: Δ̄ the causal EMA
+    (weight max(β, 1/(n+1)) · confidence) of :func:`ray_correction` of each refined pose, exactly
+    as recomputed here from a stream without a camera. With ground-truth 2D of real motion it
+    lowers MPJPE and acceleration error (fixture, 80 frames, β = 0.1: measured 118.3 → 109.4 mm,
+    3.27 → 3.19 mm/frame²);
+    a stream without a camera in the same ticks is untouched; ``lifted`` is never corrected;
+    joints at confidence 0 with NaN pixels stay finite."""
+    from posert.metrics import accel_error, mpjpe
+    from posert.runtime.reprojection import ray_correction
+
+    px, gt = real_views
+    c, T, beta = 2, 80, ort_pipe.reprojection_ema
+    plain = stream(ort_pipe, px[c], frames=T)
+    ort_pipe.add_stream("cam", 1000, 1000, cameras[c])
+    ort_pipe.add_stream("other", 1000, 1000)
+    try:
+        ticks = []
+        for t in range(T):
+            ort_pipe.push_many(["cam", "other"], np.stack([px[c, t], px[c, t]]), timestamps=[t / 50] * 2)
+            ticks.append(ort_pipe.tick())
+    finally:
+        ort_pipe.remove_stream("cam")
+        ort_pipe.remove_stream("other")
+    base = np.stack([r["other"] for r in ticks])  # the same frames without a camera, same batch
+    got = np.stack([r["cam"] for r in ticks])
+    # the neighbour without a camera is what it is alone (up to ORT's batch-size rounding)
+    np.testing.assert_allclose(base, np.stack([r.refined[0] for r in plain]), atol=1e-3)
+    np.testing.assert_array_equal(np.stack([r.lifted[0] for r in ticks]), np.stack([r.lifted[1] for r in ticks]))
+    rays = cameras[c].rays(px[c, :T])
+    dbar = np.zeros((17, 3))
+    ref = np.empty((T, 17, 3))
+    for t in range(T):
+        delta = ray_correction(base[t:t + 1].astype(np.float64), rays[t:t + 1], np.ones((1, 17)))[0]
+        dbar += max(beta, 1 / (t + 1)) * (delta - dbar)
+        ref[t] = base[t] + dbar - (base[t, 0] + dbar[0])
+    np.testing.assert_allclose(got, ref, atol=1e-3)  # mm
+    truth = gt[c, :T] * 1000
+    assert mpjpe(got, truth) < mpjpe(base, truth) - 3.0
+    assert accel_error(got, truth) < accel_error(base, truth)
+
+    hidden = px[c, :T].copy()
+    conf = np.ones((T, 17), np.float32)
+    conf[20:40, [12, 13]] = 0
+    hidden[20:40, [12, 13]] = np.nan
+    ort_pipe.add_stream("cam", 1000, 1000, cameras[c])
+    try:
+        for t in range(T):
+            ort_pipe.push("cam", hidden[t], conf[t], t / 50)
+            assert np.all(np.isfinite(ort_pipe.tick()["cam"]))
+    finally:
+        ort_pipe.remove_stream("cam")
+
+
+def test_camera_aware_inputs_are_validated(ort_pipe, cameras):
+    from posert.camera import Camera
+
+    cam = cameras[0]
+    bad_k = Camera("bad", cam.R, cam.t, np.diag([0.0, 1145.0, 1.0]), cam.dist, 1000, 1000)
+    bad_d = Camera("bad", cam.R, cam.t, cam.K, np.array([0.1, np.nan, 0, 0, 0]), 1000, 1000)
+    for bad in (bad_k, bad_d):
+        with pytest.raises(ValueError, match="camera"):
+            ort_pipe.add_stream("x", 1000, 1000, bad)
+        assert "x" not in ort_pipe.streams
+    with pytest.raises(ValueError, match="reprojection_ema"):
+        Pipeline(TorchBackend.from_checkpoints(), max_streams=1, reprojection_ema=0.0)

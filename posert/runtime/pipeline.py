@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from posert import _C
+from posert.camera import Camera
 from posert.models.diffusion import Schedule
 from posert.skeleton import NUM_JOINTS, ROOT
 
@@ -62,7 +63,9 @@ class TickResult:
 
     Attributes:
         stream_ids: the streams served, in batch order.
-        refined: (B, 17, 3) float32 refined poses, mm, camera frame, root-relative (pelvis = 0).
+        refined: (B, 17, 3) float32 refined poses, mm, camera frame, root-relative (pelvis = 0);
+            for a stream added with a ``camera``, after the camera-aware correction
+            (:meth:`Pipeline.add_stream`).
         lifted: (B, 17, 3) float32 lifter-only poses (x_T), same frame and units.
         timestamps: (B,) float64 timestamp of the reported frame of each stream.
     """
@@ -120,6 +123,11 @@ class Pipeline:
             (default: ``kernel`` at fp32, else ``graph``), ``kernel`` (split step graphs with the
             C++ attention cores between them) or ``graph`` (one ONNX graph per step); see
             :meth:`~posert.runtime.backends.onnxruntime.OrtBackend.from_checkpoints`.
+        reprojection_ema: β in (0, 1] of the causal EMA of the camera-aware correction, for
+            streams added with a ``camera`` (:meth:`add_stream`). 1: each frame's own correction
+            (best for precise 2D: mocap, synthetic, ground truth); default 0.1, which keeps the
+            slowly varying part and does not pass a detector's jitter on
+            (benchmarks/reprojection.py). ValueError outside (0, 1].
 
     Input per frame: keypoints in pixels of an image of the stream's size, H36M-17 order, and a
     confidence per joint in [0, 1]; confidence 0 marks a missing joint (its coordinates are
@@ -136,7 +144,7 @@ class Pipeline:
                  refiner: str | None = None, threads: int | None = None, ddim_steps: int | None = None,
                  hypotheses: int = 1, seed: int = 0, precision: str = "fp32", workers: int | None = None,
                  min_shard: int = 4, attention: str = "auto", cnd_mean: bool | None = None,
-                 mean_ema: float | None = None):
+                 mean_ema: float | None = None, reprojection_ema: float = 0.1):
         if isinstance(backend, str):
             from posert.runtime.backends import create_backend
 
@@ -166,6 +174,9 @@ class Pipeline:
         self.mean_ema = float(mean_ema)
         if not 0.0 < self.mean_ema <= 1.0:
             raise ValueError(f"mean_ema must be in (0, 1], got {self.mean_ema}")
+        if not 0.0 < reprojection_ema <= 1.0:
+            raise ValueError(f"reprojection_ema must be in (0, 1], got {reprojection_ema}")
+        self.reprojection_ema = float(reprojection_ema)
         shift = None
         if self.cnd_mean:
             A, c = cnd.mean_map()
@@ -191,6 +202,13 @@ class Pipeline:
         self._slots: dict[Hashable, int] = {}
         self._ids: list[Hashable | None] = [None] * S
         self._size = np.zeros((S, 2), np.float32)  # (width, height) px
+        # camera-aware correction: intrinsics per slot, the newest pixels, and Δ̄ (mm) per slot
+        self._has_cam = np.zeros(S, bool)
+        self._K = np.tile(np.eye(3), (S, 1, 1))
+        self._dist = np.zeros((S, 5))
+        self._px = np.zeros((S, NUM_JOINTS, 2))
+        self._pconf = np.zeros((S, NUM_JOINTS))
+        self._dbar = np.zeros((S, NUM_JOINTS, 3))
         self._last_t = np.full(S, -np.inf)
         self._count = np.zeros(S, np.int64)  # frames already in the caches
         self._due = np.zeros(S, bool)
@@ -219,21 +237,45 @@ class Pipeline:
     def streams(self) -> list[Hashable]:
         return list(self._slots)
 
-    def add_stream(self, stream_id: Hashable, width: int, height: int) -> None:
+    def add_stream(self, stream_id: Hashable, width: int, height: int, camera: Camera | None = None) -> None:
         """Register a stream whose keypoints come from ``width`` × ``height`` pixel images.
 
-        Raises ValueError if the id exists, the size is not positive, or capacity is reached.
+        ``camera``: the calibrated camera the keypoints come from (its ``K`` and ``dist`` are
+        used; ``R``, ``t`` and the image size are not). With it, each refined pose is corrected
+        toward its 2D: :func:`~posert.runtime.reprojection.ray_correction` moves every visible
+        joint across its viewing direction onto its camera ray, keeping its depth (in C++ on the
+        tick path). The per-joint correction Δ (mm) is smoothed along the stream,
+        Δ̄ ← Δ̄ + w (Δ − Δ̄), with w = confidence · max(β, 1 / (n + 1)) at the stream's frame n
+        (β = ``reprojection_ema``; a running mean over the first 1/β frames), and the output is
+        the refined pose + Δ̄, re-rooted. A missing joint keeps its Δ̄. ``lifted`` is not
+        corrected. Without a camera (the default) nothing changes.
+
+        Raises ValueError if the id exists, the size is not positive, capacity is reached, or
+        the camera's ``K`` is not a finite 3×3 upper-triangular matrix with positive focal
+        lengths or its ``dist`` is not 5 finite numbers.
         """
         if stream_id in self._slots:
             raise ValueError(f"stream {stream_id!r} already exists")
         if width <= 0 or height <= 0:
             raise ValueError(f"image size must be positive, got {width}×{height}")
+        if camera is not None:
+            K, dist = np.asarray(camera.K, dtype=np.float64), np.asarray(camera.dist, dtype=np.float64)
+            if (K.shape != (3, 3) or not np.all(np.isfinite(K)) or K[0, 0] <= 0 or K[1, 1] <= 0
+                    or np.any(K[[1, 2, 2], [0, 0, 1]] != 0) or K[2, 2] != 1):
+                raise ValueError(f"camera.K must be a finite 3×3 intrinsic matrix [[fx, s, cx], [0, fy, cy], "
+                                 f"[0, 0, 1]] with fx, fy > 0, got {camera.K!r}")
+            if dist.shape != (5,) or not np.all(np.isfinite(dist)):
+                raise ValueError(f"camera.dist must be 5 finite numbers (k1, k2, p1, p2, k3), got {camera.dist!r}")
         free = [i for i, s in enumerate(self._ids) if s is None]
         if not free:
             raise ValueError(f"all {self.max_streams} stream slots are in use")
         slot = free[0]  # lowest free slot: live streams stay packed at the front of the caches
         self._slots[stream_id], self._ids[slot] = slot, stream_id
         self._size[slot] = (width, height)
+        self._has_cam[slot] = camera is not None
+        if camera is not None:
+            self._K[slot], self._dist[slot] = K, dist
+        self._dbar[slot] = 0.0
         self._last_t[slot] = -np.inf
         self._count[slot] = 0  # every cache slot of this stream now reads as empty
         self._due[slot] = False
@@ -336,6 +378,10 @@ class Pipeline:
             raise ValueError(f"stream {sid!r} already has a frame for this tick; call tick() first")
         frames, t = self._prepare(slots, kp, conf, timestamps)
         self._store(slots, frames, t)
+        cam = self._has_cam[slots]
+        if cam.any():  # the pixels of streams with a camera, for the correction after the tick
+            self._px[slots[cam]] = kp[cam]
+            self._pconf[slots[cam]] = frames[cam, :, 2]
 
     def tick(self) -> TickResult:
         """Lift and refine the newest frame of every stream that received one since the last tick.
@@ -363,9 +409,21 @@ class Pipeline:
             x, x_T = np.concatenate([x_a, x_b]), np.concatenate([xT_a, xT_b])
         else:
             x, x_T = self._run(0, hi, due)
+        refined = x * 1000.0
+        if self._has_cam[due].any():
+            self._reproject(due, refined)
         self._count[due] += 1
         self._due[due] = False
-        return TickResult([self._ids[s] for s in due], x * 1000.0, x_T * 1000.0, self._last_t[due].copy())
+        return TickResult([self._ids[s] for s in due], refined, x_T * 1000.0, self._last_t[due].copy())
+
+    def _reproject(self, due: np.ndarray, refined: np.ndarray) -> None:
+        """The camera-aware correction (:meth:`add_stream`) of the rows of ``refined`` (len(due),
+        17, 3) mm whose streams have a camera, in place, before ``_count`` advances: one C++ call
+        (``posert._C.reproject``; the NumPy form, :func:`ray_correction`, is its tested reference)."""
+        rows = np.flatnonzero(self._has_cam[due])
+        slots = due[rows].astype(np.int64)
+        weight = np.maximum(self.reprojection_ema, 1.0 / (self._count[slots] + 1.0))
+        _C.reproject(refined, rows, slots, self._px, self._pconf, self._K, self._dist, self._dbar, weight)
 
     def _block(self, lo: int, hi: int) -> dict:
         """The views of every buffer a block of slots [lo, hi) feeds the backend, made once per

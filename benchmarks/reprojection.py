@@ -1,0 +1,64 @@
+"""What the camera-aware correction adds, and how much to smooth it: the EMA weight β (issue 3).
+
+A stream added with its camera (``Pipeline.add_stream(..., camera=cam)``) has each refined pose
+moved across the viewing direction onto the camera rays of its 2D keypoints, at unchanged depths
+(``posert.runtime.reprojection.ray_correction``); the per-joint correction is smoothed along the
+stream by a causal EMA of weight β · confidence (``reprojection_ema``). This script streams motion
+through ``posert eval``'s protocol (4 real H36M cameras, causal, all streams batched, ORT CPU)
+without a camera ("off") and with it for every β given, under every 2D protocol (ground truth,
+detector noise, missing joints/limbs), and prints MPJPE, P-MPJPE and acceleration error of the
+lifter and of the output as a Markdown table for RESULTS.md.
+
+    .venv/bin/python benchmarks/reprojection.py [--motion FILE.npz ...] [--betas 1 0.3 0.1 0.03]
+        [--lifter PATH] [--refiner PATH] [--mean-ema A]
+
+Without ``--motion`` it uses the validation motion.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import platform
+from pathlib import Path
+
+from posert.cli import _eval_cameras
+from posert.data.build import VAL_MOTION_NAME, build_dataset
+from posert.data.dataset import NoiseModel, OcclusionModel
+from posert.evaluate import load_motion, markdown_cells, score, stream_sequences
+from posert.runtime import Pipeline
+
+PROTOCOLS = (("ground-truth", None), ("detector noise", NoiseModel()), ("missing joints/limbs", OcclusionModel()))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--motion", nargs="+", type=Path, default=None)
+    ap.add_argument("--betas", nargs="+", type=float, default=[1.0, 0.3, 0.1, 0.03])
+    ap.add_argument("--lifter", default=None)
+    ap.add_argument("--refiner", default=None)
+    ap.add_argument("--mean-ema", type=float, default=None, help="default: the refiner checkpoint's")
+    args = ap.parse_args()
+    motions = args.motion or [build_dataset().parent / VAL_MOTION_NAME]
+    cams = _eval_cameras("h36m")
+    print(f"\n{datetime.date.today()} — {platform.node()}: refiner {args.refiner or 'committed'}, lifter "
+          f"{args.lifter or 'committed'}; 4 H36M cameras, ORT CPU, seed 0. MPJPE (P-MPJPE) in mm, acceleration "
+          "error in mm/frame²; ratios to the lifter. β = off: no camera given (the refined output as it is).\n")
+    print("| motion | 2D | β | lifter MPJPE (P-MPJPE) | output MPJPE (P-MPJPE) | MPJPE ratio | lifter accel "
+          "| output accel | accel ratio | visible-joint frames |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for path in motions:
+        seqs = load_motion(path)
+        for proto, noise in PROTOCOLS:
+            for beta in [None, *args.betas]:
+                pipe = Pipeline("onnxruntime", max_streams=len(seqs) * len(cams), lifter=args.lifter,
+                                refiner=args.refiner, mean_ema=args.mean_ema, reprojection_ema=beta or 1.0)
+                res, _ = stream_sequences(pipe, seqs, cams, noise, seed=0, progress=False,
+                                          camera_aware=beta is not None)
+                pipe.close()
+                label = "off" if beta is None else f"{beta:g}"
+                print(f"| {path.name} | {proto} | {label} | {markdown_cells(score(res)['overall'])} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
