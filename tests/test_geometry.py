@@ -80,7 +80,9 @@ def test_ray_correction_puts_joints_on_their_rays_at_their_depth(motion):
     rays = cam.rays(px)
     gt = cam3d - cam3d[:, ROOT:ROOT + 1]
     ones = np.ones(gt.shape[:2])
-    assert np.abs(ray_correction(gt, rays, ones)).max() < 1e-6  # mm
+    delta, R = ray_correction(gt, rays, ones, return_position=True)
+    assert np.abs(delta).max() < 1e-6  # mm
+    np.testing.assert_allclose(R, cam3d[:, ROOT], atol=1e-6)  # the root's true position in the camera frame
     rng = np.random.default_rng(0)
     noisy = gt + np.concatenate([rng.normal(0, 40, gt.shape[:2] + (2,)), np.zeros(gt.shape[:2] + (1,))], -1)
     noisy -= noisy[:, ROOT:ROOT + 1]

@@ -20,7 +20,7 @@ import numpy as np
 from posert.skeleton import NUM_JOINTS
 
 
-def ray_correction(pose: np.ndarray, rays: np.ndarray, weight: np.ndarray) -> np.ndarray:
+def ray_correction(pose: np.ndarray, rays: np.ndarray, weight: np.ndarray, return_position: bool = False):
     """Per-joint displacement that puts every weighted joint of ``pose`` on its camera ray.
 
     Args:
@@ -30,6 +30,8 @@ def ray_correction(pose: np.ndarray, rays: np.ndarray, weight: np.ndarray) -> np
             (:func:`~posert.camera.pixels_to_rays`). Entries of joints with weight 0 are ignored
             and may be NaN.
         weight: (B, 17) weights ≥ 0, e.g. the keypoint confidences; 0 marks a missing joint.
+        return_position: also return R, (B, 3) float64, the least-squares position of the root
+            in the camera frame (same unit; 0 for rows that get no correction).
     Returns:
         Δ: (B, 17, 3) float64, 0 in z; 0 for joints of weight 0, and 0 for a whole row whose
         least-squares system is degenerate (fewer than two weighted joints or rays that coincide)
@@ -69,4 +71,6 @@ def ray_correction(pose: np.ndarray, rays: np.ndarray, weight: np.ndarray) -> np
     delta[..., 0] = ux * depth - R[:, 0:1] - x
     delta[..., 1] = uy * depth - R[:, 1:2] - y
     delta[~(vis & ok[:, None])] = 0.0
+    if return_position:
+        return delta, np.where(ok[:, None], R, 0.0)
     return delta
