@@ -392,7 +392,7 @@ def test_camera_aware_correction_follows_its_definition_and_lowers_error(ort_pip
     lowers MPJPE and acceleration error (fixture, 80 frames, β = 0.1: measured 118.3 → 109.4 mm,
     3.27 → 3.19 mm/frame²);
     a stream without a camera in the same ticks is untouched; ``lifted`` is never corrected;
-    joints at confidence 0 with NaN pixels stay finite."""
+    joints at confidence 0 with NaN pixels stay finite; a stream that reuses a slot starts from Δ̄ = 0."""
     from posert.metrics import accel_error, mpjpe
     from posert.runtime.reprojection import ray_correction
 
@@ -428,15 +428,25 @@ def test_camera_aware_correction_follows_its_definition_and_lowers_error(ort_pip
 
     hidden = px[c, :T].copy()
     conf = np.ones((T, 17), np.float32)
+    conf[:5, [15, 16]] = 0  # hidden from the start: these joints keep the Δ̄ their slot starts with
     conf[20:40, [12, 13]] = 0
-    hidden[20:40, [12, 13]] = np.nan
-    ort_pipe.add_stream("cam", 1000, 1000, cameras[c])
+    hidden[conf == 0] = np.nan
+    first = stream_with_camera(ort_pipe, hidden, cameras[c], conf)
+    assert np.all(np.isfinite(first))
+    # the slot is reused by a new stream: nothing of the previous stream's Δ̄ survives
+    np.testing.assert_array_equal(stream_with_camera(ort_pipe, hidden, cameras[c], conf), first)
+
+
+def stream_with_camera(pipe, px, camera, conf=None):
+    pipe.add_stream("cam", 1000, 1000, camera)
     try:
-        for t in range(T):
-            ort_pipe.push("cam", hidden[t], conf[t], t / 50)
-            assert np.all(np.isfinite(ort_pipe.tick()["cam"]))
+        out = []
+        for t in range(len(px)):
+            pipe.push("cam", px[t], None if conf is None else conf[t], t / 50)
+            out.append(pipe.tick()["cam"])
+        return np.stack(out)
     finally:
-        ort_pipe.remove_stream("cam")
+        pipe.remove_stream("cam")
 
 
 def test_camera_aware_inputs_are_validated(ort_pipe, cameras):
