@@ -74,7 +74,7 @@ def main() -> None:
             res = {}
             for shift in (False, True):
                 pipe = Pipeline("onnxruntime", max_streams=len(seqs) * len(cams), lifter=args.lifter,
-                                refiner=args.refiner, cnd_mean=shift)
+                                refiner=args.refiner, cnd_mean=shift, reprojection="off")
                 res[shift], _ = stream_sequences(pipe, seqs, cams, noise, seed=0, progress=False)
                 pipe.close()
             reps = [score(res[False]), score(linear_refined(res[False], cams, cnd)), score(res[True])]

@@ -57,7 +57,7 @@ def main() -> None:
         for proto, noise in PROTOCOLS:
             for a in args.alphas:
                 pipe = Pipeline("onnxruntime", max_streams=len(seqs) * len(cams), lifter=args.lifter,
-                                refiner=args.refiner, cnd_mean=True, mean_ema=a)
+                                refiner=args.refiner, cnd_mean=True, mean_ema=a, reprojection="off")
                 res, _ = stream_sequences(pipe, seqs, cams, noise, seed=0, progress=False)
                 pipe.close()
                 print(f"| {path.name} | {proto} | {a:g} | {markdown_cells(score(res)['overall'])} |", flush=True)

@@ -57,7 +57,7 @@ def main() -> None:
     for path in motions:
         seqs = load_motion(path)
         for proto, noise in PROTOCOLS:
-            pipe = Pipeline("onnxruntime", max_streams=len(seqs) * len(cams))
+            pipe = Pipeline("onnxruntime", max_streams=len(seqs) * len(cams), reprojection="off")
             res, _ = stream_sequences(pipe, seqs, cams, noise, seed=0, progress=False)
             pipe.close()
             for label, f in filters.items():

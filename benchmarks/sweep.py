@@ -34,7 +34,8 @@ def main() -> None:
     for proto in args.protocols:
         for k in args.steps:
             for h in args.hypotheses:
-                pipe = Pipeline("onnxruntime", max_streams=len(seqs) * len(cams), ddim_steps=k, hypotheses=h)
+                pipe = Pipeline("onnxruntime", max_streams=len(seqs) * len(cams), ddim_steps=k, hypotheses=h,
+                                reprojection="off")
                 rep = evaluate(pipe, seqs, cams, PROTOCOLS[proto], seed=0, progress=False)
                 rows.append({"protocol": proto, "K": k, "H": h, **rep["overall"]})
                 print(f"done: {proto} K={k} H={h}", flush=True)

@@ -47,8 +47,9 @@ def stream_sequences(pipeline, sequences: dict[str, np.ndarray], cameras: list[C
     Args:
         noise: None (ground-truth 2D) or a callable ``(px (T, 17, 2), rng) -> (px, conf)`` such as
             :class:`~posert.data.dataset.NoiseModel` or :class:`~posert.data.dataset.OcclusionModel`.
-        camera_aware: add every stream with its camera, so the pipeline corrects the refined pose
-            onto the 2D's camera rays (:meth:`~posert.runtime.Pipeline.add_stream`).
+        camera_aware: add every stream with its calibrated camera, for the pipeline's camera-aware
+            correction (:meth:`~posert.runtime.Pipeline.add_stream`); otherwise without one (the
+            pipeline then guesses intrinsics, or does not correct: its ``reprojection``).
     Returns (results, tick_ms): results[name] = dict of (C, T, 17, 3) arrays ``lifted``,
     ``refined``, ``gt`` (mm, camera frame, root-relative), ``px`` (C, T, 17, 2) the pushed 2D
     (pixels, after ``noise``) and ``conf`` (C, T, 17); tick_ms = per-tick latencies.

@@ -13,7 +13,16 @@ from posert.runtime.backends.torch import TorchBackend
 
 @pytest.fixture(scope="module")
 def ort_pipe():
+    """The default pipeline: every stream gets the camera-aware correction (guessed intrinsics
+    unless it is added with a camera)."""
     return Pipeline("onnxruntime", max_streams=8, threads=2)
+
+
+@pytest.fixture(scope="module")
+def given_pipe():
+    """The camera-aware correction only for streams added with a camera: without one, the
+    output is the refiner's own (what the torch models compute)."""
+    return Pipeline("onnxruntime", max_streams=8, threads=2, reprojection="given")
 
 
 def stream(pipe, px, sid="s", frames=40, conf=None):
@@ -26,28 +35,28 @@ def stream(pipe, px, sid="s", frames=40, conf=None):
     return out
 
 
-def test_streaming_equals_full_recomputation(ort_pipe, models, real_views):
+def test_streaming_equals_full_recomputation(given_pipe, models, real_views):
     """Each incremental tick (one frame through the cached lifter and K cached denoiser steps)
     equals running the torch lifter and K-step refiner on the whole sequence at once, while a
     second stream ticks at another rate in the same batches."""
     px = real_views[0]
     lifter, den = models
     T = 120
-    ort_pipe.add_stream("a", 1000, 1000)
-    ort_pipe.add_stream("b", 1000, 1000)
+    given_pipe.add_stream("a", 1000, 1000)
+    given_pipe.add_stream("b", 1000, 1000)
     lifted, refined = [], []
     try:
         for t in range(T):
             if t % 3 == 0:
-                ort_pipe.push("b", px[2, t], timestamp=t / 50)
-            ort_pipe.push("a", px[1, t], timestamp=t / 50)
-            res = ort_pipe.tick()
+                given_pipe.push("b", px[2, t], timestamp=t / 50)
+            given_pipe.push("a", px[1, t], timestamp=t / 50)
+            res = given_pipe.tick()
             i = res.stream_ids.index("a")
             lifted.append(res.lifted[i])
             refined.append(res.refined[i])
     finally:
-        ort_pipe.remove_stream("a")
-        ort_pipe.remove_stream("b")
+        given_pipe.remove_stream("a")
+        given_pipe.remove_stream("b")
     seq = torch.from_numpy(make_input(px[1, :T], np.ones((T, 17), np.float32), 1000, 1000)[None])
     with torch.no_grad():
         x_T = lifter(seq)
@@ -385,7 +394,7 @@ def test_cuda_backend_without_gpu_raises_clearly():
         create_backend("cuda", precision="fp16")
 
 
-def test_camera_aware_correction_follows_its_definition_and_lowers_error(ort_pipe, real_views, cameras):
+def test_camera_aware_correction_follows_its_definition_and_lowers_error(given_pipe, real_views, cameras):
     """A stream added with its camera returns the refined pose + Δ̄, re-rooted: Δ̄ the causal EMA
     (weight max(β, 1/(n+1)) · confidence) of :func:`ray_correction` of each refined pose, exactly
     as recomputed here from a stream without a camera. With ground-truth 2D of real motion it
@@ -397,18 +406,18 @@ def test_camera_aware_correction_follows_its_definition_and_lowers_error(ort_pip
     from posert.runtime.reprojection import ray_correction
 
     px, gt = real_views
-    c, T, beta = 2, 80, ort_pipe.reprojection_ema
-    plain = stream(ort_pipe, px[c], frames=T)
-    ort_pipe.add_stream("cam", 1000, 1000, cameras[c])
-    ort_pipe.add_stream("other", 1000, 1000)
+    c, T, beta = 2, 80, given_pipe.reprojection_ema
+    plain = stream(given_pipe, px[c], frames=T)
+    given_pipe.add_stream("cam", 1000, 1000, cameras[c])
+    given_pipe.add_stream("other", 1000, 1000)
     try:
         ticks = []
         for t in range(T):
-            ort_pipe.push_many(["cam", "other"], np.stack([px[c, t], px[c, t]]), timestamps=[t / 50] * 2)
-            ticks.append(ort_pipe.tick())
+            given_pipe.push_many(["cam", "other"], np.stack([px[c, t], px[c, t]]), timestamps=[t / 50] * 2)
+            ticks.append(given_pipe.tick())
     finally:
-        ort_pipe.remove_stream("cam")
-        ort_pipe.remove_stream("other")
+        given_pipe.remove_stream("cam")
+        given_pipe.remove_stream("other")
     base = np.stack([r["other"] for r in ticks])  # the same frames without a camera, same batch
     got = np.stack([r["cam"] for r in ticks])
     # the neighbour without a camera is what it is alone (up to ORT's batch-size rounding)
@@ -431,10 +440,10 @@ def test_camera_aware_correction_follows_its_definition_and_lowers_error(ort_pip
     conf[:5, [15, 16]] = 0  # hidden from the start: these joints keep the Δ̄ their slot starts with
     conf[20:40, [12, 13]] = 0
     hidden[conf == 0] = np.nan
-    first = stream_with_camera(ort_pipe, hidden, cameras[c], conf)
+    first = stream_with_camera(given_pipe, hidden, cameras[c], conf)
     assert np.all(np.isfinite(first))
     # the slot is reused by a new stream: nothing of the previous stream's Δ̄ survives
-    np.testing.assert_array_equal(stream_with_camera(ort_pipe, hidden, cameras[c], conf), first)
+    np.testing.assert_array_equal(stream_with_camera(given_pipe, hidden, cameras[c], conf), first)
 
 
 def stream_with_camera(pipe, px, camera, conf=None):
@@ -461,3 +470,29 @@ def test_camera_aware_inputs_are_validated(ort_pipe, cameras):
         assert "x" not in ort_pipe.streams
     with pytest.raises(ValueError, match="reprojection_ema"):
         Pipeline(TorchBackend.from_checkpoints(), max_streams=1, reprojection_ema=0.0)
+
+
+def test_default_pipeline_corrects_every_stream_with_guessed_intrinsics(ort_pipe, given_pipe, real_views):
+    """``reprojection="guess"`` (the default) gives a stream added without a camera exactly the
+    correction of :meth:`Camera.guess` for its image size; ``"off"`` and ``"given"`` leave it
+    alone; an unknown mode is refused."""
+    from posert.camera import Camera
+
+    px = real_views[0][1]
+    default = stream(ort_pipe, px, frames=30)
+    given_pipe.add_stream("s", 1000, 1000, Camera.guess(1000, 1000))
+    explicit, plain = [], stream(given_pipe, px, "p", frames=30)
+    try:
+        for t in range(30):
+            given_pipe.push("s", px[t], timestamp=t / 50)
+            explicit.append(given_pipe.tick()["s"])
+    finally:
+        given_pipe.remove_stream("s")
+    np.testing.assert_array_equal(np.stack([r.refined[0] for r in default]), np.stack(explicit))
+    assert np.abs(np.stack(explicit) - np.stack([r.refined[0] for r in plain])).max() > 5.0  # mm
+    np.testing.assert_array_equal(np.stack([r.lifted[0] for r in default]), np.stack([r.lifted[0] for r in plain]))
+    assert ort_pipe.reprojection == "guess"
+    with pytest.raises(ValueError, match="reprojection"):
+        Pipeline(TorchBackend.from_checkpoints(), max_streams=1, reprojection="always")
+    with pytest.raises(ValueError, match="image size"):
+        Camera.guess(0, 10)

@@ -123,8 +123,14 @@ class Pipeline:
             (default: ``kernel`` at fp32, else ``graph``), ``kernel`` (split step graphs with the
             C++ attention cores between them) or ``graph`` (one ONNX graph per step); see
             :meth:`~posert.runtime.backends.onnxruntime.OrtBackend.from_checkpoints`.
-        reprojection_ema: β in (0, 1] of the causal EMA of the camera-aware correction, for
-            streams added with a ``camera`` (:meth:`add_stream`). 1: each frame's own correction
+        reprojection: which streams get the camera-aware correction (:meth:`add_stream`):
+            ``"guess"`` (default) every stream, with the ``camera`` it was added with or else
+            :meth:`Camera.guess <posert.camera.Camera.guess>` intrinsics for its image size
+            (measured within 0.3 mm of the calibration's effect: benchmarks/RESULTS.md,
+            session 16); ``"given"`` only streams added with a ``camera``; ``"off"`` none (the
+            refiner's output as it is). ValueError for anything else.
+        reprojection_ema: β in (0, 1] of the causal EMA of the camera-aware correction
+            (:meth:`add_stream`). 1: each frame's own correction
             (best for precise 2D: mocap, synthetic, ground truth); default 0.1, which keeps the
             slowly varying part and does not pass a detector's jitter on
             (benchmarks/reprojection.py). ValueError outside (0, 1].
@@ -140,11 +146,13 @@ class Pipeline:
     timestamp that does not increase.
     """
 
+    REPROJECTION = ("guess", "given", "off")
+
     def __init__(self, backend="onnxruntime", max_streams: int = 64, lifter: str | None = None,
                  refiner: str | None = None, threads: int | None = None, ddim_steps: int | None = None,
                  hypotheses: int = 1, seed: int = 0, precision: str = "fp32", workers: int | None = None,
                  min_shard: int = 4, attention: str = "auto", cnd_mean: bool | None = None,
-                 mean_ema: float | None = None, reprojection_ema: float = 0.1):
+                 mean_ema: float | None = None, reprojection: str = "guess", reprojection_ema: float = 0.1):
         if isinstance(backend, str):
             from posert.runtime.backends import create_backend
 
@@ -177,6 +185,9 @@ class Pipeline:
         if not 0.0 < reprojection_ema <= 1.0:
             raise ValueError(f"reprojection_ema must be in (0, 1], got {reprojection_ema}")
         self.reprojection_ema = float(reprojection_ema)
+        if reprojection not in self.REPROJECTION:
+            raise ValueError(f"reprojection must be one of {self.REPROJECTION}, got {reprojection!r}")
+        self.reprojection = reprojection
         shift = None
         if self.cnd_mean:
             A, c = cnd.mean_map()
@@ -241,14 +252,16 @@ class Pipeline:
         """Register a stream whose keypoints come from ``width`` × ``height`` pixel images.
 
         ``camera``: the calibrated camera the keypoints come from (its ``K`` and ``dist`` are
-        used; ``R``, ``t`` and the image size are not). With it, each refined pose is corrected
+        used; ``R``, ``t`` and the image size are not); without one, :meth:`Camera.guess
+        <posert.camera.Camera.guess>` for the image size stands in when the pipeline's
+        ``reprojection`` is ``"guess"`` (the default). Each refined pose is then corrected
         toward its 2D: :func:`~posert.runtime.reprojection.ray_correction` moves every visible
         joint across its viewing direction onto its camera ray, keeping its depth (in C++ on the
         tick path). The per-joint correction Δ (mm) is smoothed along the stream,
         Δ̄ ← Δ̄ + w (Δ − Δ̄), with w = confidence · max(β, 1 / (n + 1)) at the stream's frame n
         (β = ``reprojection_ema``; a running mean over the first 1/β frames), and the output is
         the refined pose + Δ̄, re-rooted. A missing joint keeps its Δ̄. ``lifted`` is not
-        corrected. Without a camera (the default) nothing changes.
+        corrected. With ``reprojection="off"``, or ``"given"`` and no camera, nothing changes.
 
         Raises ValueError if the id exists, the size is not positive, capacity is reached, or
         the camera's ``K`` is not a finite 3×3 upper-triangular matrix with positive focal
@@ -258,6 +271,10 @@ class Pipeline:
             raise ValueError(f"stream {stream_id!r} already exists")
         if width <= 0 or height <= 0:
             raise ValueError(f"image size must be positive, got {width}×{height}")
+        if camera is None and self.reprojection == "guess":
+            camera = Camera.guess(width, height)
+        if self.reprojection == "off":
+            camera = None
         if camera is not None:
             K, dist = np.asarray(camera.K, dtype=np.float64), np.asarray(camera.dist, dtype=np.float64)
             if (K.shape != (3, 3) or not np.all(np.isfinite(K)) or K[0, 0] <= 0 or K[1, 1] <= 0
