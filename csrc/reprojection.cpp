@@ -18,6 +18,7 @@ void reproject_cpu(float* pose, int64_t J, const int64_t* rows, const int64_t* s
     const double* c = conf + s * J;
     const double fx = k[0], skew = k[1], cx = k[2], fy = k[4], cy = k[5];
     const double k1 = d[0], k2 = d[1], p1 = d[2], p2 = d[3], k3 = d[4];
+    const int iters = (k1 == 0 && k2 == 0 && p1 == 0 && p2 == 0 && k3 == 0) ? 0 : iterations;  // pinhole: exact
     double sw = 0, a = 0, b = 0, cc = 0, bp = 0, bq = 0, bu = 0;
     int visible = 0;
     for (int64_t j = 0; j < J; ++j) {
@@ -25,7 +26,7 @@ void reproject_cpu(float* pose, int64_t J, const int64_t* rows, const int64_t* s
       const double yd = (px[(s * J + j) * 2 + 1] - cy) / fy;
       const double xd = (px[(s * J + j) * 2] - cx - skew * yd) / fx;
       double x = xd, y = yd;
-      for (int it = 0; it < iterations; ++it) {
+      for (int it = 0; it < iters; ++it) {
         const double r2 = x * x + y * y;
         const double radial = 1 + r2 * (k1 + r2 * (k2 + r2 * k3));
         const double nx = (xd - (2 * p1 * x * y + p2 * (r2 + 2 * x * x))) / radial;

@@ -396,7 +396,10 @@ class Pipeline:
         frames, t = self._prepare(slots, kp, conf, timestamps)
         self._store(slots, frames, t)
         cam = self._has_cam[slots]
-        if cam.any():  # the pixels of streams with a camera, for the correction after the tick
+        if cam.all():  # the pixels of streams with a camera, for the correction after the tick
+            self._px[slots] = kp
+            self._pconf[slots] = frames[:, :, 2]
+        elif cam.any():
             self._px[slots[cam]] = kp[cam]
             self._pconf[slots[cam]] = frames[cam, :, 2]
 
@@ -437,7 +440,8 @@ class Pipeline:
         """The camera-aware correction (:meth:`add_stream`) of the rows of ``refined`` (len(due),
         17, 3) mm whose streams have a camera, in place, before ``_count`` advances: one C++ call
         (``posert._C.reproject``; the NumPy form, :func:`ray_correction`, is its tested reference)."""
-        rows = np.flatnonzero(self._has_cam[due])
+        has = self._has_cam[due]
+        rows = np.arange(len(due)) if has.all() else np.flatnonzero(has)
         slots = due[rows].astype(np.int64)
         weight = np.maximum(self.reprojection_ema, 1.0 / (self._count[slots] + 1.0))
         _C.reproject(refined, rows, slots, self._px, self._pconf, self._K, self._dist, self._dbar, weight)
