@@ -198,10 +198,11 @@ posert::StepDims step_dims(const py::tuple& t) {
   return d;
 }
 
-// One fused step over B rows (see transformer_step.h); x (and x_T, caches) written in place.
+// One fused step over B rows (see transformer_step.h); x (and x_T, caches) written in place. Batch
+// row b is cache stream row0 + b. `fast`: the fast body (step_fast.cpp) instead of the twin.
 void transformer_step(const F32& weights, const py::tuple& dims, const F32& inp, const py::array& x_arr,
                       const py::object& x_T_arr, const py::object& cond_arr, const I64& count, const I32& rows,
-                      const py::array& cache_arr, const py::object& ddim_arr) {
+                      const py::array& cache_arr, const py::object& ddim_arr, int64_t row0, bool fast) {
   const posert::StepDims d = step_dims(dims);
   const posert::StepLayout L = posert::step_layout(d);
   require_shape(weights, {L.total}, "weights (packed: posert.runtime.backends.cuda.pack_step)");
@@ -211,7 +212,7 @@ void transformer_step(const F32& weights, const py::tuple& dims, const F32& inp,
   require_shape(x, {B, d.J, 3}, "x");
   require_shape(cache, {2 * d.depth, -1, d.J, d.heads, d.M, d.C / d.heads}, "cache (2·depth, S, J, heads, M, d)");
   const int64_t S = cache.shape(1);
-  if (S < B) throw py::value_error("cache holds fewer streams than the batch");
+  if (row0 < 0 || row0 + B > S) throw py::value_error("cache rows [row0, row0 + B) exceed the cache's streams");
   require_shape(count, {B}, "count");
   require_shape(rows, {B}, "rows");
   for (int64_t b = 0; b < B; ++b)
@@ -231,10 +232,11 @@ void transformer_step(const F32& weights, const py::tuple& dims, const F32& inp,
     require_shape(cond, {d.C}, "cond (C,)");
     require_shape(ddim, {4}, "ddim (a, b, ap, bp)");
   }
+  const auto body = fast ? posert::transformer_step_fast : posert::transformer_step_cpu;
+  float* c0 = cache.mutable_data() + row0 * (int64_t)d.J * d.heads * d.M * (d.C / d.heads);
   py::gil_scoped_release nogil;
-  posert::transformer_step_cpu(d, weights.data(), B, inp.data(), x.mutable_data(), xT,
-                               d.denoiser ? cond.data() : nullptr, count.data(), rows.data(), cache.mutable_data(), S,
-                               d.denoiser ? ddim.data() : nullptr);
+  body(d, weights.data(), B, inp.data(), x.mutable_data(), xT, d.denoiser ? cond.data() : nullptr, count.data(),
+       rows.data(), c0, S, d.denoiser ? ddim.data() : nullptr);
 }
 
 // The cluster form's per-rank weight vectors (transformer_step.h: cluster_layout): (cluster, rank floats).
@@ -412,9 +414,13 @@ PYBIND11_MODULE(_C, m) {
         "(cluster, floats per rank) float32. ValueError if cluster does not divide 3C, C and hidden.");
   m.def("transformer_step", &transformer_step, py::arg("weights"), py::arg("dims"), py::arg("inp"), py::arg("x"),
         py::arg("x_T"), py::arg("cond"), py::arg("count"), py::arg("rows"), py::arg("cache"), py::arg("ddim"),
+        py::arg("row0") = 0, py::arg("fast") = false,
         "One fused lifter/denoiser step over B rows (csrc/transformer_step.h): inp (B, J, 3), x (B, J, 3) in/out, "
         "x_T (B, J, 3) or None, cond (C,) and ddim (4,) for the denoiser else None, count (B,) int64, rows (B,) "
-        "int32 (< 0: no cache write), cache (2·depth, S, J, heads, M, d) in/out; all float32 but count/rows.");
+        "int32 (< 0: no cache write), cache (2·depth, S, J, heads, M, d) in/out, batch row b at cache stream "
+        "row0 + b; all float32 but count/rows. fast=False: the plain-loop twin (bit-exact reference); True: the "
+        "fast body (csrc/step_fast.cpp: tiled, register-blocked, AVX2 + FMA where present), equal to float "
+        "rounding. Releases the GIL. ValueError on shapes or rows outside the cache.");
   m.def("prepare_frames", &prepare_frames, py::arg("kp"), py::arg("conf"), py::arg("size"), py::arg("slots"),
         py::arg("out"),
         "Validate and normalise frames for Pipeline.push_many: kp (B, J, 2) float64 px, conf (B, J) float64 or None, "

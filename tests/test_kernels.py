@@ -480,3 +480,49 @@ def test_reproject_kernel_equals_numpy_reference(motion, models):
         _C.reproject(pose, rows, np.array([0, 1, S]), px, conf, Ks, dists, dbar, weight)
     with pytest.raises(TypeError, match="float32"):
         _C.reproject(pose.astype(np.float64), rows, slots, px, conf, Ks, dists, dbar, weight)
+
+
+@pytest.mark.parametrize("baseline", [False, True], ids=["cpu-isa", "baseline-isa"])
+def test_fast_transformer_step_equals_twin_on_real_streams(models, real_windows, baseline):
+    """The fast body of the fused step (csrc/step_fast.cpp: tiles, register-blocked products,
+    rational-erf GELU) equals the plain-loop twin on the committed lifter and denoiser over 35
+    real frames (the ring caches wrap), 11 rows in two tiles at cache rows 2…12 of 14: outputs and
+    caches within float rounding, rows marked −1 and rows outside [row0, row0 + B) untouched,
+    with both the AVX2 body (where the CPU has it) and the 4-lane baseline."""
+    from posert.runtime.backends.cuda import pack_step, step_cond, step_dims
+
+    lifter, den = models
+    B, S, row0 = 11, 14, 2
+    inp = np.concatenate([real_windows, real_windows[:3, ::-1]])[:B]  # (11, 27, 17, 3) real inputs
+    inp = np.concatenate([inp, inp[:, :8]], axis=1)  # 35 frames per row
+    rows = np.arange(B, dtype=np.int32)
+    rows[[3, 9]] = -1  # idle rows: computed, no cache write
+    count0 = np.arange(B, dtype=np.int64) % 5  # rows at different stream ages (0: empty caches)
+    _C.set_attention_isa(baseline)
+    try:
+        for model in (lifter, den):
+            dims, w = step_dims(model), pack_step(model)
+            den_step = dims[-1] == 1
+            cond = step_cond(den, 20.0) if den_step else None
+            coef = np.array(Schedule(50, 2).ddim_coefficients(25, 0), np.float32) if den_step else None
+            L, M = dims[3], dims[4]
+            caches = [np.full((2 * L, S, 17, dims[2], M, dims[1] // dims[2]), 7.0, np.float32) for _ in range(2)]
+            for f in range(inp.shape[1]):
+                count = count0 + f
+                xs = []
+                for fast, cache in zip((False, True), caches, strict=True):
+                    x = (inp[:, f] * 0.5).copy()  # a DDIM state for the denoiser (metres)
+                    _C.transformer_step(w, dims, inp[:, f], x, None, cond, count, rows, cache, coef, row0=row0,
+                                        fast=fast)
+                    xs.append(x)
+                np.testing.assert_allclose(xs[1], xs[0], atol=2e-5)  # metres
+                np.testing.assert_allclose(caches[1], caches[0], atol=2e-4, rtol=1e-4)
+            assert np.abs(xs[0]).max() > 0.05  # real poses, not zeros
+            for cache in caches:
+                assert (cache[:, :row0] == 7.0).all() and (cache[:, row0 + B:] == 7.0).all()
+                assert (cache[:, row0 + 3] == 7.0).all() and (cache[:, row0 + 9] == 7.0).all()
+                assert not (cache[:, row0] == 7.0).all()
+        with pytest.raises(ValueError, match="row0"):
+            _C.transformer_step(w, dims, inp[:, 0], x, None, cond, count, rows, caches[0], coef, row0=4, fast=True)
+    finally:
+        _C.set_attention_isa(False)
