@@ -127,10 +127,10 @@ def window_sweep(windows: Sequence[int], px: np.ndarray, cam: Camera, frames: in
     exported to ONNX and streamed through a 1-stream Pipeline, plus the eager reference at N.
     The pipelines of all N are built first and measured interleaved (``interleaved_tick_ms``), so
     the p50 ratios between windows do not depend on when the machine was busy.
-    ``split``: run the split step graphs with the C++ attention cores (the fp32 default), else
-    the single step graphs. ``backend="cuda"``: the CUDA-graph backend instead of ONNX Runtime,
-    and the reference on the GPU. Returns one dict per N: window, max_lag (the per-layer
-    attention span M), p50/p99 of both."""
+    ``split`` (onnxruntime): run the split step graphs with the C++ attention cores, else the
+    single step graphs. ``backend="native"``: the fused C++ step kernel instead of ONNX Runtime;
+    ``"cuda"``: the CUDA-graph backend, and the reference on the GPU. Returns one dict per N:
+    window, max_lag (the per-layer attention span M), p50/p99 of both."""
     from posert.export.onnx import export_split_step, export_step
     from posert.models.denoiser import DenoiserConfig
     from posert.models.diffusion import Schedule
@@ -147,6 +147,10 @@ def window_sweep(windows: Sequence[int], px: np.ndarray, cam: Camera, frames: in
 
             be = CudaBackend(lifter, den, compile=compile)
             lifter, den = be.lifter, be.denoiser  # the reference runs on the same GPU
+        elif backend == "native":
+            from posert.runtime.backends.native import NativeBackend
+
+            be = NativeBackend(lifter, den)
         else:
             if split:
                 lp = export_split_step(lifter, folder / f"lifter_n{N}")

@@ -217,26 +217,30 @@ def cmd_bench(args) -> int:
         pipe = Pipeline(be, max_streams=args.streams)
         lifter, den = be.lifter, be.denoiser  # the eager reference runs on the same GPU
     else:
-        pipe = Pipeline("onnxruntime", max_streams=args.streams, threads=args.ort_threads,
+        pipe = Pipeline(args.backend, max_streams=args.streams, threads=args.ort_threads,
                         precision=args.precision, workers=args.workers, attention=args.attention)
+    native = bool(getattr(pipe.backend, "fused", False))
+    backend = "native" if native else args.backend if args.backend != "auto" else "onnxruntime"
     res = run_bench(pipe, lifter, den, seq, cam, frames=args.frames, streams=args.streams)
-    res.update(sequence=name, backend=args.backend, precision=args.precision, workers=pipe.workers)
+    res.update(sequence=name, backend=backend, precision=args.precision, workers=pipe.workers)
     if args.backend == "cuda":
         import torch
 
         res.update(device=torch.cuda.get_device_name(), cuda_graphs=pipe.backend.graphs, compile=args.compile,
                    torch_version=torch.__version__)
-    else:
+    elif not native:
         res.update(ort_threads=args.ort_threads, attention="kernel" if pipe.backend.split else "graph")
     if args.windows:
         with tempfile.TemporaryDirectory() as tmp:
             res["windows"] = window_sweep(args.windows, real_stream(seq, cam)[0], cam, args.frames, args.ort_threads,
                                           Path(tmp), split=getattr(pipe.backend, "split", False),
-                                          backend=args.backend, compile=args.compile)
+                                          backend=backend, compile=args.compile)
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(res, indent=2))
     if args.backend == "cuda":
         label = f"posert pipeline (CUDA graph{' + compile' if args.compile else ''}), 1 stream"
+    elif native:
+        label = "posert pipeline (native CPU fp32), 1 stream"
     else:
         label = f"posert pipeline (ORT CPU {args.precision}, {res['attention']}), 1 stream"
     print(f"{'':<40}{'p50 ms':>9}{'p99 ms':>9}")
@@ -268,11 +272,11 @@ def cmd_demo(args) -> int:
     print("posert demo: fetching real motion (cached after the first run) ...")
     seqs = load_motion(build_dataset().parent / VAL_MOTION_NAME)
     cams = _cameras([EVAL_SUBJECT])
-    pipe = Pipeline("onnxruntime", max_streams=len(seqs) * len(cams))
+    pipe = Pipeline(max_streams=len(seqs) * len(cams))
     print(f"streaming {len(seqs)} validation sequences × {len(cams)} real H36M cameras, frame by frame ...")
     results, tick_ms = stream_sequences(pipe, seqs, cams)
     _print_accuracy(score(results))
-    plain = Pipeline("onnxruntime", max_streams=len(seqs) * len(cams), reprojection="off")
+    plain = Pipeline(max_streams=len(seqs) * len(cams), reprojection="off")
     alone = score(stream_sequences(plain, seqs, cams, progress=False)[0])["overall"]["refined"]
     plain.close()
     print(f"overall, the refiner alone (no camera-aware correction: Pipeline(reprojection='off')):\n"
@@ -384,7 +388,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="2D protocol: ground truth, detector-like noise, or missing joints/limbs")
     e.add_argument("--steps", type=int, default=None, help="DDIM steps K (default: the checkpoint's)")
     e.add_argument("--hypotheses", type=int, default=1, help="H hypotheses averaged (DiffHPE)")
-    e.add_argument("--backend", choices=["onnxruntime", "torch", "tensorrt", "cuda"], default="onnxruntime")
+    e.add_argument("--backend", choices=["auto", "native", "onnxruntime", "torch", "tensorrt", "cuda"],
+                   default="auto", help="auto: native at fp32, onnxruntime at fp16/int8")
     e.add_argument("--precision", choices=["fp32", "fp16", "int8"], default="fp32",
                    help="model precision (int8: built with calibration and the accuracy gate on first use)")
     e.add_argument("--cameras", choices=["h36m", "ring"], default="h36m",
@@ -417,9 +422,10 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--workers", type=int, choices=[1, 2], default=None,
                    help="shards per multi-stream tick run concurrently (default: 2 on ≥ 2 cores)")
     b.add_argument("--precision", choices=["fp32", "fp16", "int8"], default="fp32")
-    b.add_argument("--backend", choices=["onnxruntime", "cuda"], default="onnxruntime",
-                   help="onnxruntime: the CPU default; cuda: the whole tick as one CUDA graph on the GPU, "
-                        "with the eager reference on the same GPU")
+    b.add_argument("--backend", choices=["auto", "native", "onnxruntime", "cuda"], default="auto",
+                   help="auto (default): native at fp32 (posert's fused C++ step kernel on the CPU), onnxruntime "
+                        "at fp16/int8 or with --attention kernel/graph; cuda: the whole tick as one CUDA graph on "
+                        "the GPU, with the eager reference on the same GPU")
     b.add_argument("--compile", action="store_true", help="--backend cuda: torch.compile the steps before capture")
     b.add_argument("--attention", choices=["auto", "kernel", "graph"], default="auto",
                    help="attention cores: C++ kernels between split step graphs (auto at fp32) or inside one "
@@ -439,7 +445,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="replay BlazePose landmarks recorded with --record instead of running MediaPipe")
     r.add_argument("--record", default=None, help="save the front-end's landmarks (.npz) for --detections")
     r.add_argument("--max-frames", type=int, default=None)
-    r.add_argument("--backend", choices=["onnxruntime", "torch"], default="onnxruntime")
+    r.add_argument("--backend", choices=["auto", "native", "onnxruntime", "torch"], default="auto")
     r.add_argument("--lifter", default=None)
     r.add_argument("--refiner", default=None)
     r.set_defaults(fn=cmd_run)

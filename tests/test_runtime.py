@@ -496,3 +496,41 @@ def test_default_pipeline_corrects_every_stream_with_guessed_intrinsics(ort_pipe
         Pipeline(TorchBackend.from_checkpoints(), max_streams=1, reprojection="always")
     with pytest.raises(ValueError, match="image size"):
         Camera.guess(0, 10)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_native_backend_equals_torch_backend(real_views, mixed_streams, workers):
+    """The native backend (each step one call of the fast fused C++ kernel, caches written in place
+    by the kernel) gives the torch backend's lifted and refined poses on real streams whose due
+    set, highest slot and membership change from tick to tick, in one batch and in two shards."""
+    from posert.runtime.backends.native import NativeBackend
+
+    pipe = Pipeline(NativeBackend.from_checkpoints(), max_streams=8, workers=workers, min_shard=1)
+    assert pipe.workers == workers and pipe._fused
+    got = mixed_streams(pipe, real_views[0])
+    pipe.close()
+    ref = mixed_streams(Pipeline(TorchBackend.from_checkpoints(), max_streams=8), real_views[0])
+    assert got.keys() == ref.keys() == set("abcdef")
+    for s in ref:
+        assert got[s][0].shape == ref[s][0].shape
+        np.testing.assert_allclose(got[s][1], ref[s][1], atol=1e-3)  # mm
+        np.testing.assert_allclose(got[s][0], ref[s][0], atol=1e-3)
+
+
+def test_native_backend_hypotheses_and_default(real_views):
+    """H = 2 hypotheses on the native backend (H denoiser rows per stream, each with its own
+    caches) equal the ONNX Runtime backend's with the same seed; the default backend is native at
+    fp32 and ONNX Runtime at int8/fp16; native refuses other precisions."""
+    from posert.runtime.backends import create_backend
+
+    px = real_views[0]
+    a = _run_streams(Pipeline("native", max_streams=8, hypotheses=2, seed=3), px, ticks=20)
+    b = _run_streams(Pipeline("onnxruntime", max_streams=8, hypotheses=2, seed=3), px, ticks=20)
+    for (ids_a, ref_a, lift_a), (ids_b, ref_b, lift_b) in zip(a, b, strict=True):
+        assert ids_a == ids_b
+        np.testing.assert_allclose(lift_a, lift_b, atol=1e-3)  # mm
+        np.testing.assert_allclose(ref_a, ref_b, atol=1e-3)
+    assert type(Pipeline(max_streams=1).backend).__name__ == "NativeBackend"
+    assert type(create_backend("auto", attention="graph")).__name__ == "OrtBackend"
+    with pytest.raises(ValueError, match="fp32 only"):
+        create_backend("native", precision="int8")

@@ -90,9 +90,10 @@ class Pipeline:
     """Streaming 2D→3D lifting and diffusion refinement for many streams at once.
 
     Args:
-        backend: ``"onnxruntime"`` (default, CPU), ``"torch"`` (reference), ``"tensorrt"``,
-            ``"cuda"`` (the whole tick as one CUDA graph on the GPU, H = 1) or a backend object
-            (see :mod:`posert.runtime.backends`).
+        backend: ``"auto"`` (default: ``"native"`` at fp32, else ``"onnxruntime"``), ``"native"``
+            (CPU, posert's fused C++ step kernel, FP32), ``"onnxruntime"`` (CPU; FP32, FP16, INT8),
+            ``"torch"`` (reference), ``"tensorrt"``, ``"cuda"`` (the whole tick as one CUDA graph on
+            the GPU, H = 1) or a backend object (see :mod:`posert.runtime.backends`).
         max_streams: capacity; every buffer and cache for this many streams is allocated once.
         lifter, refiner: checkpoint paths (default: the committed ``checkpoints/``).
         threads: inference threads (default: one per core).
@@ -105,7 +106,7 @@ class Pipeline:
             (ρ of the refiner checkpoint), so a hypothesis is consistent in time instead of
             jittering from tick to tick. ``seed`` fixes the draws.
         workers: 1, or 2 to split a tick of at least ``2 · min_shard`` streams into two blocks
-            that run concurrently (backends with ``concurrent_runs``, i.e. ONNX Runtime, and
+            that run concurrently (backends with ``concurrent_runs``: native and ONNX Runtime;
             H = 1 only). Default: 2 where the process may use ≥ 2 cores. One ORT thread per block
             beats ORT's own intra-op threads on these small graphs (benchmarks/RESULTS.md).
         precision: ``fp32`` (default), ``fp16`` or ``int8`` models, for a backend given by name.
@@ -148,7 +149,7 @@ class Pipeline:
 
     REPROJECTION = ("guess", "given", "off")
 
-    def __init__(self, backend="onnxruntime", max_streams: int = 64, lifter: str | None = None,
+    def __init__(self, backend="auto", max_streams: int = 64, lifter: str | None = None,
                  refiner: str | None = None, threads: int | None = None, ddim_steps: int | None = None,
                  hypotheses: int = 1, seed: int = 0, precision: str = "fp32", workers: int | None = None,
                  min_shard: int = 4, attention: str = "auto", cnd_mean: bool | None = None,
@@ -225,6 +226,12 @@ class Pipeline:
         self._due = np.zeros(S, bool)
         self._inp = np.zeros((S * H, NUM_JOINTS, CHANNELS), np.float32)  # newest frame (H copies when H > 1)
         self._x = np.zeros((S * H, NUM_JOINTS, 3), np.float32)  # the DDIM state x_k, updated in place
+        # a fused backend's per-tick row arguments (native.py): x_T and cache-write rows per slot
+        self._fused = bool(getattr(backend, "fused", False)) and not self._resident
+        if self._fused:
+            self._xT = np.zeros((S, NUM_JOINTS, 3), np.float32)
+            self._wrows = np.full(S * H, -1, np.int32)
+            self._coef_np = [np.array(c, np.float32) for c in self._coefs]
         self._lrows = _rows_view(self._lcache)  # (G, S, 17·heads, M, d) views for _C.kv_push
         self._drows = [_rows_view(c) for c in self._dcache]
         self._blocks: dict[tuple[int, int], dict] = {}
@@ -466,6 +473,8 @@ class Pipeline:
         """The chain for the block of slots [lo, hi): returns (refined, x_T), (len(due), 17, 3)
         metres, of the ``due`` slots (absolute indices in [lo, hi)). Reads and writes only rows
         of that block, so two blocks may run at once."""
+        if self._fused:
+            return self._run_fused(lo, hi, due)
         H = self.hypotheses
         v = self._block(lo, hi)
         count = self._count[lo:hi]
@@ -481,24 +490,7 @@ class Pipeline:
             assert lo == 0, "hypotheses run unsharded"
             self._hypotheses(x_T, due, hi, x)
             rows = (due[:, None] * H + np.arange(H, dtype=np.int32)).reshape(-1)
-        if self._shift is not None:  # x ← x − μ_a|b(y, x_T), every row of the block (preallocated)
-            A, c = self._shift
-            b, mu = self._b[lo:hi], self._mu[lo:hi]
-            b[:, :2 * NUM_JOINTS] = v["inp_l"][..., :2].reshape(hi - lo, -1)
-            b[:, 2 * NUM_JOINTS:] = x_T.reshape(hi - lo, -1)
-            np.matmul(b, A, out=mu.reshape(hi - lo, -1))
-            mu += c.reshape(NUM_JOINTS, 3)
-            # μ̄ ← μ̄ + w (μ − μ̄), w = mean_ema for due streams and 0 for the others; at a stream's
-            # first frame μ̄ = μ exactly (nothing of the slot's previous stream survives)
-            w, mubar = self._w[lo:hi], self._mubar[lo:hi]
-            w[:] = 0.0
-            w[due - lo] = self.mean_ema
-            first = due[self._count[due] == 0] - lo
-            mubar[first] = mu[first]
-            mu -= mubar
-            mu *= w[:, None, None]
-            mubar += mu
-            x.reshape(hi - lo, H, NUM_JOINTS, 3)[...] -= mubar[:, None]
+        self._shift_x(lo, hi, due, v, x_T, x)
         M = self._dcache[0].shape[4]
         lag_d = ring_lags(np.repeat(count, H) if H > 1 else count, M, v["lag_d"])
         pos = (np.repeat(self._count[due], H) % M).astype(np.int32)
@@ -509,6 +501,61 @@ class Pipeline:
         if H > 1:
             x = x.reshape(hi - lo, H, NUM_JOINTS, 3).mean(axis=1)
         return x[due - lo], x_T[due - lo]  # copies: x_T may be a buffer the backend reuses
+
+    def _shift_x(self, lo: int, hi: int, due: np.ndarray, v: dict, x_T: np.ndarray, x: np.ndarray) -> None:
+        """x ← x − μ̄ for every row of the block [lo, hi) (no-op without the CND shift): μ = μ_a|b(y,
+        x_T) of each slot's newest frame, μ̄ its causal EMA per stream (preallocated buffers)."""
+        if self._shift is None:
+            return
+        H = self.hypotheses
+        A, c = self._shift
+        b, mu = self._b[lo:hi], self._mu[lo:hi]
+        b[:, :2 * NUM_JOINTS] = v["inp_l"][..., :2].reshape(hi - lo, -1)
+        b[:, 2 * NUM_JOINTS:] = x_T.reshape(hi - lo, -1)
+        np.matmul(b, A, out=mu.reshape(hi - lo, -1))
+        mu += c.reshape(NUM_JOINTS, 3)
+        # μ̄ ← μ̄ + w (μ − μ̄), w = mean_ema for due streams and 0 for the others; at a stream's
+        # first frame μ̄ = μ exactly (nothing of the slot's previous stream survives)
+        w, mubar = self._w[lo:hi], self._mubar[lo:hi]
+        w[:] = 0.0
+        w[due - lo] = self.mean_ema
+        first = due[self._count[due] == 0] - lo
+        mubar[first] = mu[first]
+        mu -= mubar
+        mu *= w[:, None, None]
+        mubar += mu
+        x.reshape(hi - lo, H, NUM_JOINTS, 3)[...] -= mubar[:, None]
+
+    def _run_fused(self, lo: int, hi: int, due: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`_run` on a fused backend (:mod:`~posert.runtime.backends.native`): the lifter and
+        each denoiser step are one kernel call that writes the due rows' caches and, for the
+        denoiser, updates x in place; the same arithmetic as the step-by-step chain."""
+        H = self.hypotheses
+        v = self._block(lo, hi)
+        count = self._count[lo:hi]
+        rows = self._wrows[lo:hi]
+        rows[:] = -1
+        rows[due - lo] = due
+        x_T = self._xT[lo:hi]
+        be = self.backend
+        be.lift_fused(v["inp_l"], x_T, None, count, rows, self._lcache, lo)
+        x = v["x"]
+        if H == 1:
+            np.copyto(x, x_T)
+            count_d, rows_d = count, rows
+        else:
+            assert lo == 0, "hypotheses run unsharded"
+            self._hypotheses(x_T, due, hi, x)
+            count_d = np.repeat(count, H)
+            rows_d = self._wrows[:hi * H]
+            rows_d[:] = -1
+            rows_d[(due[:, None] * H + np.arange(H)).reshape(-1)] = 0
+        self._shift_x(lo, hi, due, v, x_T, x)
+        for (t, _), coef, cache in zip(self.schedule.pairs(), self._coef_np, self._dcache):
+            be.denoise_fused(v["inp_d"], x, t, coef, count_d, rows_d, cache, lo * H)
+        if H > 1:
+            x = x.reshape(hi - lo, H, NUM_JOINTS, 3).mean(axis=1)
+        return x[due - lo], x_T[due - lo]  # fancy indexing: copies
 
     def _hypotheses(self, x_T: np.ndarray, due: np.ndarray, hi: int, out: np.ndarray) -> None:
         """Write x_T + δ_h for the (hi·H) denoiser rows into ``out``; δ advances one AR(1) step

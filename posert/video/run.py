@@ -94,6 +94,13 @@ class _TimedBackend:
         finally:
             self.lift_s += time.perf_counter() - t0
 
+    def lift_fused(self, *args, **kwargs):
+        t0 = time.perf_counter()
+        try:
+            return self._b.lift_fused(*args, **kwargs)
+        finally:
+            self.lift_s += time.perf_counter() - t0
+
 
 @dataclass
 class VideoRun:
@@ -156,7 +163,7 @@ class VideoRun:
 
 def run_video(source: str | int, out_mp4: str | Path | None = None, out_json: str | Path | None = None,
               out_png: str | Path | None = None, detector: Callable[[np.ndarray], Detection | None] | None = None,
-              backend: str = "onnxruntime", lifter: str | None = None, refiner: str | None = None,
+              backend: str = "auto", lifter: str | None = None, refiner: str | None = None,
               max_frames: int | None = None, render_height: int = 480, record: str | Path | None = None,
               follow_person: bool = True, progress: bool = True) -> VideoRun:
     """Run a video (file path, or webcam number) through ``detector`` and the streaming pipeline.

@@ -11,6 +11,10 @@ arrays may be buffers the backend owns and reuses (ONNX Runtime I/O bindings, Te
 outputs): they are valid until the next call on the same input buffers, so a caller copies what
 it keeps.
 
+A *fused* backend (``fused = True``: :class:`~posert.runtime.backends.native.NativeBackend`)
+instead runs each step as one kernel that reads and writes the pipeline's caches in place:
+``lift_fused`` and ``denoise_fused`` (see :mod:`.native`).
+
 A *resident* backend (``resident = True``: :class:`~posert.runtime.backends.cuda.CudaBackend`)
 keeps the caches on its device instead and runs whole ticks: ``allocate(max_streams, pairs,
 coefs)`` once, then ``run(hi, due, inp, count) -> (x_0, x_T)`` per tick.
@@ -21,12 +25,14 @@ costs nothing until a backend is built.
 
 from __future__ import annotations
 
-BACKENDS = ("onnxruntime", "torch", "tensorrt", "cuda")
+BACKENDS = ("auto", "native", "onnxruntime", "torch", "tensorrt", "cuda")
 
 
 def create_backend(name: str, lifter: str | None = None, refiner: str | None = None, threads: int | None = None,
                    precision: str = "fp32", attention: str = "auto"):
-    """Build a backend by name: ``onnxruntime`` (default, CPU), ``torch`` (reference, FP32 only),
+    """Build a backend by name: ``auto`` (default: ``native`` at fp32 with ``attention`` auto, else
+    ``onnxruntime``), ``native`` (CPU, posert's fused C++ step kernel; FP32; :mod:`.native`),
+    ``onnxruntime`` (CPU; FP32, FP16, Q/DQ INT8), ``torch`` (reference, FP32 only),
     ``tensorrt`` (GPU engines built and cached from the ONNX models of ``precision``) or ``cuda``
     (torch on the GPU, the whole tick captured as one CUDA graph; FP32; :mod:`.cuda`).
 
@@ -37,12 +43,20 @@ def create_backend(name: str, lifter: str | None = None, refiner: str | None = N
     ImportError (with the reason) for ``tensorrt`` where TensorRT or cuda-python is not installed,
     RuntimeError for ``cuda`` without a usable GPU or without the CUDA build of ``posert._C``.
     """
+    if name == "auto":
+        name = "native" if precision == "fp32" and attention == "auto" else "onnxruntime"
     if name == "onnxruntime":
         from posert.runtime.backends.onnxruntime import OrtBackend
 
         return OrtBackend.from_checkpoints(lifter, refiner, threads=threads, precision=precision, attention=attention)
     if attention != "auto":
         raise ValueError(f"attention={attention!r} applies to the onnxruntime backend only")
+    if name == "native":
+        if precision != "fp32":
+            raise ValueError("the native backend runs fp32 only (fp16/int8 on the CPU: the onnxruntime backend)")
+        from posert.runtime.backends.native import NativeBackend
+
+        return NativeBackend.from_checkpoints(lifter, refiner)
     if name == "torch":
         if precision != "fp32":
             raise ValueError("the torch reference backend runs fp32 only")
