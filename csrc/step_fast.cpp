@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "attention.h"
+#include "ddim.h"
 #include "lanes.h"
 #include "transformer_step.h"
 
@@ -231,11 +232,7 @@ POSERT_INLINE void step_impl(const StepDims& d, const float* Wt, int64_t B, cons
       for (int c = 0; c < 3; ++c) pr[d.root * 3 + c] = 0.0f;
       float* xb = x + (b0 + r) * J * 3;
       if (d.denoiser) {  // DDIM update (ddim.h), ê = pose
-        const float da = ddim[0], db = ddim[1], dap = ddim[2], dbp = ddim[3];
-        for (int i = 0; i < J * 3; ++i) {
-          const float x0 = (xb[i] - db * pr[i]) / (da + db);
-          xb[i] = (dap + dbp) * x0 + dbp * pr[i];
-        }
+        ddim_update_cpu(xb, pr, xb, J * 3, ddim[0], ddim[1], ddim[2], ddim[3]);
       } else {
         std::copy(pr, pr + J * 3, xb);
         if (x_T) std::copy(pr, pr + J * 3, x_T + (b0 + r) * J * 3);

@@ -352,6 +352,16 @@ def test_split_attention_pipeline_equals_single_graph(ort_pipe, real_views):
         OrtBackend.from_checkpoints(attention="fused")
 
 
+def assert_same_streams(got: dict, ref: dict) -> None:
+    """Two runs of ``mixed_streams`` served the same streams with the same lifted and refined
+    poses (within 1e-3 mm)."""
+    assert got.keys() == ref.keys() == set("abcdef")
+    for s in ref:
+        assert got[s][0].shape == ref[s][0].shape
+        np.testing.assert_allclose(got[s][1], ref[s][1], atol=1e-3)  # mm
+        np.testing.assert_allclose(got[s][0], ref[s][0], atol=1e-3)
+
+
 @pytest.mark.parametrize("fused", [False, True], ids=["torch-chain", "fused-step"])
 def test_resident_backend_chain_equals_torch_backend(real_views, mixed_streams, fused):
     """The CUDA-graph backend's chain (device-resident caches, batches padded to a power of two
@@ -365,11 +375,7 @@ def test_resident_backend_chain_equals_torch_backend(real_views, mixed_streams, 
     assert be.resident and not be.graphs
     got = mixed_streams(Pipeline(be, max_streams=8), real_views[0])
     ref = mixed_streams(Pipeline(TorchBackend.from_checkpoints(), max_streams=8), real_views[0])
-    assert got.keys() == ref.keys() == set("abcdef")
-    for s in ref:
-        assert got[s][0].shape == ref[s][0].shape
-        np.testing.assert_allclose(got[s][1], ref[s][1], atol=1e-3)  # mm
-        np.testing.assert_allclose(got[s][0], ref[s][0], atol=1e-3)
+    assert_same_streams(got, ref)
     assert {be.bucket(h) for h in range(1, 9)} == {1, 2, 4, 8}
     assert be.bucket(5) == 8 and be.bucket(1) == 1
     with pytest.raises(ValueError, match="hypotheses"):
@@ -510,11 +516,7 @@ def test_native_backend_equals_torch_backend(real_views, mixed_streams, workers)
     got = mixed_streams(pipe, real_views[0])
     pipe.close()
     ref = mixed_streams(Pipeline(TorchBackend.from_checkpoints(), max_streams=8), real_views[0])
-    assert got.keys() == ref.keys() == set("abcdef")
-    for s in ref:
-        assert got[s][0].shape == ref[s][0].shape
-        np.testing.assert_allclose(got[s][1], ref[s][1], atol=1e-3)  # mm
-        np.testing.assert_allclose(got[s][0], ref[s][0], atol=1e-3)
+    assert_same_streams(got, ref)
 
 
 def test_native_backend_hypotheses_and_default(real_views):
