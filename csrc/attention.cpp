@@ -1,10 +1,12 @@
 #include "attention.h"
+#include "half.h"
 #include "lanes.h"
 
 #include <algorithm>
 #include <atomic>
 #include <cmath>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 namespace posert {
@@ -18,6 +20,19 @@ using lanes::store;
 using lanes::vexp;
 
 constexpr float kPad = -3.0e38f;  // score of a padding lane: its exp is ~0 (exp clamps at -87.3)
+
+// A cache element (float, or half bits: half.h) as float, and W of them as lanes; kF16C: the body
+// is compiled with F16C (the AVX2 one).
+POSERT_INLINE float kv_float(float v) { return v; }
+POSERT_INLINE float kv_float(uint16_t h) { return half_to_float(h); }
+
+template <int W, bool kF16C, typename KV>
+POSERT_INLINE typename Lanes<W>::f load_kv(const KV* p) {
+  if constexpr (std::is_same_v<KV, float>)
+    return load<W>(p);
+  else
+    return load_half<W, kF16C>(p);
+}
 
 template <int W>
 POSERT_INLINE float hsum(typename Lanes<W>::f v) {
@@ -70,17 +85,19 @@ POSERT_INLINE Lanes<4>::f reduce4(Lanes<4>::f p0, Lanes<4>::f p1, Lanes<4>::f p2
 }
 
 // q · k over D values with 8 independent partial sums, then a fixed-order reduction (any D).
-POSERT_INLINE float dot(const float* q, const float* k, int64_t n) {
+template <typename KV>
+POSERT_INLINE float dot(const float* q, const KV* k, int64_t n) {
   float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
   int64_t d = 0;
   for (; d + 8 <= n; d += 8)
-    for (int l = 0; l < 8; ++l) acc[l] += q[d + l] * k[d + l];
-  for (int64_t l = 0; d < n; ++d, ++l) acc[l] += q[d] * k[d];
+    for (int l = 0; l < 8; ++l) acc[l] += q[d + l] * kv_float(k[d + l]);
+  for (int64_t l = 0; d < n; ++d, ++l) acc[l] += q[d] * kv_float(k[d]);
   return ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
 }
 
 // One (stream, joint, head) of the cached temporal attention, any head size D.
-POSERT_INLINE void head_any(const float* qh, const float* kh, const float* vh, const float* Kc, const float* Vc,
+template <typename KV>
+POSERT_INLINE void head_any(const float* qh, const float* kh, const float* vh, const KV* Kc, const KV* Vc,
                             const int64_t* lg, const float* tb, float scale, int64_t M, int64_t D, float* s, float* q,
                             float* acc, float* o) {
   for (int64_t d = 0; d < D; ++d) q[d] = qh[d] * scale;
@@ -91,7 +108,7 @@ POSERT_INLINE void head_any(const float* qh, const float* kh, const float* vh, c
   for (int64_t d = 0; d < D; ++d) acc[d] = p0 * vh[d];
   for (int64_t m = 0; m < M; ++m) {
     const float pm = s[m + 1] * inv;
-    for (int64_t d = 0; d < D; ++d) acc[d] += pm * Vc[m * D + d];
+    for (int64_t d = 0; d < D; ++d) acc[d] += pm * kv_float(Vc[m * D + d]);
   }
   std::memcpy(o, acc, D * sizeof(float));
 }
@@ -100,8 +117,8 @@ POSERT_INLINE void head_any(const float* qh, const float* kh, const float* vh, c
 // plus `bias` (the n = M + 1 biases of this stream and head by slot, own frame first, padded
 // with kPad to a multiple of 4); the softmax on 4 lanes; the value sum on W lanes (two
 // accumulators, even and odd slots).
-template <int W>
-POSERT_INLINE void head16(const float* qh, const float* kh, const float* vh, const float* Kc, const float* Vc,
+template <int W, bool kF16C, typename KV>
+POSERT_INLINE void head16(const float* qh, const float* kh, const float* vh, const KV* Kc, const KV* Vc,
                           const float* bias, float scale, int64_t M, float* s, float* o) {
   typedef Lanes<4>::f v4;
   typedef typename Lanes<W>::f vf;
@@ -111,8 +128,11 @@ POSERT_INLINE void head16(const float* qh, const float* kh, const float* vh, con
   const int64_t n = M + 1;
   const auto partial = [&](int64_t k) {  // key k: the own frame, then cache slot k − 1
     if (k >= n) return v4{};
-    const float* key = k == 0 ? kh : Kc + (k - 1) * 16;
-    return (q[0] * load<4>(key) + q[2] * load<4>(key + 8)) + (q[1] * load<4>(key + 4) + q[3] * load<4>(key + 12));
+    if (k == 0)
+      return (q[0] * load<4>(kh) + q[2] * load<4>(kh + 8)) + (q[1] * load<4>(kh + 4) + q[3] * load<4>(kh + 12));
+    const KV* key = Kc + (k - 1) * 16;
+    return (q[0] * load_kv<4, kF16C>(key) + q[2] * load_kv<4, kF16C>(key + 8)) +
+           (q[1] * load_kv<4, kF16C>(key + 4) + q[3] * load_kv<4, kF16C>(key + 12));
   };
   for (int64_t g = 0; g < n; g += 4)
     store<4>(s + g, reduce4(partial(g), partial(g + 1), partial(g + 2), partial(g + 3)) + load<4>(bias + g));
@@ -123,14 +143,14 @@ POSERT_INLINE void head16(const float* qh, const float* kh, const float* vh, con
   int64_t m = 0;
   for (; m + 2 <= M; m += 2) {
     const float pm = s[m + 1] * inv, pm1 = s[m + 2] * inv;
-    const float* vm = Vc + m * 16;
+    const KV* vm = Vc + m * 16;
     for (int i = 0; i < DV; ++i) {
-      acc[i] += load<W>(vm + W * i) * pm;
-      acc1[i] += load<W>(vm + 16 + W * i) * pm1;
+      acc[i] += load_kv<W, kF16C>(vm + W * i) * pm;
+      acc1[i] += load_kv<W, kF16C>(vm + 16 + W * i) * pm1;
     }
   }
   if (m < M)
-    for (int i = 0; i < DV; ++i) acc[i] += load<W>(Vc + m * 16 + W * i) * (s[m + 1] * inv);
+    for (int i = 0; i < DV; ++i) acc[i] += load_kv<W, kF16C>(Vc + m * 16 + W * i) * (s[m + 1] * inv);
   for (int i = 0; i < DV; ++i) store<W>(o + W * i, acc[i] + acc1[i]);
 }
 
@@ -221,8 +241,8 @@ POSERT_INLINE void spatial_impl(const float* qkv, float scale, int64_t B, int64_
   }
 }
 
-template <int W>
-POSERT_INLINE void cached_impl(const float* qkv, const float* cache_k, const float* cache_v, const int64_t* lag,
+template <int W, bool kF16C, typename KV>
+POSERT_INLINE void cached_impl(const float* qkv, const KV* cache_k, const KV* cache_v, const int64_t* lag,
                                const float* table, float scale, int64_t B, int64_t J, int64_t H, int64_t M, int64_t D,
                                float* out, float* k_new, float* v_new) {
   const int64_t nr = (M + 1 + 3) / 4 * 4;  // scores per head, padded to whole 4-lane vectors
@@ -247,7 +267,7 @@ POSERT_INLINE void cached_impl(const float* qkv, const float* cache_k, const flo
         const int64_t cache = (bj * H + h) * M * D;
         float* o = out + (bj * H + h) * D;
         if (D == 16)
-          head16<W>(qh, kh, vh, cache_k + cache, cache_v + cache, bias.data() + h * nr, scale, M, s.data(), o);
+          head16<W, kF16C>(qh, kh, vh, cache_k + cache, cache_v + cache, bias.data() + h * nr, scale, M, s.data(), o);
         else
           head_any(qh, kh, vh, cache_k + cache, cache_v + cache, lg, table + h * (M + 2), scale, M, D, s.data(),
                    q.data(), acc.data(), o);
@@ -263,30 +283,33 @@ void spatial_base(const float* qkv, float scale, int64_t B, int64_t J, int64_t H
   spatial_impl<4>(qkv, scale, B, J, H, D, out);
 }
 
-void cached_base(const float* qkv, const float* cache_k, const float* cache_v, const int64_t* lag, const float* table,
+template <typename KV>
+void cached_base(const float* qkv, const KV* cache_k, const KV* cache_v, const int64_t* lag, const float* table,
                  float scale, int64_t B, int64_t J, int64_t H, int64_t M, int64_t D, float* out, float* k_new,
                  float* v_new) {
-  cached_impl<4>(qkv, cache_k, cache_v, lag, table, scale, B, J, H, M, D, out, k_new, v_new);
+  cached_impl<4, false>(qkv, cache_k, cache_v, lag, table, scale, B, J, H, M, D, out, k_new, v_new);
 }
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #define POSERT_AVX2 1
-// The same code compiled for AVX2 + FMA (8-lane spatial scores, fused multiply-adds), chosen at
-// run time; float results differ from the baseline body only by rounding (< 1e-6 relative).
-__attribute__((target("avx2,fma"))) void spatial_avx2(const float* qkv, float scale, int64_t B, int64_t J, int64_t H,
+// The same code compiled for AVX2 + FMA + F16C (8-lane spatial scores, fused multiply-adds, half
+// loads by vcvtph2ps), chosen at run time; float results differ from the baseline body only by rounding (< 1e-6 relative).
+__attribute__((target("avx2,fma,f16c"))) void spatial_avx2(const float* qkv, float scale, int64_t B, int64_t J, int64_t H,
                                                       int64_t D, float* out) {
   spatial_impl<8>(qkv, scale, B, J, H, D, out);
 }
 
-__attribute__((target("avx2,fma"))) void cached_avx2(const float* qkv, const float* cache_k, const float* cache_v,
-                                                     const int64_t* lag, const float* table, float scale, int64_t B,
-                                                     int64_t J, int64_t H, int64_t M, int64_t D, float* out,
-                                                     float* k_new, float* v_new) {
-  cached_impl<8>(qkv, cache_k, cache_v, lag, table, scale, B, J, H, M, D, out, k_new, v_new);
+template <typename KV>
+__attribute__((target("avx2,fma,f16c"))) void cached_avx2(const float* qkv, const KV* cache_k, const KV* cache_v,
+                                                          const int64_t* lag, const float* table, float scale,
+                                                          int64_t B, int64_t J, int64_t H, int64_t M, int64_t D,
+                                                          float* out, float* k_new, float* v_new) {
+  cached_impl<8, true>(qkv, cache_k, cache_v, lag, table, scale, B, J, H, M, D, out, k_new, v_new);
 }
 
 bool cpu_has_avx2() {
-  static const bool yes = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  static const bool yes =
+      __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
   return yes;
 }
 #endif
@@ -311,6 +334,15 @@ void spatial_attention_cpu(const float* qkv, float scale, int64_t B, int64_t J, 
 void cached_attention_cpu(const float* qkv, const float* cache_k, const float* cache_v, const int64_t* lag,
                           const float* table, float scale, int64_t B, int64_t J, int64_t H, int64_t M, int64_t D,
                           float* out, float* k_new, float* v_new) {
+#ifdef POSERT_AVX2
+  if (has_avx2()) return cached_avx2(qkv, cache_k, cache_v, lag, table, scale, B, J, H, M, D, out, k_new, v_new);
+#endif
+  cached_base(qkv, cache_k, cache_v, lag, table, scale, B, J, H, M, D, out, k_new, v_new);
+}
+
+void cached_attention_f16_cpu(const float* qkv, const uint16_t* cache_k, const uint16_t* cache_v, const int64_t* lag,
+                              const float* table, float scale, int64_t B, int64_t J, int64_t H, int64_t M, int64_t D,
+                              float* out, float* k_new, float* v_new) {
 #ifdef POSERT_AVX2
   if (has_avx2()) return cached_avx2(qkv, cache_k, cache_v, lag, table, scale, B, J, H, M, D, out, k_new, v_new);
 #endif

@@ -34,8 +34,14 @@ void cached_attention_cpu(const float* qkv, const float* cache_k, const float* c
                           const float* table, float scale, int64_t B, int64_t J, int64_t H, int64_t M, int64_t D,
                           float* out, float* k_new, float* v_new);
 
-// Which body the two cores above run on this CPU: "avx2+fma" (x86-64 with AVX2 and FMA: 8-lane
-// spatial scores, fused multiply-adds), "neon" (Arm) or "baseline" (SSE2). Results differ between
+// The same with half-float caches (IEEE binary16 bits, half.h): keys and values are widened to
+// float32 as they are read, and everything else is float32. The native backend's default caches.
+void cached_attention_f16_cpu(const float* qkv, const uint16_t* cache_k, const uint16_t* cache_v, const int64_t* lag,
+                              const float* table, float scale, int64_t B, int64_t J, int64_t H, int64_t M, int64_t D,
+                              float* out, float* k_new, float* v_new);
+
+// Which body the cores above run on this CPU: "avx2+fma" (x86-64 with AVX2, FMA and F16C: 8-lane
+// spatial scores, fused multiply-adds, hardware half loads), "neon" (Arm) or "baseline" (SSE2). Results differ between
 // bodies by float rounding only (< 1e-6 relative).
 const char* attention_isa();
 

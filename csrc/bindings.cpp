@@ -206,12 +206,19 @@ void transformer_step(const F32& weights, const py::tuple& dims, const F32& inp,
   const posert::StepDims d = step_dims(dims);
   const posert::StepLayout L = posert::step_layout(d);
   require_shape(weights, {L.total}, "weights (packed: posert.runtime.backends.cuda.pack_step)");
-  F32 x = as_out(x_arr, "x"), cache = as_out(cache_arr, "cache");
+  F32 x = as_out(x_arr, "x");
+  // the cache: float32, or float16 (half bits) for the fast body
+  const bool half = cache_arr.dtype().is(py::dtype("float16"));
+  if (half && !fast) throw py::type_error("cache: float16 caches need fast=True (the twin is float32 only)");
+  if (!half && !cache_arr.dtype().is(py::dtype::of<float>()))
+    throw py::type_error("cache: dtype must be float32 or float16");
+  if (!(cache_arr.flags() & py::array::c_style) || !cache_arr.writeable())
+    throw py::value_error("cache: must be C-contiguous and writeable");
   require_shape(inp, {-1, d.J, 3}, "inp (B, J, 3)");
   const int64_t B = inp.shape(0);
   require_shape(x, {B, d.J, 3}, "x");
-  require_shape(cache, {2 * d.depth, -1, d.J, d.heads, d.M, d.C / d.heads}, "cache (2·depth, S, J, heads, M, d)");
-  const int64_t S = cache.shape(1);
+  require_shape(cache_arr, {2 * d.depth, -1, d.J, d.heads, d.M, d.C / d.heads}, "cache (2·depth, S, J, heads, M, d)");
+  const int64_t S = cache_arr.shape(1);
   if (row0 < 0 || row0 + B > S) throw py::value_error("cache rows [row0, row0 + B) exceed the cache's streams");
   require_shape(count, {B}, "count");
   require_shape(rows, {B}, "rows");
@@ -232,11 +239,19 @@ void transformer_step(const F32& weights, const py::tuple& dims, const F32& inp,
     require_shape(cond, {d.C}, "cond (C,)");
     require_shape(ddim, {4}, "ddim (a, b, ap, bp)");
   }
-  const auto body = fast ? posert::transformer_step_fast : posert::transformer_step_cpu;
-  float* c0 = cache.mutable_data() + row0 * (int64_t)d.J * d.heads * d.M * (d.C / d.heads);
+  const int64_t off = row0 * (int64_t)d.J * d.heads * d.M * (d.C / d.heads);
+  const float* c = d.denoiser ? cond.data() : nullptr;
+  const float* dd = d.denoiser ? ddim.data() : nullptr;
+  py::array cache = cache_arr;
+  void* base = cache.mutable_data();
   py::gil_scoped_release nogil;
-  body(d, weights.data(), B, inp.data(), x.mutable_data(), xT, d.denoiser ? cond.data() : nullptr, count.data(),
-       rows.data(), c0, S, d.denoiser ? ddim.data() : nullptr);
+  if (half)
+    posert::transformer_step_fast_f16(d, weights.data(), B, inp.data(), x.mutable_data(), xT, c, count.data(),
+                                      rows.data(), static_cast<uint16_t*>(base) + off, S, dd);
+  else
+    (fast ? posert::transformer_step_fast : posert::transformer_step_cpu)(
+        d, weights.data(), B, inp.data(), x.mutable_data(), xT, c, count.data(), rows.data(),
+        static_cast<float*>(base) + off, S, dd);
 }
 
 // The cluster form's per-rank weight vectors (transformer_step.h: cluster_layout): (cluster, rank floats).
@@ -418,9 +433,11 @@ PYBIND11_MODULE(_C, m) {
         "One fused lifter/denoiser step over B rows (csrc/transformer_step.h): inp (B, J, 3), x (B, J, 3) in/out, "
         "x_T (B, J, 3) or None, cond (C,) and ddim (4,) for the denoiser else None, count (B,) int64, rows (B,) "
         "int32 (< 0: no cache write), cache (2·depth, S, J, heads, M, d) in/out, batch row b at cache stream "
-        "row0 + b; all float32 but count/rows. fast=False: the plain-loop twin (bit-exact reference); True: the "
-        "fast body (csrc/step_fast.cpp: tiled, register-blocked, AVX2 + FMA where present), equal to float "
-        "rounding. Releases the GIL. ValueError on shapes or rows outside the cache.");
+        "row0 + b; all float32 but count/rows, and the cache may be float16 with fast=True (keys/values rounded "
+        "to half on write, widened on read). fast=False: the plain-loop twin (bit-exact reference); True: the "
+        "fast body (csrc/step_fast.cpp: tiled, register-blocked, AVX2 + FMA + F16C where present), equal to float "
+        "rounding. Releases the GIL. ValueError on shapes or rows outside the cache; TypeError for a cache that "
+        "is neither float32 nor float16, or float16 with fast=False.");
   m.def("prepare_frames", &prepare_frames, py::arg("kp"), py::arg("conf"), py::arg("size"), py::arg("slots"),
         py::arg("out"),
         "Validate and normalise frames for Pipeline.push_many: kp (B, J, 2) float64 px, conf (B, J) float64 or None, "

@@ -9,8 +9,10 @@
 //   - bias, GELU and the residual add are fused into the product's epilogue;
 //   - the attention cores are attention.h's (the ONNX Runtime backend's split step uses them too);
 //   - GELU's erf is a rational approximation (|error| < 2e-7), not std::erf per value.
-// Compiled for the baseline ISA (4 lanes: SSE2 on x86-64, NEON on Arm) and for AVX2 + FMA (8 lanes,
-// chosen at run time); results agree with the twin to float rounding (tests/test_kernels.py).
+// Compiled for the baseline ISA (4 lanes: SSE2 on x86-64, NEON on Arm) and for AVX2 + FMA + F16C
+// (8 lanes, chosen at run time); results agree with the twin to float rounding (tests/test_kernels.py).
+// The caches may be float32 (transformer_step_fast) or half floats (transformer_step_fast_f16: keys
+// and values rounded to binary16 when written, widened when read; all arithmetic in float32).
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -18,6 +20,7 @@
 
 #include "attention.h"
 #include "ddim.h"
+#include "half.h"
 #include "lanes.h"
 #include "transformer_step.h"
 
@@ -153,9 +156,27 @@ struct Scratch {
   std::vector<int64_t> lag;
 };
 
-template <int W>
+// The cached attention core for the cache's element type: float, or half bits (half.h).
+POSERT_INLINE void cached_attention(const float* qkv, const float* ck, const float* cv, const int64_t* lag,
+                                    const float* table, float scale, int64_t B, int64_t J, int64_t H, int64_t M,
+                                    int64_t D, float* out, float* k_new, float* v_new) {
+  cached_attention_cpu(qkv, ck, cv, lag, table, scale, B, J, H, M, D, out, k_new, v_new);
+}
+POSERT_INLINE void cached_attention(const float* qkv, const uint16_t* ck, const uint16_t* cv, const int64_t* lag,
+                                    const float* table, float scale, int64_t B, int64_t J, int64_t H, int64_t M,
+                                    int64_t D, float* out, float* k_new, float* v_new) {
+  cached_attention_f16_cpu(qkv, ck, cv, lag, table, scale, B, J, H, M, D, out, k_new, v_new);
+}
+
+// D floats → D cache elements (copies, or half rounded to nearest even).
+POSERT_INLINE void put_kv(const float* src, int D, float* dst) { std::copy(src, src + D, dst); }
+POSERT_INLINE void put_kv(const float* src, int D, uint16_t* dst) {
+  for (int e = 0; e < D; ++e) dst[e] = float_to_half(src[e]);
+}
+
+template <int W, typename KV>
 POSERT_INLINE void step_impl(const StepDims& d, const float* Wt, int64_t B, const float* inp, float* x, float* x_T,
-                             const float* cond, const int64_t* count, const int32_t* rows, float* cache, int64_t S,
+                             const float* cond, const int64_t* count, const int32_t* rows, KV* cache, int64_t S,
                              const float* ddim) {
   const StepLayout L = step_layout(d);
   const int J = d.J, C = d.C, H = d.heads, D = C / H, M = d.M, Hd = d.hidden, cin = d.in_ch;
@@ -207,17 +228,16 @@ POSERT_INLINE void step_impl(const StepDims& d, const float* Wt, int64_t B, cons
       // temporal attention: each new frame over its cached past, per joint and head
       layernorm<W>(h, N, C, P + L.t_ln1_w, P + L.t_ln1_b, d.eps, a);
       linear<W, false, false>(a, N, C, P + L.t_qkv_w, P + L.t_qkv_b, 3 * C, big);
-      float* ck = cache + ((int64_t)(2 * l) * S + b0) * JHMD;
-      float* cv = cache + ((int64_t)(2 * l + 1) * S + b0) * JHMD;
-      cached_attention_cpu(big, ck, cv, s.lag.data(), P + L.t_table, d.scale, R, J, H, M, D, a, s.kn.data(),
-                           s.vn.data());
+      KV* ck = cache + ((int64_t)(2 * l) * S + b0) * JHMD;
+      KV* cv = cache + ((int64_t)(2 * l + 1) * S + b0) * JHMD;
+      cached_attention(big, ck, cv, s.lag.data(), P + L.t_table, d.scale, R, J, H, M, D, a, s.kn.data(), s.vn.data());
       for (int r = 0; r < R; ++r) {  // this frame's keys/values into ring slot n mod M (after every read)
         if (rows[b0 + r] < 0) continue;
         const int pos = (int)(count[b0 + r] % M);
         for (int jh = 0; jh < J * H; ++jh) {
           const int64_t dst = r * JHMD + ((int64_t)jh * M + pos) * D, src = ((int64_t)r * J * H + jh) * D;
-          std::copy(s.kn.data() + src, s.kn.data() + src + D, ck + dst);
-          std::copy(s.vn.data() + src, s.vn.data() + src + D, cv + dst);
+          put_kv(s.kn.data() + src, D, ck + dst);
+          put_kv(s.vn.data() + src, D, cv + dst);
         }
       }
       linear<W, true, false>(a, N, C, P + L.t_proj_w, P + L.t_proj_b, C, h);
@@ -241,31 +261,47 @@ POSERT_INLINE void step_impl(const StepDims& d, const float* Wt, int64_t B, cons
   }
 }
 
+template <typename KV>
 void step_base(const StepDims& d, const float* W, int64_t B, const float* inp, float* x, float* x_T,
-               const float* cond, const int64_t* count, const int32_t* rows, float* cache, int64_t S,
+               const float* cond, const int64_t* count, const int32_t* rows, KV* cache, int64_t S,
                const float* ddim) {
   step_impl<4>(d, W, B, inp, x, x_T, cond, count, rows, cache, S, ddim);
 }
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #define POSERT_STEP_AVX2 1
-__attribute__((target("avx2,fma"))) void step_avx2(const StepDims& d, const float* W, int64_t B, const float* inp,
-                                                   float* x, float* x_T, const float* cond, const int64_t* count,
-                                                   const int32_t* rows, float* cache, int64_t S, const float* ddim) {
+template <typename KV>
+__attribute__((target("avx2,fma,f16c"))) void step_avx2(const StepDims& d, const float* W, int64_t B,
+                                                        const float* inp, float* x, float* x_T, const float* cond,
+                                                        const int64_t* count, const int32_t* rows, KV* cache,
+                                                        int64_t S, const float* ddim) {
   step_impl<8>(d, W, B, inp, x, x_T, cond, count, rows, cache, S, ddim);
 }
 #endif
+
+template <typename KV>
+void step_dispatch(const StepDims& d, const float* weights, int64_t B, const float* inp, float* x, float* x_T,
+                   const float* cond, const int64_t* count, const int32_t* rows, KV* cache, int64_t S,
+                   const float* ddim) {
+#ifdef POSERT_STEP_AVX2
+  if (std::strcmp(attention_isa(), "avx2+fma") == 0)  // follows set_attention_isa
+    return step_avx2(d, weights, B, inp, x, x_T, cond, count, rows, cache, S, ddim);
+#endif
+  step_base(d, weights, B, inp, x, x_T, cond, count, rows, cache, S, ddim);
+}
 
 }  // namespace
 
 void transformer_step_fast(const StepDims& d, const float* weights, int64_t B, const float* inp, float* x,
                            float* x_T, const float* cond, const int64_t* count, const int32_t* rows, float* cache,
                            int64_t S, const float* ddim) {
-#ifdef POSERT_STEP_AVX2
-  if (std::strcmp(attention_isa(), "avx2+fma") == 0)  // follows set_attention_isa
-    return step_avx2(d, weights, B, inp, x, x_T, cond, count, rows, cache, S, ddim);
-#endif
-  step_base(d, weights, B, inp, x, x_T, cond, count, rows, cache, S, ddim);
+  step_dispatch(d, weights, B, inp, x, x_T, cond, count, rows, cache, S, ddim);
+}
+
+void transformer_step_fast_f16(const StepDims& d, const float* weights, int64_t B, const float* inp, float* x,
+                               float* x_T, const float* cond, const int64_t* count, const int32_t* rows,
+                               uint16_t* cache, int64_t S, const float* ddim) {
+  step_dispatch(d, weights, B, inp, x, x_T, cond, count, rows, cache, S, ddim);
 }
 
 }  // namespace posert

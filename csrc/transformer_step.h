@@ -160,12 +160,20 @@ void transformer_step_cpu(const StepDims& d, const float* weights, int64_t B, co
 // Fast CPU body (step_fast.cpp), the same contract and arithmetic as transformer_step_cpu: the rows
 // in tiles of up to 8 streams, each linear layer one register-blocked product over a tile's
 // tokens with bias, GELU (rational erf, |error| < 2e-7) and the residual add in its epilogue, and
-// the attention cores of attention.h. AVX2 + FMA where attention_isa() says so, else 4 lanes.
+// the attention cores of attention.h. AVX2 + FMA + F16C where attention_isa() says so, else 4 lanes.
 // Results equal the twin's to float rounding. Single-threaded; calls on disjoint rows of the same
 // cache may run concurrently (per-thread scratch, allocated once per thread).
 void transformer_step_fast(const StepDims& d, const float* weights, int64_t B, const float* inp, float* x,
                            float* x_T, const float* cond, const int64_t* count, const int32_t* rows, float* cache,
                            int64_t S, const float* ddim);
+
+// The fast body with half-float caches (IEEE binary16 bits, half.h: round to nearest even on write,
+// exact widening on read; all arithmetic float32): half the bytes a tick reads from its caches.
+// Results differ from the float32-cache body by the rounding of the cached keys and values
+// (≈ 0.05 mm on the default models; tests/test_kernels.py, tests/test_runtime.py).
+void transformer_step_fast_f16(const StepDims& d, const float* weights, int64_t B, const float* inp, float* x,
+                               float* x_T, const float* cond, const int64_t* count, const int32_t* rows,
+                               uint16_t* cache, int64_t S, const float* ddim);
 
 // CUDA twin: device pointers; `stream` a cudaStream_t; `threads` per block: 256, 512 or 1024;
 // `cluster` blocks (a thread-block cluster, sm_90+) per row: 1, 2, 4, 8 or 16 (see the .cu file);

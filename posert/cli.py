@@ -223,6 +223,8 @@ def cmd_bench(args) -> int:
     backend = "native" if native else args.backend if args.backend != "auto" else "onnxruntime"
     res = run_bench(pipe, lifter, den, seq, cam, frames=args.frames, streams=args.streams)
     res.update(sequence=name, backend=backend, precision=args.precision, workers=pipe.workers)
+    if native:
+        res.update(kv_cache_dtype=str(pipe.backend.cache_dtype))
     if args.backend == "cuda":
         import torch
 
@@ -240,12 +242,14 @@ def cmd_bench(args) -> int:
     if args.backend == "cuda":
         label = f"posert pipeline (CUDA graph{' + compile' if args.compile else ''}), 1 stream"
     elif native:
-        label = "posert pipeline (native CPU fp32), 1 stream"
+        kv = "fp16" if res["kv_cache_dtype"] == "float16" else "fp32"
+        label = f"posert pipeline (native CPU fp32, {kv} KV), 1 stream"
     else:
         label = f"posert pipeline (ORT CPU {args.precision}, {res['attention']}), 1 stream"
-    print(f"{'':<40}{'p50 ms':>9}{'p99 ms':>9}")
-    print(f"{label:<40}{res['pipeline_p50_ms']:9.2f}{res['pipeline_p99_ms']:9.2f}")
-    print(f"{'PyTorch eager reference':<40}{res['reference_p50_ms']:9.2f}{res['reference_p99_ms']:9.2f}")
+    wd = max(40, len(label) + 1)
+    print(f"{'':<{wd}}{'p50 ms':>9}{'p99 ms':>9}")
+    print(f"{label:<{wd}}{res['pipeline_p50_ms']:9.2f}{res['pipeline_p99_ms']:9.2f}")
+    print(f"{'PyTorch eager reference':<{wd}}{res['reference_p50_ms']:9.2f}{res['reference_p99_ms']:9.2f}")
     print(f"speedup (reference p50 / pipeline p50): {res['speedup']:.2f}x")
     print(f"throughput, {args.streams} streams: {res['throughput_poses_per_s']:.0f} poses/s "
           f"(tick p50 {res['multi_stream_tick_p50_ms']:.2f} ms, {pipe.workers} shard(s) per tick)")

@@ -67,6 +67,7 @@ def test_bench_contract(motion_file, tmp_path):
     for key in ("pipeline_p50_ms", "pipeline_p99_ms", "reference_p50_ms", "speedup", "throughput_poses_per_s"):
         assert np.isfinite(res[key]) and res[key] > 0
     assert res["pipeline_p99_ms"] >= res["pipeline_p50_ms"]
+    assert res["backend"] == "native" and res["kv_cache_dtype"] == "float16"  # the CPU default
     (row,) = res["windows"]  # latency vs receptive field
     assert row["window"] == 27 and row["max_lag"] == 7 and row["pipeline_p99_ms"] >= row["pipeline_p50_ms"] > 0
 

@@ -526,3 +526,89 @@ def test_fast_transformer_step_equals_twin_on_real_streams(models, real_windows,
             _C.transformer_step(w, dims, inp[:, 0], x, None, cond, count, rows, caches[0], coef, row0=4, fast=True)
     finally:
         _C.set_attention_isa(False)
+
+
+@pytest.mark.parametrize("baseline", [False, True], ids=["cpu-isa", "baseline-isa"])
+def test_fast_step_with_half_caches(models, real_windows, baseline):
+    """The fast body with float16 caches (the native backend's default, csrc/half.h) on the
+    committed models and real inputs, on both ISAs:
+    - writes: after the first frame (whose reads are all of the exactly representable fill value)
+      the half cache holds the float32-cache body's keys and values rounded to nearest even,
+      bit for bit as numpy rounds them, and the poses are the same; keys beyond ±65504 (a lifter
+      whose first temporal qkv is scaled by 1e6) saturate instead of overflowing;
+    - reads: from a cache of arbitrary halves (subnormals, negative zero, ±65504 included) the
+      poses equal the float32 body's reading the same values widened;
+    - over 35 frames of streams starting empty (ring wrap, idle rows) the poses stay within
+      0.2 mm of the float32 twin."""
+    import copy
+
+    import torch
+
+    from posert.runtime.backends.cuda import pack_step, step_cond, step_dims
+
+    lifter, den = models
+    B, S, row0 = 11, 14, 2
+    inp = np.concatenate([real_windows, real_windows[:3, ::-1]])[:B]
+    inp = np.concatenate([inp, inp[:, :8]], axis=1)  # (11, 35, 17, 3)
+    rows = np.arange(B, dtype=np.int32)
+    rows[[3, 9]] = -1
+    count0 = np.arange(B, dtype=np.int64) % 5
+    big = copy.deepcopy(lifter)
+    with torch.no_grad():
+        big.backbone.blocks[0].t_attn.qkv.weight.mul_(1e6)
+    rng = np.random.default_rng(0)
+    _C.set_attention_isa(baseline)
+    try:
+        for model in (lifter, den, big):
+            dims, w = step_dims(model), pack_step(model)
+            den_step = dims[-1] == 1
+            cond = step_cond(den, 20.0) if den_step else None
+            coef = np.array(Schedule(50, 2).ddim_coefficients(25, 0), np.float32) if den_step else None
+            shape = (2 * dims[3], S, 17, dims[2], dims[4], dims[1] // dims[2])
+            # reads: arbitrary finite halves, no writes
+            bits = rng.integers(0, 0x7c00, size=shape, dtype=np.uint16) | (rng.integers(0, 2, shape, np.uint16) << 15)
+            bits.reshape(-1)[:4] = [0x0001, 0x8000, 0x7bff, 0x83ff]  # subnormals, -0, 65504
+            bits &= np.where(rng.random(shape) < 0.5, 0x8fff, 0xffff).astype(np.uint16)  # mostly small values
+            half = bits.view(np.float16)
+            wide = half.astype(np.float32)
+            idle = np.full(B, -1, np.int32)
+            xs = []
+            for cache in (half, wide):
+                x = (inp[:, 0] * 0.5).copy()
+                _C.transformer_step(w, dims, inp[:, 0], x, None, cond, count0 + 3, idle, cache, coef, row0=row0,
+                                    fast=True)
+                xs.append(x)
+            np.testing.assert_array_equal(xs[0], xs[1])
+            assert np.isfinite(xs[0]).all() if model is not big else True
+            # writes, and 35 frames against the twin
+            caches = [np.full(shape, 7.0, np.float32), np.full(shape, 7.0, np.float32), np.full(shape, 7.0, np.float16)]
+            frames = 1 if model is big else inp.shape[1]
+            worst = 0.0
+            for f in range(frames):
+                xs = []
+                for fast, cache in zip((False, True, True), caches, strict=True):
+                    x = (inp[:, f] * 0.5).copy()
+                    _C.transformer_step(w, dims, inp[:, f], x, None, cond, np.full(B, f), rows, cache, coef,
+                                        row0=row0, fast=fast)
+                    xs.append(x)
+                if f == 0:
+                    ref = caches[1][:2] if model is big else caches[1]  # big: layer 0's keys/values only
+                    got = caches[2][:2] if model is big else caches[2]
+                    if model is big:
+                        assert np.abs(ref).max() > 1e5  # keys beyond the half range were written
+                    want = np.clip(ref, -65504, 65504).astype(np.float16)
+                    np.testing.assert_array_equal(got.view(np.uint16), want.view(np.uint16))
+                    if model is not big:
+                        np.testing.assert_array_equal(xs[2], xs[1])
+                worst = max(worst, float(np.abs(xs[2] - xs[0]).max()))
+            if model is not big:
+                assert worst < 2e-4  # metres
+                assert (caches[2][:, :row0] == 7.0).all() and (caches[2][:, row0 + 3] == 7.0).all()
+        x = np.zeros((B, 17, 3), np.float32)
+        with pytest.raises(TypeError, match="fast=True"):
+            _C.transformer_step(w, dims, inp[:, 0], x, None, None, count0, rows, caches[2], None, fast=False)
+        with pytest.raises(TypeError, match="float32 or float16"):
+            _C.transformer_step(w, dims, inp[:, 0], x, None, None, count0, rows, caches[0].astype(np.float64), None,
+                                fast=True)
+    finally:
+        _C.set_attention_isa(False)

@@ -207,8 +207,9 @@ class Pipeline:
             self._w = np.zeros(S, np.float32)  # this tick's EMA weight per slot (0: not due)
         lc, dc = backend.lifter_cache_shape, backend.denoiser_cache_shape
         C = 0 if self._resident else S  # no host caches next to a resident backend
-        self._lcache = np.zeros((lc[0], C, *lc[1:]), np.float32)
-        self._dcache = [np.zeros((dc[0], C * H, *dc[1:]), np.float32) for _ in self._coefs]
+        kv = getattr(backend, "cache_dtype", np.float32)  # the native backend's caches are float16
+        self._lcache = np.zeros((lc[0], C, *lc[1:]), kv)
+        self._dcache = [np.zeros((dc[0], C * H, *dc[1:]), kv) for _ in self._coefs]
         self._lag_l = np.zeros((C, lc[3]), np.int64)
         self._lag_d = np.zeros((C * H, dc[3]), np.int64)
         self._slots: dict[Hashable, int] = {}

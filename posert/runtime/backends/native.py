@@ -12,7 +12,8 @@ the state x_k in place:
 Arrays: ``inp`` (B, 17, 3) float32 newest normalised frames, ``x``/``x_T`` (B, 17, 3) float32
 metres root-relative, ``count`` (B,) int64 frames already cached per row, ``rows`` (B,) int32
 (< 0: the row is computed but writes no cache), ``cache`` the pipeline's whole store
-(2·layers, S, 17, heads, M, C/heads) float32 with batch row b at stream row0 + b.
+(2·layers, S, 17, heads, M, C/heads) of ``cache_dtype`` (float16 by default, see the class) with
+batch row b at stream row0 + b.
 
 Why a kernel of our own on the CPU: a streaming step is ~60 small matrix products over (B·17, 64)
 activations with attention, LayerNorm and GELU between them. Run as 2L + 1 ONNX Runtime graphs
@@ -42,20 +43,33 @@ class NativeBackend:
             packed once (``pack_step``), so later changes to the modules are not seen.
         cnd: the refiner's CND (x_T − μ̄ shift and multi-hypothesis draws, done by the pipeline).
 
+        kv_dtype: element type of the key/value ring caches the pipeline allocates for this backend
+            (``cache_dtype``). ``"float16"`` (default): keys and values are rounded to IEEE half
+            (round to nearest even, saturating at ±65504) when written and widened to float32 when
+            read; all arithmetic stays float32. A tick then reads half the cache bytes, which is
+            what a long window costs on a CPU (N = 243: ≈ 6 MB of float32 keys/values per stream
+            and tick). The poses move by ≤ 0.06 mm against float32 caches on real streams
+            (benchmarks/RESULTS.md, session 19). ``"float32"``: the caches of every other backend,
+            poses equal to the torch backend's to float rounding.
+
     Calls on disjoint rows may run concurrently (the kernel releases the GIL and keeps per-thread
     scratch), which :class:`~posert.runtime.pipeline.Pipeline` uses to run two shards of a tick.
-    Raises ValueError for an offline model or a denoiser conditioned on lifter features.
+    Raises ValueError for an offline model, a denoiser conditioned on lifter features or another
+    ``kv_dtype``.
     """
 
     fused = True
     concurrent_runs = True
 
-    def __init__(self, lifter: Lifter, denoiser: Denoiser, cnd: CND | None = None):
+    def __init__(self, lifter: Lifter, denoiser: Denoiser, cnd: CND | None = None, kv_dtype: str = "float16"):
         from posert.runtime.backends.cuda import pack_step, step_cond, step_dims
 
         for m in (lifter, denoiser):
             if not m.causal:
                 raise ValueError(f"{type(m).__name__} is offline (causal=False); streaming needs causal models")
+        if kv_dtype not in ("float16", "float32"):
+            raise ValueError(f"kv_dtype must be 'float16' or 'float32', not {kv_dtype!r}")
+        self.cache_dtype = np.dtype(kv_dtype)
         lifter, denoiser = lifter.eval().cpu().float(), denoiser.eval().cpu().float()
         self._dims_l, self._dims_d = step_dims(lifter), step_dims(denoiser)
         self._w_l, self._w_d = pack_step(lifter), pack_step(denoiser)
@@ -68,11 +82,12 @@ class NativeBackend:
         self._cond = {t: step_cond(denoiser, float(t)) for t in range(1, denoiser.cfg.T + 1)}
 
     @classmethod
-    def from_checkpoints(cls, lifter: str | None = None, refiner: str | None = None) -> NativeBackend:
+    def from_checkpoints(cls, lifter: str | None = None, refiner: str | None = None,
+                         kv_dtype: str = "float16") -> NativeBackend:
         """The committed (or given) checkpoints. Raises FileNotFoundError for a missing file and
         ValueError for an offline checkpoint."""
         den, cnd = load_refiner(refiner)
-        return cls(load_lifter(lifter), den, cnd)
+        return cls(load_lifter(lifter), den, cnd, kv_dtype)
 
     def lift_fused(self, inp: np.ndarray, x: np.ndarray, x_T: np.ndarray, count: np.ndarray, rows: np.ndarray,
                    cache: np.ndarray, row0: int) -> None:
