@@ -331,22 +331,28 @@ void spatial_attention_cpu(const float* qkv, float scale, int64_t B, int64_t J, 
   spatial_base(qkv, scale, B, J, H, D, out);
 }
 
-void cached_attention_cpu(const float* qkv, const float* cache_k, const float* cache_v, const int64_t* lag,
-                          const float* table, float scale, int64_t B, int64_t J, int64_t H, int64_t M, int64_t D,
-                          float* out, float* k_new, float* v_new) {
+namespace {
+template <typename KV>
+void cached_dispatch(const float* qkv, const KV* cache_k, const KV* cache_v, const int64_t* lag, const float* table,
+                     float scale, int64_t B, int64_t J, int64_t H, int64_t M, int64_t D, float* out, float* k_new,
+                     float* v_new) {
 #ifdef POSERT_AVX2
   if (has_avx2()) return cached_avx2(qkv, cache_k, cache_v, lag, table, scale, B, J, H, M, D, out, k_new, v_new);
 #endif
   cached_base(qkv, cache_k, cache_v, lag, table, scale, B, J, H, M, D, out, k_new, v_new);
 }
+}  // namespace
+
+void cached_attention_cpu(const float* qkv, const float* cache_k, const float* cache_v, const int64_t* lag,
+                          const float* table, float scale, int64_t B, int64_t J, int64_t H, int64_t M, int64_t D,
+                          float* out, float* k_new, float* v_new) {
+  cached_dispatch(qkv, cache_k, cache_v, lag, table, scale, B, J, H, M, D, out, k_new, v_new);
+}
 
 void cached_attention_f16_cpu(const float* qkv, const uint16_t* cache_k, const uint16_t* cache_v, const int64_t* lag,
                               const float* table, float scale, int64_t B, int64_t J, int64_t H, int64_t M, int64_t D,
                               float* out, float* k_new, float* v_new) {
-#ifdef POSERT_AVX2
-  if (has_avx2()) return cached_avx2(qkv, cache_k, cache_v, lag, table, scale, B, J, H, M, D, out, k_new, v_new);
-#endif
-  cached_base(qkv, cache_k, cache_v, lag, table, scale, B, J, H, M, D, out, k_new, v_new);
+  cached_dispatch(qkv, cache_k, cache_v, lag, table, scale, B, J, H, M, D, out, k_new, v_new);
 }
 
 const char* attention_isa() {
