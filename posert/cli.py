@@ -52,7 +52,7 @@ def cmd_train(args) -> int:
     seqs, cams = _train_sequences(args.holdout), _cameras(TRAIN_SUBJECTS)
     out_dir = Path(args.out) if args.out else default_checkpoint_dir()
     out_dir.mkdir(parents=True, exist_ok=True)
-    cfg = TrainConfig(minutes=args.minutes, batch=args.batch, seed=args.seed, threads=args.threads,
+    cfg = TrainConfig(minutes=args.minutes, steps=args.steps, batch=args.batch, seed=args.seed, threads=args.threads,
                       p_occlusion=args.occlusion, p_pose_aug=args.pose_aug if args.model == "lifter" else 0.0)
     lifter_cfg = LifterConfig(window=args.window, causal=not args.offline)
     meta = {"sequences": sorted(seqs), "holdout": args.holdout}
@@ -329,6 +329,9 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train the lifter or the refiner (CPU, time-budgeted)")
     t.add_argument("model", choices=["lifter", "refiner"])
     t.add_argument("--minutes", type=float, default=None, help="wall-clock budget of the main model")
+    t.add_argument("--steps", type=int, default=None,
+                   help="a fixed number of optimiser steps for the main model instead of --minutes (the cosine "
+                        "schedule runs over the steps; fold lifters keep --fold-minutes)")
     t.add_argument("--fold-minutes", type=float, default=14.0,
                    help="refiner: budget of each fold lifter (give them the final lifter's)")
     t.add_argument("--noise", choices=["cnd", "cnd0", "raw", "regressor"], default="cnd0",

@@ -7,7 +7,14 @@ import torch
 from posert.camera import ring_rig
 from posert.models.denoiser import DenoiserConfig
 from posert.models.lifter import Lifter, LifterConfig
-from posert.train.loops import TrainConfig, sequence_folds, temporal_folds, train_fold_lifters, train_refiner
+from posert.train.loops import (
+    TrainConfig,
+    sequence_folds,
+    temporal_folds,
+    train_fold_lifters,
+    train_lifter,
+    train_refiner,
+)
 
 
 def test_temporal_folds_partition_every_sequence(motion):
@@ -33,6 +40,25 @@ def test_sequence_folds_keep_sequences_whole_and_balanced(motion):
         sequence_folds({"a": motion}, 2)
     with pytest.raises(ValueError):
         train_fold_lifters(seqs, ring_rig(), TrainConfig(minutes=0.01), 2, fold_by="random")
+
+
+def test_step_budget_runs_exactly_that_many_steps_and_repeats(motion):
+    """A step budget (seed studies) ignores the wall clock: the same seed gives the same weights, another
+    seed other weights, and the weights moved from their initialisation."""
+    seqs, cams, tiny = {"cmu": motion[:300]}, ring_rig(), LifterConfig(window=9, dim=16, depth=1, heads=2)
+    cfg = TrainConfig(minutes=1e-9, steps=3, batch=4, threads=1)  # the wall clock would allow no step
+    a, stats = train_lifter(seqs, cams, cfg, tiny)
+    b, _ = train_lifter(seqs, cams, cfg, tiny)
+    c, _ = train_lifter(seqs, cams, TrainConfig(**{**cfg.__dict__, "seed": 1}), tiny)
+    torch.manual_seed(0)
+    init = Lifter(tiny)
+    assert stats["steps"] == 3
+    for (name, pa), pb in zip(a.named_parameters(), b.parameters()):
+        torch.testing.assert_close(pa, pb, rtol=0, atol=0, msg=name)
+    assert any(not torch.equal(pa, pc) for pa, pc in zip(a.parameters(), c.parameters()))
+    assert any(not torch.equal(pa, p0) for pa, p0 in zip(a.parameters(), init.parameters()))
+    with pytest.raises(ValueError, match="steps"):
+        train_lifter(seqs, cams, TrainConfig(steps=0), tiny)
 
 
 @pytest.mark.parametrize("noise,loss", [("cnd", "mse"), ("regressor", "mpjpe")])

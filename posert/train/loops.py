@@ -30,6 +30,7 @@ from posert.models.lifter import Lifter, LifterConfig
 @dataclass
 class TrainConfig:
     minutes: float = 10.0
+    steps: int | None = None  # a fixed number of optimiser steps instead of the wall-clock budget
     batch: int = 32
     lr: float = 1e-3
     weight_decay: float = 0.01
@@ -47,16 +48,25 @@ def _lr_at(cfg: TrainConfig, frac: float) -> float:
 
 
 def _timed_loop(cfg: TrainConfig, params, step_fn, desc: str) -> dict:
-    """Run ``step_fn() -> loss`` with AdamW and a cosine schedule over a wall-clock budget."""
+    """Run ``step_fn() -> loss`` with AdamW and a cosine schedule over a wall-clock budget of
+    ``cfg.minutes``, or over exactly ``cfg.steps`` optimiser steps when that is set: a step budget
+    makes trainings of one recipe comparable whatever the machine's speed (seed studies)."""
+    if cfg.steps is not None and cfg.steps < 1:
+        raise ValueError(f"steps must be >= 1, got {cfg.steps}")
     torch.set_num_threads(cfg.threads)
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     budget = cfg.minutes * 60.0
     t0 = time.perf_counter()
     steps, ema = 0, None
-    with tqdm(total=int(budget), desc=desc, unit="s") as bar:
-        while (elapsed := time.perf_counter() - t0) < budget:
+    total = int(budget) if cfg.steps is None else cfg.steps
+    with tqdm(total=total, desc=desc, unit="s" if cfg.steps is None else "step") as bar:
+        while True:
+            elapsed = time.perf_counter() - t0
+            frac = elapsed / budget if cfg.steps is None else steps / cfg.steps
+            if frac >= 1.0:
+                break
             for g in opt.param_groups:
-                g["lr"] = _lr_at(cfg, elapsed / budget)
+                g["lr"] = _lr_at(cfg, frac)
             loss = step_fn()
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -64,7 +74,7 @@ def _timed_loop(cfg: TrainConfig, params, step_fn, desc: str) -> dict:
             opt.step()
             steps += 1
             ema = loss.item() if ema is None else 0.98 * ema + 0.02 * loss.item()
-            bar.n = int(min(budget, time.perf_counter() - t0))
+            bar.n = int(min(budget, time.perf_counter() - t0)) if cfg.steps is None else steps
             bar.set_postfix(loss=f"{ema:.4g}", steps=steps)
     return {"steps": steps, "final_loss_ema": ema, "seconds": time.perf_counter() - t0}
 
@@ -141,6 +151,7 @@ def train_fold_lifters(sequences: dict[str, np.ndarray], cameras: list[Camera], 
     ident = [sorted((n, len(s)) for n, s in sequences.items()), k, cfg.minutes, cfg.p_occlusion,
              cfg.batch, cfg.seed, asdict(lifter_cfg)] + ([] if fold_by == "time" else [fold_by])
     ident += [["pose_aug", cfg.p_pose_aug]] if cfg.p_pose_aug else []  # older keys stay valid
+    ident += [["steps", cfg.steps]] if cfg.steps is not None else []
     key = hashlib.sha256(json.dumps(ident).encode()).hexdigest()[:12]
     out = []
     for f in range(k):
@@ -239,7 +250,7 @@ def train_refiner(sequences: dict[str, np.ndarray], cameras: list[Camera], cfg: 
         raise ValueError(f"cnd_kind must be one of {CND.KINDS}, got {cnd_kind!r}")
     if loss not in LOSSES:
         raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
-    fold_cfg = TrainConfig(**{**cfg.__dict__, "minutes": fold_minutes})
+    fold_cfg = TrainConfig(**{**cfg.__dict__, "minutes": fold_minutes, "steps": None})
     fitted = train_fold_lifters(sequences, cameras, fold_cfg, folds, lifter_cfg, fold_cache, fold_by)
     n_den = model_cfg.window
     span = lifter_cfg.window - 1 + n_den
