@@ -9,7 +9,8 @@ models. Trainings run ``--jobs`` at a time, one thread each. Every model is scor
 2D and the detector-noise model, whole-sequence torch forward = streaming for the causal lifter).
 
 Prints, for RESULTS.md: each seed's MPJPE, each variant's mean ± sd, the ratio of the means, every
-causal / offline pair's ratio (min–max), and Welch's t-test of the MPJPE difference.
+causal / offline pair's ratio (min–max), and Welch's t-test of the MPJPE difference with its 95 %
+confidence interval, divided by the offline mean (an interval of the ratio).
 
     .venv/bin/python benchmarks/causal_vs_offline_seeds.py [--seeds 0 1 2] [--steps 1320] [--jobs 2]
 """
@@ -100,18 +101,22 @@ def main() -> None:
             print(f"| {proto} | {s} | {ci:.1f} | {oi:.1f} | {ci / oi:.3f} |")
         pairs = c[:, None] / o[None, :]
         t = stats.ttest_ind(c, o, equal_var=False) if len(args.seeds) > 1 else None
+        ci = None if t is None else t.confidence_interval(0.95)  # of mean(causal) − mean(offline), mm
         summary[proto] = dict(causal=c.tolist(), offline=o.tolist(), ratio_of_means=float(c.mean() / o.mean()),
                               pair_min=float(pairs.min()), pair_max=float(pairs.max()),
-                              welch_p=None if t is None else float(t.pvalue))
+                              welch_p=None if t is None else float(t.pvalue),
+                              ci95_ratio=None if ci is None else [float(1 + ci.low / o.mean()),
+                                                                  float(1 + ci.high / o.mean())])
     sd = (lambda a: a.std(ddof=1)) if len(args.seeds) > 1 else (lambda a: float("nan"))
     print("\n| 2D | causal mean ± sd | offline mean ± sd | ratio of means (target ≤ 1.05) "
-          "| pairwise ratios | Welch p (difference) |")
-    print("|---|---|---|---|---|---|")
+          "| 95 % interval of the ratio | pairwise ratios | Welch p (difference) |")
+    print("|---|---|---|---|---|---|---|")
     for proto, m in summary.items():
         c, o = np.array(m["causal"]), np.array(m["offline"])
         p = "n/a" if m["welch_p"] is None else f"{m['welch_p']:.2f}"
+        iv = "n/a" if m["ci95_ratio"] is None else f"{m['ci95_ratio'][0]:.3f}–{m['ci95_ratio'][1]:.3f}"
         print(f"| {proto} | {c.mean():.1f} ± {sd(c):.1f} | {o.mean():.1f} ± {sd(o):.1f} | "
-              f"**{m['ratio_of_means']:.3f}** | {m['pair_min']:.3f}–{m['pair_max']:.3f} | {p} |")
+              f"**{m['ratio_of_means']:.3f}** | {iv} | {m['pair_min']:.3f}–{m['pair_max']:.3f} | {p} |")
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
 
 
