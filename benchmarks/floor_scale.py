@@ -67,7 +67,7 @@ def main() -> None:
     for path in motions:
         seqs = load_motion(path)
         pipe = Pipeline("onnxruntime", max_streams=len(seqs) * len(cams), lifter=args.lifter, refiner=args.refiner,
-                        mean_ema=args.mean_ema, reprojection_ema=1.0)
+                        mean_ema=args.mean_ema, reprojection_ema=1.0, bone_depth=False)  # as in session 16
         res, _ = stream_sequences(pipe, seqs, cams, None, seed=0, progress=False, camera_aware=True)
         pipe.close()
         totals = []

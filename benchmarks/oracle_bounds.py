@@ -125,7 +125,7 @@ def main() -> None:
     sizes = []
     for label, seqs in groups:
         pipe = Pipeline("onnxruntime", max_streams=len(seqs) * len(cams), lifter=args.lifter, refiner=args.refiner,
-                        mean_ema=args.mean_ema)
+                        mean_ema=args.mean_ema, bone_depth=False)  # the pipeline of session 17
         res, _ = stream_sequences(pipe, seqs, cams, None, seed=0, progress=False)
         pipe.close()
         rows, weights, size_rows = [], [], []

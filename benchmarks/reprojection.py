@@ -13,7 +13,9 @@ lifter and of the output as a Markdown table for RESULTS.md.
     .venv/bin/python benchmarks/reprojection.py [--motion FILE.npz ...] [--betas 1 0.3 0.1 0.03]
         [--lifter PATH] [--refiner PATH] [--mean-ema A]
 
-Without ``--motion`` it uses the validation motion.
+Without ``--motion`` it uses the validation motion. The rows are the lateral correction alone
+(``bone_depth=False``, as when this table was first made); ``benchmarks/bone_depth.py`` adds the
+depth from bone lengths on top.
 """
 
 from __future__ import annotations
@@ -59,7 +61,7 @@ def main() -> None:
             for label, mode, calibrated, beta in settings:
                 pipe = Pipeline("onnxruntime", max_streams=len(seqs) * len(cams), lifter=args.lifter,
                                 refiner=args.refiner, mean_ema=args.mean_ema, reprojection=mode,
-                                reprojection_ema=beta)
+                                reprojection_ema=beta, bone_depth=False)  # the lateral part alone (bone_depth.py)
                 res, _ = stream_sequences(pipe, seqs, cams, noise, seed=0, progress=False, camera_aware=calibrated)
                 pipe.close()
                 print(f"| {path.name} | {proto} | {label} | {markdown_cells(score(res)['overall'])} |", flush=True)

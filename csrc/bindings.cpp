@@ -276,13 +276,18 @@ py::array_t<float> transformer_step_cluster_pack(const F32& weights, const py::t
 // frame b has a confidence that is not finite or outside [0, 1] (checked for every frame first); 2 =
 // frame b has a NaN/inf coordinate on a joint with confidence > 0. Nothing is read past the first error.
 // Camera-aware correction (posert/runtime/reprojection.py, Pipeline.add_stream), see reprojection.h.
+F64 as_state(const py::array& arr, const char* name) {
+  if (!arr.dtype().is(py::dtype::of<double>()) || !(arr.flags() & py::array::c_style) || !arr.writeable())
+    throw py::type_error(std::string(name) + ": must be a writeable C-contiguous float64 array");
+  return py::reinterpret_borrow<F64>(arr);
+}
+
 void reproject(const py::array& pose_arr, const I64& rows, const I64& slots, const F64& px, const F64& conf,
-               const F64& K, const F64& dist, const py::array& dbar_arr, const F64& weight, int iterations) {
+               const F64& K, const F64& dist, const py::array& dbar_arr, const F64& weight, int iterations,
+               const py::object& parents_obj, const py::object& length_obj, const py::object& count_obj,
+               const py::object& delta_obj, double gate, double horizon) {
   F32 pose = as_out(pose_arr, "pose");
-  if (!dbar_arr.dtype().is(py::dtype::of<double>()) || !(dbar_arr.flags() & py::array::c_style) ||
-      !dbar_arr.writeable())
-    throw py::type_error("dbar: must be a writeable C-contiguous float64 array");
-  F64 dbar = py::reinterpret_borrow<F64>(dbar_arr);
+  F64 dbar = as_state(dbar_arr, "dbar");
   require_shape(pose, {-1, -1, 3}, "pose (B, J, 3)");
   const int64_t B = pose.shape(0), J = pose.shape(1), R = rows.shape(0);
   require_shape(rows, {R}, "rows (R,)");
@@ -299,8 +304,30 @@ void reproject(const py::array& pose_arr, const I64& rows, const I64& slots, con
     if (row < 0 || row >= B) throw py::index_error("row " + std::to_string(row) + " out of range");
     if (slot < 0 || slot >= S) throw py::index_error("slot " + std::to_string(slot) + " out of range");
   }
+  const int given = !parents_obj.is_none() + !length_obj.is_none() + !count_obj.is_none() + !delta_obj.is_none();
+  if (given != 0 && given != 4)
+    throw py::value_error("bone depth: give all of parents, bone_length, bone_count, bone_delta or none");
+  posert::BoneDepth bones{};
+  I64 parents;
+  F64 length, count, delta;
+  if (given == 4) {
+    if (J < 2) throw py::value_error("bone depth needs J ≥ 2 joints");
+    if (!(gate > 0) || !(horizon >= 1)) throw py::value_error("bone depth: gate must be > 0 and horizon ≥ 1");
+    parents = py::cast<I64>(parents_obj);
+    require_shape(parents, {J}, "parents (J,)");
+    for (int64_t j = 1; j < J; ++j)
+      if (parents.data()[j] < 0 || parents.data()[j] >= j)
+        throw py::value_error("parents: every joint j ≥ 1 needs a parent in [0, j)");
+    length = as_state(length_obj, "bone_length");
+    count = as_state(count_obj, "bone_count");
+    delta = as_state(delta_obj, "bone_delta");
+    require_shape(length, {S, J - 1}, "bone_length (S, J − 1)");
+    require_shape(count, {S, J - 1}, "bone_count (S, J − 1)");
+    require_shape(delta, {S, J - 1}, "bone_delta (S, J − 1)");
+    bones = {parents.data(), length.mutable_data(), count.mutable_data(), delta.mutable_data(), gate, horizon};
+  }
   posert::reproject_cpu(pose.mutable_data(), J, rows.data(), slots.data(), R, px.data(), conf.data(), K.data(),
-                        dist.data(), dbar.mutable_data(), weight.data(), iterations);
+                        dist.data(), dbar.mutable_data(), weight.data(), iterations, given == 4 ? &bones : nullptr);
 }
 
 py::tuple prepare_frames(const py::array_t<double, py::array::c_style>& kp, const py::object& conf_arr,
@@ -445,9 +472,12 @@ PYBIND11_MODULE(_C, m) {
         "2 NaN/inf on a visible joint (frame b).");
   m.def("reproject", &reproject, py::arg("pose"), py::arg("rows"), py::arg("slots"), py::arg("px"), py::arg("conf"),
         py::arg("K"), py::arg("dist"), py::arg("dbar"), py::arg("weight"), py::arg("iterations") = 8,
+        py::arg("parents") = py::none(), py::arg("bone_length") = py::none(), py::arg("bone_count") = py::none(),
+        py::arg("bone_delta") = py::none(), py::arg("gate") = 0.3, py::arg("horizon") = 1000.0,
         "Camera-aware correction of Pipeline.add_stream, in place: pose (B, J, 3) float32 mm, rows/slots (R,) int64, "
-        "px (S, J, 2), conf (S, J), K (S, 3, 3), dist (S, 5), dbar (S, J, 3), weight (R,), all float64 "
-        "(csrc/reprojection.h).");
+        "px (S, J, 2), conf (S, J), K (S, 3, 3), dist (S, 5), dbar (S, J, 3), weight (R,), all float64; with "
+        "parents (J,) int64 and bone_length/bone_count/bone_delta (S, J − 1) float64 also the depth from bone "
+        "lengths (csrc/reprojection.h).");
   m.def("ddim_update", &ddim_update, py::arg("x_k"), py::arg("e"), py::arg("out"), py::arg("a"), py::arg("b"),
         py::arg("ap"), py::arg("bp"), "Fused DDIM update (D3PRefiner Eq. 9) on float32 arrays; out may alias x_k.");
 

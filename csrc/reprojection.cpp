@@ -6,10 +6,48 @@
 
 namespace posert {
 
+namespace {
+
+// The least-squares position R of a root-relative pose Q (J × 3, double) on the rays (ux, uy) of its
+// visible joints (c > 0), with the validity checks of reprojection.h step 2. Returns false (R = 0)
+// when the row gets no correction.
+bool solve_position(const double* Q, const double* ux, const double* uy, const double* c, int64_t J, double* R) {
+  double sw = 0, a = 0, b = 0, cc = 0, bp = 0, bq = 0, bu = 0;
+  int visible = 0;
+  for (int64_t j = 0; j < J; ++j) {
+    if (!(c[j] > 0)) continue;
+    const double w = c[j], x = ux[j], y = uy[j], X = Q[j * 3], Y = Q[j * 3 + 1], Z = Q[j * 3 + 2];
+    const double b1 = x * Z - X, b2 = y * Z - Y;  // R_x − u_x R_z = b1,  R_y − u_y R_z = b2
+    sw += w;
+    a += w * x;
+    b += w * y;
+    cc += w * (x * x + y * y);
+    bp += w * b1;
+    bq += w * b2;
+    bu -= w * (x * b1 + y * b2);
+    ++visible;
+  }
+  R[0] = R[1] = R[2] = 0;
+  // normal equations [[sw, 0, −a], [0, sw, −b], [−a, −b, cc]] R = [bp, bq, bu]
+  const double D = sw * cc - a * a - b * b;  // det = sw · D
+  if (!(visible >= 2 && D > 1e-12 * sw * sw)) return false;
+  const double Rz = (sw * bu + a * bp + b * bq) / D;
+  if (!(Rz > 0)) return false;
+  for (int64_t j = 0; j < J; ++j)
+    if (c[j] > 0 && !(Q[j * 3 + 2] + Rz > 0.01 * Rz)) return false;
+  R[0] = (bp + a * Rz) / sw;
+  R[1] = (bq + b * Rz) / sw;
+  R[2] = Rz;
+  return true;
+}
+
+}  // namespace
+
 void reproject_cpu(float* pose, int64_t J, const int64_t* rows, const int64_t* slots, int64_t R,
                    const double* px, const double* conf, const double* K, const double* dist, double* dbar,
-                   const double* weight, int iterations) {
-  std::vector<double> ux(J), uy(J), delta(J * 3);
+                   const double* weight, int iterations, const BoneDepth* bones) {
+  std::vector<double> ux(J), uy(J), Q(J * 3), ray(J * 3), t(J);
+  std::vector<char> front(J);
   for (int64_t r = 0; r < R; ++r) {
     const int64_t s = slots[r];
     float* P = pose + rows[r] * J * 3;
@@ -19,9 +57,9 @@ void reproject_cpu(float* pose, int64_t J, const int64_t* rows, const int64_t* s
     const double fx = k[0], skew = k[1], cx = k[2], fy = k[4], cy = k[5];
     const double k1 = d[0], k2 = d[1], p1 = d[2], p2 = d[3], k3 = d[4];
     const int iters = (k1 == 0 && k2 == 0 && p1 == 0 && p2 == 0 && k3 == 0) ? 0 : iterations;  // pinhole: exact
-    double sw = 0, a = 0, b = 0, cc = 0, bp = 0, bq = 0, bu = 0;
-    int visible = 0;
     for (int64_t j = 0; j < J; ++j) {
+      ux[j] = uy[j] = 0;
+      for (int e = 0; e < 3; ++e) Q[j * 3 + e] = P[j * 3 + e];
       if (!(c[j] > 0)) continue;
       const double yd = (px[(s * J + j) * 2 + 1] - cy) / fy;
       const double xd = (px[(s * J + j) * 2] - cx - skew * yd) / fx;
@@ -36,45 +74,68 @@ void reproject_cpu(float* pose, int64_t J, const int64_t* rows, const int64_t* s
       }
       ux[j] = x;
       uy[j] = y;
-      const double w = c[j], X = P[j * 3], Y = P[j * 3 + 1], Z = P[j * 3 + 2];
-      const double b1 = x * Z - X, b2 = y * Z - Y;  // R_x − u_x R_z = b1,  R_y − u_y R_z = b2
-      sw += w;
-      a += w * x;
-      b += w * y;
-      cc += w * (x * x + y * y);
-      bp += w * b1;
-      bq += w * b2;
-      bu -= w * (x * b1 + y * b2);
-      ++visible;
     }
-    // normal equations [[sw, 0, −a], [0, sw, −b], [−a, −b, cc]] R = [bp, bq, bu]
-    const double D = sw * cc - a * a - b * b;  // det = sw · D
-    bool ok = visible >= 2 && D > 1e-12 * sw * sw;
-    double Rx = 0, Ry = 0, Rz = 0;
-    if (ok) {
-      Rz = (sw * bu + a * bp + b * bq) / D;
-      Rx = (bp + a * Rz) / sw;
-      Ry = (bq + b * Rz) / sw;
-      ok = Rz > 0;
-    }
-    for (int64_t j = 0; ok && j < J; ++j)
-      if (c[j] > 0 && !(P[j * 3 + 2] + Rz > 0.01 * Rz)) ok = false;
-    for (int64_t j = 0; j < J; ++j) {
-      const bool on = ok && c[j] > 0;
-      const double z = P[j * 3 + 2] + Rz;
-      delta[j * 3] = on ? ux[j] * z - Rx - P[j * 3] : 0.0;
-      delta[j * 3 + 1] = on ? uy[j] * z - Ry - P[j * 3 + 1] : 0.0;
-      delta[j * 3 + 2] = 0.0;
-    }
+    double Rp[3];
+    const bool ok = solve_position(Q.data(), ux.data(), uy.data(), c, J, Rp);
     double* db = dbar + s * J * 3;
     for (int64_t j = 0; j < J; ++j) {
+      const bool on = ok && c[j] > 0;
+      const double z = Q[j * 3 + 2] + Rp[2];
+      const double delta[3] = {on ? ux[j] * z - Rp[0] - Q[j * 3] : 0.0, on ? uy[j] * z - Rp[1] - Q[j * 3 + 1] : 0.0,
+                               0.0};
       const double w = c[j] > 0 ? weight[r] * c[j] : 0.0;
-      for (int e = 0; e < 3; ++e) db[j * 3 + e] += w * (delta[j * 3 + e] - db[j * 3 + e]);
+      for (int e = 0; e < 3; ++e) db[j * 3 + e] += w * (delta[e] - db[j * 3 + e]);
     }
     double root[3];
-    for (int e = 0; e < 3; ++e) root[e] = (double)P[e] + db[e];
+    for (int e = 0; e < 3; ++e) root[e] = Q[e] + db[e];
     for (int64_t j = 0; j < J; ++j)
-      for (int e = 0; e < 3; ++e) P[j * 3 + e] = (float)((double)P[j * 3 + e] + db[j * 3 + e] - root[e]);
+      for (int e = 0; e < 3; ++e) Q[j * 3 + e] = Q[j * 3 + e] + db[j * 3 + e] - root[e];
+    if (bones != nullptr && solve_position(Q.data(), ux.data(), uy.data(), c, J, Rp)) {
+      double* len = bones->length + s * (J - 1);
+      double* cnt = bones->count + s * (J - 1);
+      double* bd = bones->delta + s * (J - 1);
+      for (int64_t j = 1; j < J; ++j) {  // running mean of each bone's length where both ends are seen
+        const int64_t p = bones->parents[j];
+        if (!(c[p] > 0 && c[j] > 0)) continue;
+        double L2 = 0;
+        for (int e = 0; e < 3; ++e) L2 += (Q[j * 3 + e] - Q[p * 3 + e]) * (Q[j * 3 + e] - Q[p * 3 + e]);
+        cnt[j - 1] += 1;
+        len[j - 1] += (std::sqrt(L2) - len[j - 1]) / std::min(cnt[j - 1], bones->horizon);
+      }
+      // each joint moves by t_j mm of depth along its own line of sight ray_j = A_j / A_jz, parents first
+      for (int64_t j = 0; j < J; ++j) {
+        const double z = Q[j * 3 + 2] + Rp[2];
+        front[j] = z > 0.01 * Rp[2];
+        for (int e = 0; e < 3; ++e) ray[j * 3 + e] = front[j] ? (Q[j * 3 + e] + Rp[e]) / z : 0.0;
+        t[j] = 0;
+      }
+      for (int64_t j = 1; j < J; ++j) {
+        const int64_t p = bones->parents[j];
+        if (!front[j]) continue;  // a joint that is not in front of the camera stays put (t_j = 0)
+        const double* rj = &ray[j * 3];
+        const double tp = t[p];
+        double v[3];
+        for (int e = 0; e < 3; ++e)
+          v[e] = (Q[j * 3 + e] + Rp[e] + tp * rj[e]) - (Q[p * 3 + e] + Rp[e] + tp * ray[p * 3 + e]);
+        const double rr = rj[0] * rj[0] + rj[1] * rj[1] + rj[2] * rj[2];
+        const double vr = v[0] * rj[0] + v[1] * rj[1] + v[2] * rj[2];
+        const double L = len[j - 1];
+        double target = 0;
+        if (L > 0) {
+          const double perp2 = v[0] * v[0] + v[1] * v[1] + v[2] * v[2] - vr * vr / rr;
+          const double h = std::sqrt(std::max(L * L - perp2, 0.0) / rr);
+          const double sgn = vr > 0 ? 1.0 : (vr < 0 ? -1.0 : 0.0);
+          const double g = std::min(1.0, std::fabs(vr) / std::sqrt(rr) / (bones->gate * L));
+          target = g * (-vr / rr + sgn * h);
+        }
+        if (c[p] > 0 && c[j] > 0) bd[j - 1] += weight[r] * std::min(c[p], c[j]) * (target - bd[j - 1]);
+        t[j] = tp + bd[j - 1];
+      }
+      for (int64_t j = 1; j < J; ++j)
+        for (int e = 0; e < 3; ++e) Q[j * 3 + e] += t[j] * ray[j * 3 + e];
+    }
+    for (int64_t j = 0; j < J; ++j)
+      for (int e = 0; e < 3; ++e) P[j * 3 + e] = (float)Q[j * 3 + e];
   }
 }
 

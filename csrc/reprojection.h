@@ -16,8 +16,26 @@ namespace posert {
 //      system is degenerate (D ≤ 1e-12 Σw²), R_z ≤ 0 or a visible z_j ≤ 0.01 R_z.
 //   3. dbar[s, j] += weight[r] · conf[s, j] · (Δ_j − dbar[s, j])   (float64, per slot)
 //   4. P_j ← P_j + dbar[s, j] − (P_root + dbar[s, root]), root = joint 0.
+//   5. With `bones` (BoneDepth), the depth of every bone from the stream's running bone lengths
+//      (posert.runtime.reprojection.bone_depth_correction is its NumPy definition): R' = step 2's
+//      position of the corrected P; if valid, for every bone (p, j) with both ends visible
+//      count[s, j−1] += 1, length[s, j−1] += (|P_j − P_p| − length) / min(count, horizon); then every
+//      joint moves by t_j mm of depth along its own line of sight r_j = A_j / A_jz, A_j = P_j + R',
+//      parents first (t_root = 0): v = (A_j + t_p r_j) − (A_p + t_p r_p),
+//      δ = −v·r_j/|r_j|² + sgn(v·r_j) √(max(L² − |v|² + (v·r_j)²/|r_j|², 0) / |r_j|²) (the point at
+//      distance L from the parent, on v's side), gated by g = min(1, |v·r_j| / (|r_j| · gate · L)):
+//      delta[s, j−1] += weight[r] · min(conf_p, conf_j) · (g δ − delta) for visible ends, and
+//      t_j = t_p + delta[s, j−1]; P_j ← P_j + t_j r_j. A joint with A_jz ≤ 0.01 R'_z stays (t_j = 0).
+struct BoneDepth {
+  const int64_t* parents;  // (J,), parents[j] < j for j ≥ 1
+  double* length;          // (S, J − 1) mm, running mean per bone
+  double* count;           // (S, J − 1) frames seen
+  double* delta;           // (S, J − 1) mm, smoothed depth move of the child relative to its parent
+  double gate;             // g's fraction of L
+  double horizon;          // the running mean's memory, frames
+};
 void reproject_cpu(float* pose, int64_t J, const int64_t* rows, const int64_t* slots, int64_t R,
                    const double* px, const double* conf, const double* K, const double* dist, double* dbar,
-                   const double* weight, int iterations);
+                   const double* weight, int iterations, const BoneDepth* bones = nullptr);
 
 }  // namespace posert

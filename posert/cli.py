@@ -157,14 +157,16 @@ def cmd_eval(args) -> int:
         _ensure_int8(args.lifter, args.refiner)
     pipe = Pipeline(args.backend, max_streams=len(seqs) * len(cams), lifter=args.lifter, refiner=args.refiner,
                     ddim_steps=args.steps, hypotheses=args.hypotheses, precision=args.precision,
-                    mean_ema=args.mean_ema, reprojection=args.reprojection, reprojection_ema=args.reprojection_ema)
+                    mean_ema=args.mean_ema, reprojection=args.reprojection, reprojection_ema=args.reprojection_ema,
+                    bone_depth=args.bone_depth == "on")
     noise = {"none": None, "detector": NoiseModel(), "occlusion": OcclusionModel()}[args.noise]
     report = evaluate(pipe, seqs, cams, noise, seed=args.seed, camera_aware=args.camera_aware)
     report["config"] = {"motion": str(args.motion), "noise": args.noise, "backend": args.backend,
                         "cameras": args.cameras, "seed": args.seed, "ddim_steps": pipe.schedule.K,
                         "precision": args.precision, "cnd_mean": pipe.cnd_mean, "mean_ema": pipe.mean_ema,
                         "hypotheses": pipe.hypotheses, "reprojection": pipe.reprojection,
-                        "camera_aware": args.camera_aware, "reprojection_ema": pipe.reprojection_ema}
+                        "camera_aware": args.camera_aware, "reprojection_ema": pipe.reprojection_ema,
+                        "bone_depth": pipe.bone_depth}
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(report, indent=2))
     _print_accuracy(report)
@@ -416,6 +418,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="give every stream its camera's calibration (K, distortion) for that correction")
     e.add_argument("--reprojection-ema", type=float, default=0.1,
                    help="β of the causal EMA of that correction (1: each frame's own; for precise 2D)")
+    e.add_argument("--bone-depth", choices=["on", "off"], default="on",
+                   help="after that correction, set each bone's extent along the line of sight from the stream's "
+                        "running mean bone lengths (Pipeline(bone_depth=...); default on)")
     e.set_defaults(fn=cmd_eval)
 
     b = sub.add_parser("bench", help="per-tick latency vs the PyTorch eager reference")

@@ -425,22 +425,25 @@ def test_prepare_frames_matches_numpy_normalisation(real_views):
         _C.prepare_frames(px, conf, size, np.full(B, 9), out)
 
 
-def test_reproject_kernel_equals_numpy_reference(motion, models):
+@pytest.mark.parametrize("bones", [False, True], ids=["lateral", "bone-depth"])
+def test_reproject_kernel_equals_numpy_reference(motion, models, bones):
     """``_C.reproject`` (the Pipeline's camera-aware correction) against its NumPy definition,
-    :func:`pixels_to_rays` + :func:`ray_correction` + the per-slot EMA + re-rooting, on real
-    motion seen through a lens with H36M's distortion and lifted by the committed lifter:
-    several ticks (the EMA carries over), rows in another order than slots, hidden joints with
+    :func:`pixels_to_rays` + :func:`ray_correction` + the per-slot EMA + re-rooting, and with
+    ``bones`` then :func:`bone_depth_correction` with its per-slot state, on real motion seen
+    through a lens with H36M's distortion and lifted by the committed lifter: several ticks (the
+    EMAs and running lengths carry over), rows in another order than slots, hidden joints with
     NaN pixels, a row with one visible joint (no correction) and a stream with another lens."""
     import torch
 
     from posert.camera import Camera, pixels_to_rays, ring_rig
     from posert.data.dataset import center_on_floor, render
-    from posert.runtime.reprojection import ray_correction
+    from posert.runtime.reprojection import bone_depth_correction, ray_correction
+    from posert.skeleton import PARENTS
 
     lifter = models[0]
     K = np.array([[1145.0494, 0.0, 512.5415], [0.0, 1143.7811, 515.4515], [0.0, 0.0, 1.0]])
     lens = np.array([-0.20709891, 0.24777518, -0.00142447, -0.0009757, -0.00307515])
-    S, B, T = 5, 3, 6
+    S, B, T = 5, 3, 12
     cams = [Camera(c.name, c.R, c.t, K, lens * (1 + 0.2 * i), 1000, 1002) for i, c in enumerate(ring_rig(n=B))]
     world = center_on_floor(motion[:40])
     views = [render(world, c)[0] for c in cams]  # (40, 17, 2) px each
@@ -452,6 +455,9 @@ def test_reproject_kernel_equals_numpy_reference(motion, models):
     Ks[slots], dists[slots] = K, np.stack([c.dist for c in cams])
     px, conf = np.zeros((S, 17, 2)), np.zeros((S, 17))
     dbar, ref_dbar = np.zeros((S, 17, 3)), np.zeros((S, 17, 3))
+    state, ref_state = [np.zeros((S, 16)) for _ in range(3)], [np.zeros((S, 16)) for _ in range(3)]
+    parents = np.array(PARENTS, np.int64)
+    kw = dict(zip(("bone_length", "bone_count", "bone_delta"), state), parents=parents) if bones else {}
     rng = np.random.default_rng(0)
     for t in range(T):
         for b, s in enumerate(slots):
@@ -470,12 +476,28 @@ def test_reproject_kernel_equals_numpy_reference(motion, models):
         ref_dbar[slots] += (weight[:, None] * conf[slots])[..., None] * (delta - ref_dbar[slots])
         out = ref[rows] + ref_dbar[slots]
         ref[rows] = out - out[:, :1]
-        _C.reproject(pose, rows, slots, px, conf, Ks, dists, dbar, weight)
+        if bones:
+            ref[rows], *new = bone_depth_correction(ref[rows], rays, conf[slots], *(a[slots] for a in ref_state),
+                                                    weight)
+            for a, n in zip(ref_state, new):
+                a[slots] = n
+        _C.reproject(pose, rows, slots, px, conf, Ks, dists, dbar, weight, **kw)
         np.testing.assert_allclose(dbar, ref_dbar, atol=1e-9)
+        for a, b in zip(state, ref_state):
+            np.testing.assert_allclose(a, b, atol=1e-9)
         np.testing.assert_allclose(pose, ref, atol=1e-3)  # float32 output, mm
         if t == 3:
             assert np.all(delta[1] == 0)
     assert np.abs(ref_dbar).max() > 10  # mm: the lifter's pose was corrected
+    if bones:
+        assert np.abs(ref_state[2][slots]).max() > 10  # mm: some bone's depth was corrected
+        assert 1 <= ref_state[1][slots].min() < ref_state[1][slots].max() < T  # frames with both ends seen
+        assert np.all(state[1][[1, 3]] == 0) and np.all(state[2][[1, 3]] == 0)  # slots of no row: untouched
+        with pytest.raises(ValueError, match="all of"):
+            _C.reproject(pose, rows, slots, px, conf, Ks, dists, dbar, weight, parents=parents)
+        with pytest.raises(ValueError, match="parent"):
+            _C.reproject(pose, rows, slots, px, conf, Ks, dists, dbar, weight,
+                         **{**kw, "parents": parents[::-1].copy()})
     with pytest.raises(IndexError, match="slot"):
         _C.reproject(pose, rows, np.array([0, 1, S]), px, conf, Ks, dists, dbar, weight)
     with pytest.raises(TypeError, match="float32"):

@@ -31,7 +31,10 @@ import numpy as np
 from posert import _C
 from posert.camera import Camera
 from posert.models.diffusion import Schedule
-from posert.skeleton import NUM_JOINTS, ROOT
+from posert.runtime.reprojection import BONE_GATE, BONE_HORIZON
+from posert.skeleton import NUM_JOINTS, PARENTS, ROOT
+
+_PARENTS = np.array(PARENTS, np.int64)
 
 CHANNELS = 3  # normalised x, y, confidence
 
@@ -135,6 +138,11 @@ class Pipeline:
             (best for precise 2D: mocap, synthetic, ground truth); default 0.1, which keeps the
             slowly varying part and does not pass a detector's jitter on
             (benchmarks/reprojection.py). ValueError outside (0, 1].
+        bone_depth: after that correction, set each bone's extent along the line of sight from
+            the stream's running mean bone lengths
+            (:func:`~posert.runtime.reprojection.bone_depth_correction`; default on, for the
+            streams that get the correction). The depth the 2D does not observe then follows the
+            one thing about the person that does not change; benchmarks/bone_depth.py measures it.
 
     Input per frame: keypoints in pixels of an image of the stream's size, H36M-17 order, and a
     confidence per joint in [0, 1]; confidence 0 marks a missing joint (its coordinates are
@@ -153,7 +161,8 @@ class Pipeline:
                  refiner: str | None = None, threads: int | None = None, ddim_steps: int | None = None,
                  hypotheses: int = 1, seed: int = 0, precision: str = "fp32", workers: int | None = None,
                  min_shard: int = 4, attention: str = "auto", cnd_mean: bool | None = None,
-                 mean_ema: float | None = None, reprojection: str = "guess", reprojection_ema: float = 0.1):
+                 mean_ema: float | None = None, reprojection: str = "guess", reprojection_ema: float = 0.1,
+                 bone_depth: bool = True):
         if isinstance(backend, str):
             from posert.runtime.backends import create_backend
 
@@ -189,6 +198,7 @@ class Pipeline:
         if reprojection not in self.REPROJECTION:
             raise ValueError(f"reprojection must be one of {self.REPROJECTION}, got {reprojection!r}")
         self.reprojection = reprojection
+        self.bone_depth = bool(bone_depth)
         shift = None
         if self.cnd_mean:
             A, c = cnd.mean_map()
@@ -222,6 +232,9 @@ class Pipeline:
         self._px = np.zeros((S, NUM_JOINTS, 2))
         self._pconf = np.zeros((S, NUM_JOINTS))
         self._dbar = np.zeros((S, NUM_JOINTS, 3))
+        self._blen = np.zeros((S, NUM_JOINTS - 1))  # running mean bone length (mm), frames, δ̄ (mm) per slot
+        self._bcount = np.zeros((S, NUM_JOINTS - 1))
+        self._bdelta = np.zeros((S, NUM_JOINTS - 1))
         self._last_t = np.full(S, -np.inf)
         self._count = np.zeros(S, np.int64)  # frames already in the caches
         self._due = np.zeros(S, bool)
@@ -268,8 +281,11 @@ class Pipeline:
         tick path). The per-joint correction Δ (mm) is smoothed along the stream,
         Δ̄ ← Δ̄ + w (Δ − Δ̄), with w = confidence · max(β, 1 / (n + 1)) at the stream's frame n
         (β = ``reprojection_ema``; a running mean over the first 1/β frames), and the output is
-        the refined pose + Δ̄, re-rooted. A missing joint keeps its Δ̄. ``lifted`` is not
-        corrected. With ``reprojection="off"``, or ``"given"`` and no camera, nothing changes.
+        the refined pose + Δ̄, re-rooted. A missing joint keeps its Δ̄. With ``bone_depth`` (the
+        default) each bone's extent along the line of sight is then set from the stream's running
+        mean bone lengths (:func:`~posert.runtime.reprojection.bone_depth_correction`, same EMA
+        weight). ``lifted`` is not corrected. With ``reprojection="off"``, or ``"given"`` and no
+        camera, nothing changes.
 
         Raises ValueError if the id exists, the size is not positive, capacity is reached, or
         the camera's ``K`` is not a finite 3×3 upper-triangular matrix with positive focal
@@ -301,6 +317,7 @@ class Pipeline:
         if camera is not None:
             self._K[slot], self._dist[slot] = K, dist
         self._dbar[slot] = 0.0
+        self._blen[slot] = self._bcount[slot] = self._bdelta[slot] = 0.0
         self._last_t[slot] = -np.inf
         self._count[slot] = 0  # every cache slot of this stream now reads as empty
         self._due[slot] = False
@@ -452,7 +469,12 @@ class Pipeline:
         rows = np.arange(len(due)) if has.all() else np.flatnonzero(has)
         slots = due[rows].astype(np.int64)
         weight = np.maximum(self.reprojection_ema, 1.0 / (self._count[slots] + 1.0))
-        _C.reproject(refined, rows, slots, self._px, self._pconf, self._K, self._dist, self._dbar, weight)
+        if self.bone_depth:
+            _C.reproject(refined, rows, slots, self._px, self._pconf, self._K, self._dist, self._dbar, weight,
+                         parents=_PARENTS, bone_length=self._blen, bone_count=self._bcount, bone_delta=self._bdelta,
+                         gate=BONE_GATE, horizon=float(BONE_HORIZON))
+        else:
+            _C.reproject(refined, rows, slots, self._px, self._pconf, self._K, self._dist, self._dbar, weight)
 
     def _block(self, lo: int, hi: int) -> dict:
         """The views of every buffer a block of slots [lo, hi) feeds the backend, made once per

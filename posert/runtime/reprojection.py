@@ -11,13 +11,30 @@ PnP's DLT). Each joint is then moved onto its own ray at its own depth z_j = X_j
 Δ_j = (r_jx z_j − R_x − X_jx, r_jy z_j − R_y − X_jy, 0). Depths are kept: the correction
 removes the part of the error that the 2D observes (across the viewing direction) and cannot
 touch the part it does not (depth, and the overall scale, which trades off with R_z).
+
+:func:`bone_depth_correction` then sets the depth the 2D leaves open from the one thing a stream
+knows about its person that no single frame shows: the lengths of the bones, which do not change.
+Each bone's running mean length along the stream (a causal estimate, from the same corrected
+output) fixes how far along its line of sight the child joint sits from its parent: the point on
+that line at distance L from the parent, on the side the pose already has (Taylor, "Reconstruction
+of articulated objects from point correspondences in a single uncalibrated image", CVIU 2000,
+which resolves the front/back ambiguity this way from a prior; here the prior is the refined pose).
+Moving along the line of sight keeps the pose's projection.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from posert.skeleton import NUM_JOINTS
+from posert.skeleton import NUM_JOINTS, PARENTS
+
+#: g's fraction of the bone length (:func:`bone_depth_correction`): a bone whose extent along the
+#: line of sight is below ``BONE_GATE`` · L moves proportionally less, so that its front/back side
+#: never flips between frames.
+BONE_GATE = 0.3
+#: The running mean of a bone's length forgets with weight 1 / ``BONE_HORIZON`` after that many
+#: frames (20 s at 50 fps), so a stream that runs for hours still follows slow changes.
+BONE_HORIZON = 1000
 
 
 def ray_correction(pose: np.ndarray, rays: np.ndarray, weight: np.ndarray, return_position: bool = False):
@@ -74,3 +91,83 @@ def ray_correction(pose: np.ndarray, rays: np.ndarray, weight: np.ndarray, retur
     if return_position:
         return delta, np.where(ok[:, None], R, 0.0)
     return delta
+
+
+def bone_depth_correction(pose: np.ndarray, rays: np.ndarray, weight: np.ndarray, length: np.ndarray,
+                          count: np.ndarray, delta: np.ndarray, ema: np.ndarray, parents=PARENTS,
+                          gate: float = BONE_GATE, horizon: float = BONE_HORIZON):
+    """Depth of every bone from the stream's running bone lengths: one frame of B streams.
+
+    This is the NumPy definition of step 5 of ``posert._C.reproject`` (csrc/reprojection.h),
+    which the pipeline runs after the lateral correction (:meth:`Pipeline.add_stream
+    <posert.runtime.Pipeline.add_stream>`, ``bone_depth``).
+
+    1. R: the least-squares position of ``pose`` on ``rays`` (:func:`ray_correction`); a row whose
+       system is not valid is returned unchanged and its state is not touched.
+    2. For every bone (p, j) whose two ends have weight > 0: count += 1 and
+       length += (|X_j − X_p| − length) / min(count, horizon), a running mean (mm).
+    3. Every joint moves only along its own line of sight r_j = A_j / A_jz, A_j = X_j + R (camera
+       frame), by t_j mm of depth, so the pose's projection does not change. Parents first
+       (t_root = 0): the child first rides along with its parent's depth, a = A_j + t_p r_j; with
+       v = a − (A_p + t_p r_p), the point a + δ r_j at distance L = length from the parent on v's
+       side of the closest point is δ = −v·r/|r|² + sgn(v·r) √(max(L² − |v|² + (v·r)²/|r|², 0) / |r|²)
+       (the closest point if the line passes farther than L), gated by g = min(1, |v·r| / (|r| ·
+       gate · L)), so that a bone across the line of sight (v·r ≈ 0, where the side is a guess)
+       moves little. Its causal EMA delta += ema · min(w_p, w_j) · (g δ − delta) (visible ends
+       only; a hidden end keeps its delta), and t_j = t_p + delta. A joint with A_jz ≤ 0.01 R_z
+       stays (t_j = 0).
+    4. The output X_j + t_j r_j, root-relative (the root does not move).
+
+    Args:
+        pose: (B, 17, 3) root-relative poses in the camera frame, mm (the laterally corrected
+            output).
+        rays: (B, 17, 2) the keypoints' undistorted normalised coordinates (:func:`ray_correction`).
+        weight: (B, 17) confidences; 0 marks a missing joint.
+        length, count, delta: (B, 16) the rows' state (bone b = joint b + 1 and its parent), mm,
+            frames, mm; not modified.
+        ema: (B,) the EMA weight of each row (the pipeline's max(β, 1 / (n + 1))).
+        parents: (17,) parent of each joint, ``parents[j] < j`` (:data:`~posert.skeleton.PARENTS`).
+        gate, horizon: :data:`BONE_GATE`, :data:`BONE_HORIZON`.
+    Returns:
+        (out (B, 17, 3) float64 mm, length, count, delta (B, 16) float64): the corrected poses and
+        the rows' new state.
+    Raises:
+        ValueError: for shapes other than the above.
+    """
+    pose = np.asarray(pose, dtype=np.float64)
+    B = len(pose)
+    if np.shape(length) != (B, NUM_JOINTS - 1) or np.shape(count) != (B, NUM_JOINTS - 1) \
+            or np.shape(delta) != (B, NUM_JOINTS - 1) or np.shape(ema) != (B,):
+        raise ValueError(f"expected state (B, {NUM_JOINTS - 1}) and ema (B,) for B = {B}")
+    w = np.asarray(weight, dtype=np.float64)
+    _, R = ray_correction(pose, rays, w, return_position=True)
+    ok = R[:, 2] > 0
+    length, count, delta = (np.array(a, dtype=np.float64) for a in (length, count, delta))
+    for j in range(1, NUM_JOINTS):
+        p, b = parents[j], j - 1
+        seen = ok & (w[:, p] > 0) & (w[:, j] > 0)
+        count[seen, b] += 1
+        L_now = np.linalg.norm(pose[:, j] - pose[:, p], axis=-1)
+        length[seen, b] += (L_now[seen] - length[seen, b]) / np.minimum(count[seen, b], horizon)
+    A = pose + R[:, None]  # camera frame
+    front_all = ok[:, None] & (A[..., 2] > 0.01 * R[:, 2:3])
+    rays_all = A / np.where(front_all, A[..., 2], 1.0)[..., None]  # each joint's own line of sight
+    tdep = np.zeros(pose.shape[:2])  # each joint's move along it (mm of depth)
+    for j in range(1, NUM_JOINTS):
+        p, b = parents[j], j - 1
+        seen = ok & (w[:, p] > 0) & (w[:, j] > 0)
+        r, front, tp = rays_all[:, j], front_all[:, j], tdep[:, p]
+        a = A[:, j] + tp[:, None] * r
+        v = a - (A[:, p] + tp[:, None] * rays_all[:, p])
+        rr = (r * r).sum(-1)
+        vr = (v * r).sum(-1)
+        L = length[:, b]
+        perp2 = (v * v).sum(-1) - vr * vr / rr
+        h = np.sqrt(np.maximum(L * L - perp2, 0.0) / rr)
+        g = np.minimum(1.0, np.abs(vr) / np.sqrt(rr) / (gate * np.where(L > 0, L, 1.0)))
+        target = np.where(L > 0, g * (-vr / rr + np.sign(vr) * h), 0.0)
+        upd = front & seen
+        delta[upd, b] += ema[upd] * np.minimum(w[upd, p], w[upd, j]) * (target[upd] - delta[upd, b])
+        tdep[:, j] = np.where(front, tp + delta[:, b], 0.0)
+    out = pose + tdep[..., None] * rays_all  # t_root = 0: still root-relative
+    return np.where(ok[:, None, None], out, pose), length, count, delta

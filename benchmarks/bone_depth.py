@@ -1,0 +1,82 @@
+"""What the depth from bone lengths adds after the camera-aware correction (issue 3).
+
+The camera-aware correction (``Pipeline.add_stream``) moves each refined joint across its line of
+sight onto its 2D keypoint's camera ray; the depth along that line is what the 2D does not
+observe. ``bone_depth`` (on by default) then sets each bone's extent along the child's line of
+sight from the stream's running mean bone lengths
+(``posert.runtime.reprojection.bone_depth_correction``), keeping the 2D. This script streams motion
+through ``posert eval``'s protocol (4 real H36M cameras, causal, all streams batched, the default
+backend, guessed intrinsics) three ways under every 2D protocol (ground truth, detector noise,
+missing joints/limbs):
+
+- ``refiner alone``: ``reprojection="off"``;
+- ``+ lateral``: the camera-aware correction without the bone depth (``bone_depth=False``);
+- ``+ bone depth``: the default pipeline, what ``posert eval`` reports;
+
+and prints MPJPE, P-MPJPE and acceleration error of the lifter and of the output, and the
+standard deviation of the output's bone lengths along each stream (the truth's is ~0), as a
+Markdown table for RESULTS.md.
+
+    .venv/bin/python benchmarks/bone_depth.py [--motion FILE.npz ...] [--lifter PATH] [--refiner PATH]
+        [--mean-ema A] [--label NAME]
+
+Without ``--motion`` it uses the validation motion.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import platform
+from pathlib import Path
+
+import numpy as np
+
+from posert.cli import _eval_cameras
+from posert.data.build import VAL_MOTION_NAME, build_dataset
+from posert.data.dataset import NoiseModel, OcclusionModel
+from posert.evaluate import load_motion, markdown_cells, score, stream_sequences
+from posert.runtime import Pipeline
+from posert.skeleton import bone_lengths
+
+PROTOCOLS = (("ground-truth", None), ("detector noise", NoiseModel()), ("missing joints/limbs", OcclusionModel()))
+SETTINGS = (("refiner alone", dict(reprojection="off")), ("+ lateral", dict(bone_depth=False)),
+            ("+ bone depth (default)", dict()))
+
+
+def bone_sd(results: dict, key: str) -> float:
+    """Mean over streams and bones of the standard deviation of a bone's length along the stream, mm."""
+    return float(np.mean([bone_lengths(r[key]).std(axis=1).mean() for r in results.values()]))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--motion", nargs="+", type=Path, default=None)
+    ap.add_argument("--lifter", default=None)
+    ap.add_argument("--refiner", default=None)
+    ap.add_argument("--mean-ema", type=float, default=None, help="default: the refiner checkpoint's")
+    ap.add_argument("--label", default=None, help="the motion column (default: the file name)")
+    args = ap.parse_args()
+    motions = args.motion or [build_dataset().parent / VAL_MOTION_NAME]
+    cams = _eval_cameras("h36m")
+    print(f"\n{datetime.date.today()} — {platform.node()}: refiner {args.refiner or 'committed'}, lifter "
+          f"{args.lifter or 'committed'}; 4 H36M cameras, default backend, guessed intrinsics, seed 0. MPJPE "
+          "(P-MPJPE) in mm, acceleration error in mm/frame²; ratios to the lifter; bone sd: the standard "
+          "deviation of the output's bone lengths along a stream, mm (lifter's in brackets).\n")
+    print("| motion | 2D | output | lifter MPJPE (P-MPJPE) | output MPJPE (P-MPJPE) | MPJPE ratio | lifter accel "
+          "| output accel | accel ratio | visible-joint frames | bone sd (lifter) |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for path in motions:
+        seqs = load_motion(path)
+        for proto, noise in PROTOCOLS:
+            for label, kw in SETTINGS:
+                pipe = Pipeline(max_streams=len(seqs) * len(cams), lifter=args.lifter, refiner=args.refiner,
+                                mean_ema=args.mean_ema, **kw)
+                res, _ = stream_sequences(pipe, seqs, cams, noise, seed=0, progress=False)
+                pipe.close()
+                print(f"| {args.label or path.name} | {proto} | {label} | {markdown_cells(score(res)['overall'])} | "
+                      f"{bone_sd(res, 'refined'):.1f} ({bone_sd(res, 'lifted'):.1f}) |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
