@@ -11,14 +11,20 @@ missing joints/limbs):
 
 - ``refiner alone``: ``reprojection="off"``;
 - ``+ lateral``: the camera-aware correction without the bone depth (``bone_depth=False``);
-- ``+ bone depth``: the default pipeline, what ``posert eval`` reports;
+- ``+ bone depth, plain mean``: session 21's running lengths, every frame alike, no pooling
+  (``bone_view_power=0, bone_symmetry=False``);
+- ``+ bone depth, viewed``: each frame weighted by min(1, e / L)^P, P = ``BONE_VIEW_POWER``, e the
+  bone's extent across the line of sight and L its running length, no pooling;
+- ``+ bone depth, pooled``: every frame alike, left/right pooled;
+- ``+ bone depth (default)``: viewed and pooled, what ``posert eval`` reports;
+- with ``--view-powers P ...`` also ``viewed P, pooled`` for each P (the sweep behind the default);
 
 and prints MPJPE, P-MPJPE and acceleration error of the lifter and of the output, and the
 standard deviation of the output's bone lengths along each stream (the truth's is ~0), as a
 Markdown table for RESULTS.md.
 
     .venv/bin/python benchmarks/bone_depth.py [--motion FILE.npz ...] [--lifter PATH] [--refiner PATH]
-        [--mean-ema A] [--label NAME]
+        [--mean-ema A] [--label NAME] [--protocols ground-truth detector missing] [--view-powers P ...]
 
 Without ``--motion`` it uses the validation motion.
 """
@@ -37,11 +43,15 @@ from posert.data.build import VAL_MOTION_NAME, build_dataset
 from posert.data.dataset import NoiseModel, OcclusionModel
 from posert.evaluate import load_motion, markdown_cells, score, stream_sequences
 from posert.runtime import Pipeline
+from posert.runtime.reprojection import BONE_VIEW_POWER
 from posert.skeleton import bone_lengths
 
-PROTOCOLS = (("ground-truth", None), ("detector noise", NoiseModel()), ("missing joints/limbs", OcclusionModel()))
+PROTOCOLS = {"ground-truth": None, "detector": NoiseModel(), "missing": OcclusionModel()}
 SETTINGS = (("refiner alone", dict(reprojection="off")), ("+ lateral", dict(bone_depth=False)),
-            ("+ bone depth (default)", dict()))
+            ("+ bone depth, plain mean (session 21)", dict(bone_view_power=0.0, bone_symmetry=False)),
+            (f"+ bone depth, viewed (P = {BONE_VIEW_POWER:g})", dict(bone_symmetry=False)),
+            ("+ bone depth, pooled", dict(bone_view_power=0.0)),
+            ("+ bone depth, viewed + pooled (default)", dict()))
 
 
 def bone_sd(results: dict, key: str) -> float:
@@ -56,7 +66,12 @@ def main() -> None:
     ap.add_argument("--refiner", default=None)
     ap.add_argument("--mean-ema", type=float, default=None, help="default: the refiner checkpoint's")
     ap.add_argument("--label", default=None, help="the motion column (default: the file name)")
+    ap.add_argument("--protocols", nargs="+", choices=list(PROTOCOLS), default=list(PROTOCOLS))
+    ap.add_argument("--view-powers", nargs="*", type=float, default=[],
+                    help="also run viewed P + pooled for each P (the sweep behind BONE_VIEW_POWER)")
     args = ap.parse_args()
+    settings = SETTINGS + tuple((f"+ bone depth, viewed (P = {p:g}) + pooled", dict(bone_view_power=p))
+                                for p in args.view_powers)
     motions = args.motion or [build_dataset().parent / VAL_MOTION_NAME]
     cams = _eval_cameras("h36m")
     print(f"\n{datetime.date.today()} — {platform.node()}: refiner {args.refiner or 'committed'}, lifter "
@@ -68,8 +83,9 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for path in motions:
         seqs = load_motion(path)
-        for proto, noise in PROTOCOLS:
-            for label, kw in SETTINGS:
+        for proto in args.protocols:
+            noise = PROTOCOLS[proto]
+            for label, kw in settings:
                 pipe = Pipeline(max_streams=len(seqs) * len(cams), lifter=args.lifter, refiner=args.refiner,
                                 mean_ema=args.mean_ema, **kw)
                 res, _ = stream_sequences(pipe, seqs, cams, noise, seed=0, progress=False)

@@ -285,7 +285,8 @@ F64 as_state(const py::array& arr, const char* name) {
 void reproject(const py::array& pose_arr, const I64& rows, const I64& slots, const F64& px, const F64& conf,
                const F64& K, const F64& dist, const py::array& dbar_arr, const F64& weight, int iterations,
                const py::object& parents_obj, const py::object& length_obj, const py::object& count_obj,
-               const py::object& delta_obj, double gate, double horizon) {
+               const py::object& delta_obj, double gate, double horizon, const py::object& mirror_obj,
+               double view_power) {
   F32 pose = as_out(pose_arr, "pose");
   F64 dbar = as_state(dbar_arr, "dbar");
   require_shape(pose, {-1, -1, 3}, "pose (B, J, 3)");
@@ -308,11 +309,13 @@ void reproject(const py::array& pose_arr, const I64& rows, const I64& slots, con
   if (given != 0 && given != 4)
     throw py::value_error("bone depth: give all of parents, bone_length, bone_count, bone_delta or none");
   posert::BoneDepth bones{};
-  I64 parents;
+  I64 parents, mirror;
   F64 length, count, delta;
+  if (given == 0 && !mirror_obj.is_none()) throw py::value_error("mirror is only used with the bone depth");
   if (given == 4) {
     if (J < 2) throw py::value_error("bone depth needs J ≥ 2 joints");
     if (!(gate > 0) || !(horizon >= 1)) throw py::value_error("bone depth: gate must be > 0 and horizon ≥ 1");
+    if (!(view_power >= 0) || !std::isfinite(view_power)) throw py::value_error("view_power must be finite and ≥ 0");
     parents = py::cast<I64>(parents_obj);
     require_shape(parents, {J}, "parents (J,)");
     for (int64_t j = 1; j < J; ++j)
@@ -324,7 +327,18 @@ void reproject(const py::array& pose_arr, const I64& rows, const I64& slots, con
     require_shape(length, {S, J - 1}, "bone_length (S, J − 1)");
     require_shape(count, {S, J - 1}, "bone_count (S, J − 1)");
     require_shape(delta, {S, J - 1}, "bone_delta (S, J − 1)");
-    bones = {parents.data(), length.mutable_data(), count.mutable_data(), delta.mutable_data(), gate, horizon};
+    if (!mirror_obj.is_none()) {
+      mirror = py::cast<I64>(mirror_obj);
+      require_shape(mirror, {J}, "mirror (J,)");
+      const int64_t* m = mirror.data();
+      const int64_t* par = parents.data();
+      if (m[0] != 0) throw py::value_error("mirror: the root must map to itself");
+      for (int64_t j = 1; j < J; ++j)
+        if (m[j] < 1 || m[j] >= J || m[m[j]] != j || par[m[j]] != m[par[j]])
+          throw py::value_error("mirror: must be a left/right involution of the joints that maps bones to bones");
+    }
+    bones = {parents.data(), mirror_obj.is_none() ? nullptr : mirror.data(), length.mutable_data(),
+             count.mutable_data(), delta.mutable_data(), gate, horizon, view_power};
   }
   posert::reproject_cpu(pose.mutable_data(), J, rows.data(), slots.data(), R, px.data(), conf.data(), K.data(),
                         dist.data(), dbar.mutable_data(), weight.data(), iterations, given == 4 ? &bones : nullptr);
@@ -474,10 +488,13 @@ PYBIND11_MODULE(_C, m) {
         py::arg("K"), py::arg("dist"), py::arg("dbar"), py::arg("weight"), py::arg("iterations") = 8,
         py::arg("parents") = py::none(), py::arg("bone_length") = py::none(), py::arg("bone_count") = py::none(),
         py::arg("bone_delta") = py::none(), py::arg("gate") = 0.3, py::arg("horizon") = 1000.0,
+        py::arg("mirror") = py::none(), py::arg("view_power") = 4.0,
         "Camera-aware correction of Pipeline.add_stream, in place: pose (B, J, 3) float32 mm, rows/slots (R,) int64, "
         "px (S, J, 2), conf (S, J), K (S, 3, 3), dist (S, 5), dbar (S, J, 3), weight (R,), all float64; with "
         "parents (J,) int64 and bone_length/bone_count/bone_delta (S, J − 1) float64 also the depth from bone "
-        "lengths (csrc/reprojection.h).");
+        "lengths (csrc/reprojection.h), each frame's length weighted by min(1, e / length)^view_power (e: its "
+        "extent across the line of sight) and pooled with the mirrored bone given mirror (J,) int64, a left/right "
+        "joint permutation.");
   m.def("ddim_update", &ddim_update, py::arg("x_k"), py::arg("e"), py::arg("out"), py::arg("a"), py::arg("b"),
         py::arg("ap"), py::arg("bp"), "Fused DDIM update (D3PRefiner Eq. 9) on float32 arrays; out may alias x_k.");
 

@@ -46,7 +46,7 @@ bool solve_position(const double* Q, const double* ux, const double* uy, const d
 void reproject_cpu(float* pose, int64_t J, const int64_t* rows, const int64_t* slots, int64_t R,
                    const double* px, const double* conf, const double* K, const double* dist, double* dbar,
                    const double* weight, int iterations, const BoneDepth* bones) {
-  std::vector<double> ux(J), uy(J), Q(J * 3), ray(J * 3), t(J);
+  std::vector<double> ux(J), uy(J), Q(J * 3), ray(J * 3), t(J), Lpool(J > 0 ? J - 1 : 0);
   std::vector<char> front(J);
   for (int64_t r = 0; r < R; ++r) {
     const int64_t s = slots[r];
@@ -94,21 +94,39 @@ void reproject_cpu(float* pose, int64_t J, const int64_t* rows, const int64_t* s
       double* len = bones->length + s * (J - 1);
       double* cnt = bones->count + s * (J - 1);
       double* bd = bones->delta + s * (J - 1);
-      for (int64_t j = 1; j < J; ++j) {  // running mean of each bone's length where both ends are seen
-        const int64_t p = bones->parents[j];
-        if (!(c[p] > 0 && c[j] > 0)) continue;
-        double L2 = 0;
-        for (int e = 0; e < 3; ++e) L2 += (Q[j * 3 + e] - Q[p * 3 + e]) * (Q[j * 3 + e] - Q[p * 3 + e]);
-        cnt[j - 1] += 1;
-        len[j - 1] += (std::sqrt(L2) - len[j - 1]) / std::min(cnt[j - 1], bones->horizon);
-      }
-      // each joint moves by t_j mm of depth along its own line of sight ray_j = A_j / A_jz, parents first
+      // each joint's line of sight ray_j = A_j / A_jz
       for (int64_t j = 0; j < J; ++j) {
         const double z = Q[j * 3 + 2] + Rp[2];
         front[j] = z > 0.01 * Rp[2];
         for (int e = 0; e < 3; ++e) ray[j * 3 + e] = front[j] ? (Q[j * 3 + e] + Rp[e]) / z : 0.0;
         t[j] = 0;
       }
+      // running mean of each bone's length where both ends are seen, weighted by how much of it the 2D sees
+      for (int64_t j = 1; j < J; ++j) {
+        const int64_t p = bones->parents[j];
+        if (!(c[p] > 0 && c[j] > 0) || !front[j]) continue;
+        const double* rj = &ray[j * 3];
+        double v[3];
+        for (int e = 0; e < 3; ++e) v[e] = Q[j * 3 + e] - Q[p * 3 + e];
+        const double vv = v[0] * v[0] + v[1] * v[1] + v[2] * v[2];
+        if (!(vv > 0)) continue;
+        const double vr = v[0] * rj[0] + v[1] * rj[1] + v[2] * rj[2];
+        const double rr = rj[0] * rj[0] + rj[1] * rj[1] + rj[2] * rj[2];
+        const double seen2d = std::sqrt(std::max(vv - vr * vr / rr, 0.0));  // the extent across the line of sight
+        const double w = bones->view_power == 0 || !(cnt[j - 1] > 0 && len[j - 1] > 0)
+                             ? 1.0
+                             : std::pow(std::min(1.0, seen2d / len[j - 1]), bones->view_power);
+        if (!(w > 0)) continue;
+        cnt[j - 1] += w;
+        len[j - 1] += w * (std::sqrt(vv) - len[j - 1]) / std::min(cnt[j - 1], bones->horizon);
+      }
+      // the length used: pooled with the mirrored bone
+      for (int64_t j = 1; j < J; ++j) {
+        const int64_t m = bones->mirror != nullptr ? bones->mirror[j] - 1 : j - 1;
+        const double n = cnt[j - 1] + (m != j - 1 ? cnt[m] : 0.0);
+        Lpool[j - 1] = m == j - 1 ? len[j - 1] : (n > 0 ? (cnt[j - 1] * len[j - 1] + cnt[m] * len[m]) / n : 0.0);
+      }
+      // each joint moves by t_j mm of depth along its own line of sight, parents first
       for (int64_t j = 1; j < J; ++j) {
         const int64_t p = bones->parents[j];
         if (!front[j]) continue;  // a joint that is not in front of the camera stays put (t_j = 0)
@@ -119,7 +137,7 @@ void reproject_cpu(float* pose, int64_t J, const int64_t* rows, const int64_t* s
           v[e] = (Q[j * 3 + e] + Rp[e] + tp * rj[e]) - (Q[p * 3 + e] + Rp[e] + tp * ray[p * 3 + e]);
         const double rr = rj[0] * rj[0] + rj[1] * rj[1] + rj[2] * rj[2];
         const double vr = v[0] * rj[0] + v[1] * rj[1] + v[2] * rj[2];
-        const double L = len[j - 1];
+        const double L = Lpool[j - 1];
         double target = 0;
         if (L > 0) {
           const double perp2 = v[0] * v[0] + v[1] * v[1] + v[2] * v[2] - vr * vr / rr;

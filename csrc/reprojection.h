@@ -18,21 +18,29 @@ namespace posert {
 //   4. P_j ← P_j + dbar[s, j] − (P_root + dbar[s, root]), root = joint 0.
 //   5. With `bones` (BoneDepth), the depth of every bone from the stream's running bone lengths
 //      (posert.runtime.reprojection.bone_depth_correction is its NumPy definition): R' = step 2's
-//      position of the corrected P; if valid, for every bone (p, j) with both ends visible
-//      count[s, j−1] += 1, length[s, j−1] += (|P_j − P_p| − length) / min(count, horizon); then every
-//      joint moves by t_j mm of depth along its own line of sight r_j = A_j / A_jz, A_j = P_j + R',
-//      parents first (t_root = 0): v = (A_j + t_p r_j) − (A_p + t_p r_p),
+//      position of the corrected P; if valid, A_j = P_j + R', every joint's line of sight
+//      r_j = A_j / A_jz (A_jz > 0.01 R'_z, "in front"), and for every bone (p, j) with both ends
+//      visible and j in front, v = A_j − A_p, e = √(|v|² − (v·r_j)²/|r_j|²) its extent across the
+//      line of sight (what the 2D observes): the frame's weight is w = min(1, e / length)^view_power
+//      (1 while count = 0), count[s, j−1] += w, length[s, j−1] += w (|v| − length) / min(count,
+//      horizon): a running mean that follows the frames where the bone is seen at its full length
+//      rather than foreshortened. The length used is pooled with the mirrored bone (left/right,
+//      `mirror`): L = Σ count·length / Σ count over the
+//      two. Then every joint moves by t_j mm of depth along r_j, parents first (t_root = 0):
+//      v = (A_j + t_p r_j) − (A_p + t_p r_p),
 //      δ = −v·r_j/|r_j|² + sgn(v·r_j) √(max(L² − |v|² + (v·r_j)²/|r_j|², 0) / |r_j|²) (the point at
 //      distance L from the parent, on v's side), gated by g = min(1, |v·r_j| / (|r_j| · gate · L)):
 //      delta[s, j−1] += weight[r] · min(conf_p, conf_j) · (g δ − delta) for visible ends, and
-//      t_j = t_p + delta[s, j−1]; P_j ← P_j + t_j r_j. A joint with A_jz ≤ 0.01 R'_z stays (t_j = 0).
+//      t_j = t_p + delta[s, j−1]; P_j ← P_j + t_j r_j. A joint not in front stays (t_j = 0).
 struct BoneDepth {
   const int64_t* parents;  // (J,), parents[j] < j for j ≥ 1
+  const int64_t* mirror;   // (J,) left/right joint permutation, mirror[parents[j]] = parents[mirror[j]]; or null
   double* length;          // (S, J − 1) mm, running mean per bone
-  double* count;           // (S, J − 1) frames seen
+  double* count;           // (S, J − 1) summed frame weights w
   double* delta;           // (S, J − 1) mm, smoothed depth move of the child relative to its parent
   double gate;             // g's fraction of L
   double horizon;          // the running mean's memory, frames
+  double view_power;       // w = min(1, e / length)^view_power; 0: every frame alike
 };
 void reproject_cpu(float* pose, int64_t J, const int64_t* rows, const int64_t* slots, int64_t R,
                    const double* px, const double* conf, const double* K, const double* dist, double* dbar,

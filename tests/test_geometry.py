@@ -6,8 +6,8 @@ from scipy.spatial.transform import Rotation
 from posert.camera import Camera, look_at_camera, normalize_screen, pixels_to_rays, ring_rig
 from posert.data.dataset import center_on_floor
 from posert.metrics import accel_error, mpjpe, p_mpjpe
-from posert.runtime.reprojection import bone_depth_correction, ray_correction
-from posert.skeleton import ROOT, bone_lengths
+from posert.runtime.reprojection import BONE_VIEW_POWER, bone_depth_correction, ray_correction
+from posert.skeleton import FLIP_PERM, PARENTS, ROOT, bone_lengths
 
 #: The intrinsics and lens distortion of Human3.6M camera 54138969 (its published calibration).
 H36M_LENS = Camera("54138969", np.eye(3), np.zeros(3),
@@ -103,35 +103,67 @@ def test_ray_correction_puts_joints_on_their_rays_at_their_depth(motion):
     assert np.all(ray_correction(noisy[:5], hidden[:5], w[:5]) == 0)
 
 
+def _seen_extent(pose: np.ndarray, rays: np.ndarray) -> np.ndarray:
+    """(B, 16) extent of every bone of root-relative ``pose`` (B, 17, 3) mm placed on ``rays``
+    across its child's line of sight, mm, from the cross product (|v × r| / |r|)."""
+    _, R = ray_correction(pose, rays, np.ones(pose.shape[:2]), return_position=True)
+    A = pose + R[:, None]
+    child, parent = np.arange(1, 17), np.array(PARENTS[1:])
+    v, r = A[:, child] - A[:, parent], A[:, child]
+    return np.linalg.norm(np.cross(v, r), axis=-1) / np.linalg.norm(r, axis=-1)
+
+
 def test_bone_depth_correction_sets_depth_from_bone_lengths(motion):
     """On real motion through the H36M lens, each row its own stream with its true bone lengths
     as state: the true pose is left where it is; a pose squashed to half its depth extent along
     the true lines of sight (same 2D, bones too short in depth) gets its depth back, more than
     half of it with the default gate and nearly all without, while its 2D stays exactly the
-    same; a fresh state takes the pose's own lengths; a hidden joint (weight 0, NaN
-    ray) stays finite and keeps its bone's state; a row with one visible joint is untouched."""
+    same; a frame's weight in the running lengths is min(1, e / L)^view_power, e the bone's
+    extent across the line of sight (1 with view_power 0); with ``mirror`` a bone's length is
+    pooled with its mirror image's; a fresh state takes the pose's own lengths; a hidden joint
+    (weight 0, NaN ray) stays finite and keeps its bone's state; a row with one visible joint is
+    untouched."""
     px, cam3d, cam = _h36m_view(motion)
     rays = cam.rays(px)
     gt = cam3d - cam3d[:, ROOT:ROOT + 1]
     B = len(gt)
     ones, ema = np.ones(gt.shape[:2]), np.ones(B)
     L, count, zero = bone_lengths(gt), np.full((B, 16), 1e9), np.zeros((B, 16))
-    out, L1, c1, d1 = bone_depth_correction(gt, rays, ones, L, count, zero, ema, horizon=1e12)
+    own = dict(mirror=None, horizon=1e12)  # each bone its own length (the fixture's left and right differ)
+    out, L1, c1, d1 = bone_depth_correction(gt, rays, ones, L, count, zero, ema, **own)
     assert np.abs(out - gt).max() < 1e-3 and np.abs(d1).max() < 1e-3  # mm
-    np.testing.assert_array_equal(c1, count + 1)
+    seen = _seen_extent(gt, rays) / L  # the share of each bone the 2D sees
+    assert seen.min() < 0.3 and seen.max() > 0.99  # bones along and across the line of sight
+    one = np.ones((B, 16))
+    _, _, cw, _ = bone_depth_correction(gt, rays, ones, L, one, zero, ema, **own)
+    np.testing.assert_allclose(cw - 1, np.minimum(seen, 1) ** BONE_VIEW_POWER, rtol=1e-6, atol=1e-12)
+    _, _, c0, _ = bone_depth_correction(gt, rays, ones, L, one, zero, ema, view_power=0, **own)
+    assert np.all(c0 == 2)  # session 21's plain mean
     zr = cam3d[:, ROOT:ROOT + 1, 2:3]
     squashed = cam3d * (zr + 0.5 * (cam3d[..., 2:3] - zr)) / cam3d[..., 2:3]  # along each joint's ray
     sq = squashed - squashed[:, ROOT:ROOT + 1]
-    out, *_ = bone_depth_correction(sq, rays, ones, L, count, zero, ema, horizon=1e12)
+    out, *_ = bone_depth_correction(sq, rays, ones, L, count, zero, ema, **own)
     before, after = mpjpe(sq, gt), mpjpe(out, gt)  # measured 41.2 → 18.8 mm
     assert before > 20 and after < 0.5 * before, (before, after)
     placed = out + squashed[:, :1]  # the squashed root is the true one
     np.testing.assert_allclose(placed[..., :2] / placed[..., 2:], rays, atol=1e-9)  # the same 2D
-    out, *_ = bone_depth_correction(sq, rays, ones, L, count, zero, ema, gate=1e-6, horizon=1e12)
+    out, *_ = bone_depth_correction(sq, rays, ones, L, count, zero, ema, gate=1e-6, **own)
     assert mpjpe(out, gt) < 0.1 * before  # without the gate: 2.8 mm (bones across the line of sight may flip)
+    # pooled with the mirror image: with the gate off, every bone the line of sight can reach
+    # gets the count-weighted mean of its own and its mirror's length
+    cnt = count * np.where(np.isin(np.arange(16), [0, 1, 2, 13, 14, 15]), 3.0, 1.0)  # the right side weighs 3
+    out, L5, *_ = bone_depth_correction(sq, rays, ones, L, cnt, zero, ema, gate=1e-6, horizon=1e12)
+    np.testing.assert_allclose(L5, L, rtol=1e-6)  # the state stays per bone
+    m = np.asarray(FLIP_PERM)[1:] - 1
+    pooled = (cnt * L + cnt[:, m] * L[:, m]) / (cnt + cnt[:, m])
+    assert np.abs(L[:, m] - L).max() > 10  # the fixture's left and right bones differ (mm)
+    hit = np.abs(bone_lengths(out) - pooled) < 1e-6
+    assert hit.mean() > 0.9, hit.mean()
+    differ = np.abs(L[:, m] - L) > 1.0  # mm
+    assert (np.abs(bone_lengths(out) - L) < 1e-6)[differ].mean() < 0.05  # those left their own length
     _, L0, c0, _ = bone_depth_correction(sq, rays, ones, zero, zero, zero, ema)
     np.testing.assert_allclose(L0, bone_lengths(sq), atol=1e-9)
-    assert np.all(c0 == 1)
+    assert np.all(c0 == 1)  # a fresh state: the first frame weighs 1
     w = ones.copy()
     w[:, 13] = 0  # l_wrist: bone 12 (l_elbow → l_wrist)
     hidden = rays.copy()

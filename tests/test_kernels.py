@@ -425,20 +425,22 @@ def test_prepare_frames_matches_numpy_normalisation(real_views):
         _C.prepare_frames(px, conf, size, np.full(B, 9), out)
 
 
-@pytest.mark.parametrize("bones", [False, True], ids=["lateral", "bone-depth"])
+@pytest.mark.parametrize("bones", [None, "viewed", "plain"], ids=["lateral", "bone-depth", "bone-depth-plain"])
 def test_reproject_kernel_equals_numpy_reference(motion, models, bones):
     """``_C.reproject`` (the Pipeline's camera-aware correction) against its NumPy definition,
     :func:`pixels_to_rays` + :func:`ray_correction` + the per-slot EMA + re-rooting, and with
     ``bones`` then :func:`bone_depth_correction` with its per-slot state, on real motion seen
     through a lens with H36M's distortion and lifted by the committed lifter: several ticks (the
     EMAs and running lengths carry over), rows in another order than slots, hidden joints with
-    NaN pixels, a row with one visible joint (no correction) and a stream with another lens."""
+    NaN pixels, a row with one visible joint (no correction) and a stream with another lens.
+    ``viewed``: the default bone lengths (weighted by view, left/right pooled); ``plain``:
+    session 21's (every frame alike, no pooling)."""
     import torch
 
     from posert.camera import Camera, pixels_to_rays, ring_rig
     from posert.data.dataset import center_on_floor, render
     from posert.runtime.reprojection import bone_depth_correction, ray_correction
-    from posert.skeleton import PARENTS
+    from posert.skeleton import FLIP_PERM, PARENTS
 
     lifter = models[0]
     K = np.array([[1145.0494, 0.0, 512.5415], [0.0, 1143.7811, 515.4515], [0.0, 0.0, 1.0]])
@@ -457,7 +459,11 @@ def test_reproject_kernel_equals_numpy_reference(motion, models, bones):
     dbar, ref_dbar = np.zeros((S, 17, 3)), np.zeros((S, 17, 3))
     state, ref_state = [np.zeros((S, 16)) for _ in range(3)], [np.zeros((S, 16)) for _ in range(3)]
     parents = np.array(PARENTS, np.int64)
+    mirror = np.array(FLIP_PERM, np.int64)
     kw = dict(zip(("bone_length", "bone_count", "bone_delta"), state), parents=parents) if bones else {}
+    ref_kw = dict(view_power=0.0, mirror=None) if bones == "plain" else {}
+    if bones:
+        kw.update(view_power=0.0) if bones == "plain" else kw.update(mirror=mirror)
     rng = np.random.default_rng(0)
     for t in range(T):
         for b, s in enumerate(slots):
@@ -478,7 +484,7 @@ def test_reproject_kernel_equals_numpy_reference(motion, models, bones):
         ref[rows] = out - out[:, :1]
         if bones:
             ref[rows], *new = bone_depth_correction(ref[rows], rays, conf[slots], *(a[slots] for a in ref_state),
-                                                    weight)
+                                                    weight, **ref_kw)
             for a, n in zip(ref_state, new):
                 a[slots] = n
         _C.reproject(pose, rows, slots, px, conf, Ks, dists, dbar, weight, **kw)
@@ -491,7 +497,14 @@ def test_reproject_kernel_equals_numpy_reference(motion, models, bones):
     assert np.abs(ref_dbar).max() > 10  # mm: the lifter's pose was corrected
     if bones:
         assert np.abs(ref_state[2][slots]).max() > 10  # mm: some bone's depth was corrected
-        assert 1 <= ref_state[1][slots].min() < ref_state[1][slots].max() < T  # frames with both ends seen
+        n = ref_state[1][slots]  # frames with both ends seen, weighted by view (viewed)
+        assert (1 <= n.min() if bones == "plain" else 0 < n.min()) and n.max() < T
+        if bones == "viewed":
+            assert np.abs(n - np.round(n)).max() > 0.01  # weights below 1, not frame counts
+            with pytest.raises(ValueError, match="mirror"):
+                _C.reproject(pose, rows, slots, px, conf, Ks, dists, dbar, weight, **{**kw, "mirror": parents})
+            with pytest.raises(ValueError, match="view_power"):
+                _C.reproject(pose, rows, slots, px, conf, Ks, dists, dbar, weight, **{**kw, "view_power": -1.0})
         assert np.all(state[1][[1, 3]] == 0) and np.all(state[2][[1, 3]] == 0)  # slots of no row: untouched
         with pytest.raises(ValueError, match="all of"):
             _C.reproject(pose, rows, slots, px, conf, Ks, dists, dbar, weight, parents=parents)

@@ -31,10 +31,11 @@ import numpy as np
 from posert import _C
 from posert.camera import Camera
 from posert.models.diffusion import Schedule
-from posert.runtime.reprojection import BONE_GATE, BONE_HORIZON
-from posert.skeleton import NUM_JOINTS, PARENTS, ROOT
+from posert.runtime.reprojection import BONE_GATE, BONE_HORIZON, BONE_VIEW_POWER
+from posert.skeleton import FLIP_PERM, NUM_JOINTS, PARENTS, ROOT
 
 _PARENTS = np.array(PARENTS, np.int64)
+_MIRROR = np.asarray(FLIP_PERM, np.int64)
 
 CHANNELS = 3  # normalised x, y, confidence
 
@@ -143,6 +144,14 @@ class Pipeline:
             (:func:`~posert.runtime.reprojection.bone_depth_correction`; default on, for the
             streams that get the correction). The depth the 2D does not observe then follows the
             one thing about the person that does not change; benchmarks/bone_depth.py measures it.
+        bone_view_power: each frame's weight in a bone's running length is min(1, e / L)^P,
+            P = bone_view_power, e the bone's extent across the line of sight (what the 2D
+            observes) and L its running length so far
+            (:data:`~posert.runtime.reprojection.BONE_VIEW_POWER`, 4, by default): the mean
+            follows the frames where the 2D sees the bone at its full length. 0: every frame
+            alike (session 21's plain mean). ValueError if negative or not finite.
+        bone_symmetry: pool each left or right bone's running length with its mirror image's
+            (default True; a person is left/right symmetric).
 
     Input per frame: keypoints in pixels of an image of the stream's size, H36M-17 order, and a
     confidence per joint in [0, 1]; confidence 0 marks a missing joint (its coordinates are
@@ -162,7 +171,7 @@ class Pipeline:
                  hypotheses: int = 1, seed: int = 0, precision: str = "fp32", workers: int | None = None,
                  min_shard: int = 4, attention: str = "auto", cnd_mean: bool | None = None,
                  mean_ema: float | None = None, reprojection: str = "guess", reprojection_ema: float = 0.1,
-                 bone_depth: bool = True):
+                 bone_depth: bool = True, bone_view_power: float = BONE_VIEW_POWER, bone_symmetry: bool = True):
         if isinstance(backend, str):
             from posert.runtime.backends import create_backend
 
@@ -199,6 +208,10 @@ class Pipeline:
             raise ValueError(f"reprojection must be one of {self.REPROJECTION}, got {reprojection!r}")
         self.reprojection = reprojection
         self.bone_depth = bool(bone_depth)
+        if not (np.isfinite(bone_view_power) and bone_view_power >= 0):
+            raise ValueError(f"bone_view_power must be finite and ≥ 0, got {bone_view_power}")
+        self.bone_view_power = float(bone_view_power)
+        self.bone_symmetry = bool(bone_symmetry)
         shift = None
         if self.cnd_mean:
             A, c = cnd.mean_map()
@@ -283,8 +296,9 @@ class Pipeline:
         (β = ``reprojection_ema``; a running mean over the first 1/β frames), and the output is
         the refined pose + Δ̄, re-rooted. A missing joint keeps its Δ̄. With ``bone_depth`` (the
         default) each bone's extent along the line of sight is then set from the stream's running
-        mean bone lengths (:func:`~posert.runtime.reprojection.bone_depth_correction`, same EMA
-        weight). ``lifted`` is not corrected. With ``reprojection="off"``, or ``"given"`` and no
+        bone lengths (:func:`~posert.runtime.reprojection.bone_depth_correction`, same EMA
+        weight; the lengths weighted toward frames where the 2D sees the bone at its full length,
+        left and right pooled). ``lifted`` is not corrected. With ``reprojection="off"``, or ``"given"`` and no
         camera, nothing changes.
 
         Raises ValueError if the id exists, the size is not positive, capacity is reached, or
@@ -472,7 +486,8 @@ class Pipeline:
         if self.bone_depth:
             _C.reproject(refined, rows, slots, self._px, self._pconf, self._K, self._dist, self._dbar, weight,
                          parents=_PARENTS, bone_length=self._blen, bone_count=self._bcount, bone_delta=self._bdelta,
-                         gate=BONE_GATE, horizon=float(BONE_HORIZON))
+                         gate=BONE_GATE, horizon=float(BONE_HORIZON), view_power=self.bone_view_power,
+                         mirror=_MIRROR if self.bone_symmetry else None)
         else:
             _C.reproject(refined, rows, slots, self._px, self._pconf, self._K, self._dist, self._dbar, weight)
 

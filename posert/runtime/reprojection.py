@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from posert.skeleton import NUM_JOINTS, PARENTS
+from posert.skeleton import FLIP_PERM, NUM_JOINTS, PARENTS
 
 #: g's fraction of the bone length (:func:`bone_depth_correction`): a bone whose extent along the
 #: line of sight is below ``BONE_GATE`` · L moves proportionally less, so that its front/back side
@@ -35,6 +35,13 @@ BONE_GATE = 0.3
 #: The running mean of a bone's length forgets with weight 1 / ``BONE_HORIZON`` after that many
 #: frames (20 s at 50 fps), so a stream that runs for hours still follows slow changes.
 BONE_HORIZON = 1000
+#: A frame's weight in a bone's running length is min(1, e / L)^``BONE_VIEW_POWER``, e the bone's
+#: extent across the line of sight (what the 2D observes) and L the running length so far: the
+#: mean follows the frames where the 2D sees the bone at its full length, not foreshortened, where
+#: its length is the 2D's rather than the lifter's depth. Session 22 (benchmarks/RESULTS.md): 4 and
+#: 8 tied on the validation motion, 4 was better on the walking fixture through the ring rig; 0 is
+#: session 21's plain mean.
+BONE_VIEW_POWER = 4.0
 
 
 def ray_correction(pose: np.ndarray, rays: np.ndarray, weight: np.ndarray, return_position: bool = False):
@@ -95,7 +102,8 @@ def ray_correction(pose: np.ndarray, rays: np.ndarray, weight: np.ndarray, retur
 
 def bone_depth_correction(pose: np.ndarray, rays: np.ndarray, weight: np.ndarray, length: np.ndarray,
                           count: np.ndarray, delta: np.ndarray, ema: np.ndarray, parents=PARENTS,
-                          gate: float = BONE_GATE, horizon: float = BONE_HORIZON):
+                          gate: float = BONE_GATE, horizon: float = BONE_HORIZON, mirror=FLIP_PERM,
+                          view_power: float = BONE_VIEW_POWER):
     """Depth of every bone from the stream's running bone lengths: one frame of B streams.
 
     This is the NumPy definition of step 5 of ``posert._C.reproject`` (csrc/reprojection.h),
@@ -103,20 +111,31 @@ def bone_depth_correction(pose: np.ndarray, rays: np.ndarray, weight: np.ndarray
     <posert.runtime.Pipeline.add_stream>`, ``bone_depth``).
 
     1. R: the least-squares position of ``pose`` on ``rays`` (:func:`ray_correction`); a row whose
-       system is not valid is returned unchanged and its state is not touched.
-    2. For every bone (p, j) whose two ends have weight > 0: count += 1 and
-       length += (|X_j − X_p| − length) / min(count, horizon), a running mean (mm).
-    3. Every joint moves only along its own line of sight r_j = A_j / A_jz, A_j = X_j + R (camera
-       frame), by t_j mm of depth, so the pose's projection does not change. Parents first
-       (t_root = 0): the child first rides along with its parent's depth, a = A_j + t_p r_j; with
-       v = a − (A_p + t_p r_p), the point a + δ r_j at distance L = length from the parent on v's
-       side of the closest point is δ = −v·r/|r|² + sgn(v·r) √(max(L² − |v|² + (v·r)²/|r|², 0) / |r|²)
-       (the closest point if the line passes farther than L), gated by g = min(1, |v·r| / (|r| ·
-       gate · L)), so that a bone across the line of sight (v·r ≈ 0, where the side is a guess)
-       moves little. Its causal EMA delta += ema · min(w_p, w_j) · (g δ − delta) (visible ends
-       only; a hidden end keeps its delta), and t_j = t_p + delta. A joint with A_jz ≤ 0.01 R_z
-       stays (t_j = 0).
-    4. The output X_j + t_j r_j, root-relative (the root does not move).
+       system is not valid is returned unchanged and its state is not touched. A_j = X_j + R
+       (camera frame) and every joint's line of sight r_j = A_j / A_jz; a joint with
+       A_jz ≤ 0.01 R_z is not "in front".
+    2. For every bone (p, j) whose two ends have weight > 0 and whose child is in front, with
+       v = A_j − A_p: e = √(|v|² − (v·r_j)²/|r_j|²) is its extent across the line of sight (the
+       part the 2D observes), w = min(1, e / length)^view_power the frame's weight (1 while
+       count = 0), count += w and length += w (|v| − length) / min(count, horizon): a running
+       mean (mm) that follows the frames where the 2D sees the bone at its full length rather
+       than foreshortened, where its length is the 2D's rather than the lifter's depth
+       (view_power = 0: every frame alike, session 21). Weighting by the refined pose's own
+       angle to the line of sight instead selects the frames where the lifter squashed the bone
+       in depth (session 22).
+    3. The length used, L, pools the bone with its mirror image (``mirror``, left ↔ right):
+       L = (count_b length_b + count_m length_m) / (count_b + count_m), a person being symmetric.
+    4. Every joint moves only along its own line of sight by t_j mm of depth, so the pose's
+       projection does not change. Parents first (t_root = 0): the child first rides along with
+       its parent's depth, a = A_j + t_p r_j; with v = a − (A_p + t_p r_p), the point a + δ r_j at
+       distance L from the parent on v's side of the closest point is δ = −v·r/|r|² +
+       sgn(v·r) √(max(L² − |v|² + (v·r)²/|r|², 0) / |r|²) (the closest point if the line passes
+       farther than L; Taylor, CVIU 2000, with the refined pose choosing the side), gated by
+       g = min(1, |v·r| / (|r| · gate · L)), so that a bone across the line of sight (v·r ≈ 0,
+       where the side is a guess) moves little. Its causal EMA delta += ema · min(w_p, w_j) ·
+       (g δ − delta) (visible ends only; a hidden end keeps its delta), and t_j = t_p + delta. A
+       joint not in front stays (t_j = 0).
+    5. The output X_j + t_j r_j, root-relative (the root does not move).
 
     Args:
         pose: (B, 17, 3) root-relative poses in the camera frame, mm (the laterally corrected
@@ -124,10 +143,12 @@ def bone_depth_correction(pose: np.ndarray, rays: np.ndarray, weight: np.ndarray
         rays: (B, 17, 2) the keypoints' undistorted normalised coordinates (:func:`ray_correction`).
         weight: (B, 17) confidences; 0 marks a missing joint.
         length, count, delta: (B, 16) the rows' state (bone b = joint b + 1 and its parent), mm,
-            frames, mm; not modified.
+            summed frame weights, mm; not modified.
         ema: (B,) the EMA weight of each row (the pipeline's max(β, 1 / (n + 1))).
         parents: (17,) parent of each joint, ``parents[j] < j`` (:data:`~posert.skeleton.PARENTS`).
-        gate, horizon: :data:`BONE_GATE`, :data:`BONE_HORIZON`.
+        gate, horizon, view_power: :data:`BONE_GATE`, :data:`BONE_HORIZON`, :data:`BONE_VIEW_POWER`.
+        mirror: (17,) left/right joint permutation (:data:`~posert.skeleton.FLIP_PERM`), or None
+            for no pooling.
     Returns:
         (out (B, 17, 3) float64 mm, length, count, delta (B, 16) float64): the corrected poses and
         the rows' new state.
@@ -143,15 +164,28 @@ def bone_depth_correction(pose: np.ndarray, rays: np.ndarray, weight: np.ndarray
     _, R = ray_correction(pose, rays, w, return_position=True)
     ok = R[:, 2] > 0
     length, count, delta = (np.array(a, dtype=np.float64) for a in (length, count, delta))
-    for j in range(1, NUM_JOINTS):
-        p, b = parents[j], j - 1
-        seen = ok & (w[:, p] > 0) & (w[:, j] > 0)
-        count[seen, b] += 1
-        L_now = np.linalg.norm(pose[:, j] - pose[:, p], axis=-1)
-        length[seen, b] += (L_now[seen] - length[seen, b]) / np.minimum(count[seen, b], horizon)
     A = pose + R[:, None]  # camera frame
     front_all = ok[:, None] & (A[..., 2] > 0.01 * R[:, 2:3])
     rays_all = A / np.where(front_all, A[..., 2], 1.0)[..., None]  # each joint's own line of sight
+    for j in range(1, NUM_JOINTS):
+        p, b = parents[j], j - 1
+        v = pose[:, j] - pose[:, p]
+        r = rays_all[:, j]
+        vv = (v * v).sum(-1)
+        rr = (r * r).sum(-1)
+        e = np.sqrt(np.maximum(vv - (v * r).sum(-1) ** 2 / np.where(rr > 0, rr, 1.0), 0.0))  # across the line of sight
+        has = (count[:, b] > 0) & (length[:, b] > 0)
+        wb = np.where(has, np.minimum(1.0, e / np.where(has, length[:, b], 1.0)) ** view_power, 1.0) \
+            if view_power != 0 else np.ones(B)
+        seen = front_all[:, j] & (w[:, p] > 0) & (w[:, j] > 0) & (vv > 0) & (wb > 0)
+        count[seen, b] += wb[seen]
+        length[seen, b] += wb[seen] * (np.sqrt(vv[seen]) - length[seen, b]) / np.minimum(count[seen, b], horizon)
+    L_used = length.copy()
+    if mirror is not None:
+        m = np.asarray(mirror)[1:] - 1  # the mirror image of bone b
+        n = count + count[:, m]
+        pooled = np.where(n > 0, (count * length + count[:, m] * length[:, m]) / np.where(n > 0, n, 1.0), 0.0)
+        L_used = np.where(m == np.arange(NUM_JOINTS - 1), length, pooled)
     tdep = np.zeros(pose.shape[:2])  # each joint's move along it (mm of depth)
     for j in range(1, NUM_JOINTS):
         p, b = parents[j], j - 1
@@ -161,7 +195,7 @@ def bone_depth_correction(pose: np.ndarray, rays: np.ndarray, weight: np.ndarray
         v = a - (A[:, p] + tp[:, None] * rays_all[:, p])
         rr = (r * r).sum(-1)
         vr = (v * r).sum(-1)
-        L = length[:, b]
+        L = L_used[:, b]
         perp2 = (v * v).sum(-1) - vr * vr / rr
         h = np.sqrt(np.maximum(L * L - perp2, 0.0) / rr)
         g = np.minimum(1.0, np.abs(vr) / np.sqrt(rr) / (gate * np.where(L > 0, L, 1.0)))
