@@ -91,8 +91,8 @@ void reproject_cpu(float* pose, int64_t J, const int64_t* rows, const int64_t* s
     for (int64_t j = 0; j < J; ++j)
       for (int e = 0; e < 3; ++e) Q[j * 3 + e] = Q[j * 3 + e] + db[j * 3 + e] - root[e];
     if (bones != nullptr && solve_position(Q.data(), ux.data(), uy.data(), c, J, Rp)) {
-      double* len = bones->length + s * (J - 1);
-      double* cnt = bones->count + s * (J - 1);
+      double* len = bones->length + s * (J - 1) * 2;  // [bone][0: view-weighted, 1: plain]
+      double* cnt = bones->count + s * (J - 1) * 2;
       double* bd = bones->delta + s * (J - 1);
       // each joint's line of sight ray_j = A_j / A_jz
       for (int64_t j = 0; j < J; ++j) {
@@ -113,18 +113,25 @@ void reproject_cpu(float* pose, int64_t J, const int64_t* rows, const int64_t* s
         const double vr = v[0] * rj[0] + v[1] * rj[1] + v[2] * rj[2];
         const double rr = rj[0] * rj[0] + rj[1] * rj[1] + rj[2] * rj[2];
         const double seen2d = std::sqrt(std::max(vv - vr * vr / rr, 0.0));  // the extent across the line of sight
-        const double w = bones->view_power == 0 || !(cnt[j - 1] > 0 && len[j - 1] > 0)
+        const int64_t ref = 2 * (j - 1) + (bones->plain_reference ? 1 : 0);  // the weight's L₀
+        const double w = bones->view_power == 0 || !(cnt[ref] > 0 && len[ref] > 0)
                              ? 1.0
-                             : std::pow(std::min(1.0, seen2d / len[j - 1]), bones->view_power);
+                             : std::pow(std::min(1.0, seen2d / len[ref]), bones->view_power);
+        const double vlen = std::sqrt(vv);
+        double* lw = &len[2 * (j - 1)];
+        double* nw = &cnt[2 * (j - 1)];
+        nw[1] += 1.0;  // the plain mean, every frame alike
+        lw[1] += (vlen - lw[1]) / std::min(nw[1], bones->horizon);
         if (!(w > 0)) continue;
-        cnt[j - 1] += w;
-        len[j - 1] += w * (std::sqrt(vv) - len[j - 1]) / std::min(cnt[j - 1], bones->horizon);
+        nw[0] += w;
+        lw[0] += w * (vlen - lw[0]) / std::min(nw[0], bones->horizon);
       }
       // the length used: pooled with the mirrored bone
       for (int64_t j = 1; j < J; ++j) {
         const int64_t m = bones->mirror != nullptr ? bones->mirror[j] - 1 : j - 1;
-        const double n = cnt[j - 1] + (m != j - 1 ? cnt[m] : 0.0);
-        Lpool[j - 1] = m == j - 1 ? len[j - 1] : (n > 0 ? (cnt[j - 1] * len[j - 1] + cnt[m] * len[m]) / n : 0.0);
+        const double cb = cnt[2 * (j - 1)], lb = len[2 * (j - 1)], cm = cnt[2 * m], lm = len[2 * m];
+        const double n = cb + (m != j - 1 ? cm : 0.0);
+        Lpool[j - 1] = m == j - 1 ? lb : (n > 0 ? (cb * lb + cm * lm) / n : 0.0);
       }
       // each joint moves by t_j mm of depth along its own line of sight, parents first
       for (int64_t j = 1; j < J; ++j) {

@@ -21,10 +21,13 @@ namespace posert {
 //      position of the corrected P; if valid, A_j = P_j + R', every joint's line of sight
 //      r_j = A_j / A_jz (A_jz > 0.01 R'_z, "in front"), and for every bone (p, j) with both ends
 //      visible and j in front, v = A_j − A_p, e = √(|v|² − (v·r_j)²/|r_j|²) its extent across the
-//      line of sight (what the 2D observes): the frame's weight is w = min(1, e / length)^view_power
-//      (1 while count = 0), count[s, j−1] += w, length[s, j−1] += w (|v| − length) / min(count,
-//      horizon): a running mean that follows the frames where the bone is seen at its full length
-//      rather than foreshortened. The length used is pooled with the mirrored bone (left/right,
+//      line of sight (what the 2D observes). Two running means of |v| per bone: the plain one,
+//      count[s, j−1, 1] += 1, length[s, j−1, 1] += (|v| − length) / min(count, horizon), and the
+//      view-weighted one, in which the frame weighs w = min(1, e / L₀)^view_power with L₀ the plain
+//      mean before this frame (`plain_reference`; else column 0 itself, session 22's form), 1 while
+//      L₀'s count is 0: count[s, j−1, 0] += w, length[s, j−1, 0] += w (|v| − length) / min(count,
+//      horizon). It follows the frames where the bone is seen at its full length rather than
+//      foreshortened. The length used is column 0 pooled with the mirrored bone (left/right,
 //      `mirror`): L = Σ count·length / Σ count over the
 //      two. Then every joint moves by t_j mm of depth along r_j, parents first (t_root = 0):
 //      v = (A_j + t_p r_j) − (A_p + t_p r_p),
@@ -35,12 +38,13 @@ namespace posert {
 struct BoneDepth {
   const int64_t* parents;  // (J,), parents[j] < j for j ≥ 1
   const int64_t* mirror;   // (J,) left/right joint permutation, mirror[parents[j]] = parents[mirror[j]]; or null
-  double* length;          // (S, J − 1) mm, running mean per bone
-  double* count;           // (S, J − 1) summed frame weights w
+  double* length;          // (S, J − 1, 2) mm, running means per bone: view-weighted, plain
+  double* count;           // (S, J − 1, 2) their summed frame weights (w, 1)
   double* delta;           // (S, J − 1) mm, smoothed depth move of the child relative to its parent
   double gate;             // g's fraction of L
   double horizon;          // the running mean's memory, frames
-  double view_power;       // w = min(1, e / length)^view_power; 0: every frame alike
+  double view_power;       // w = min(1, e / L₀)^view_power; 0: every frame alike
+  bool plain_reference;    // L₀ = the plain mean (true) or the view-weighted mean itself (session 22)
 };
 void reproject_cpu(float* pose, int64_t J, const int64_t* rows, const int64_t* slots, int64_t R,
                    const double* px, const double* conf, const double* K, const double* dist, double* dbar,

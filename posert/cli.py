@@ -159,6 +159,7 @@ def cmd_eval(args) -> int:
                     ddim_steps=args.steps, hypotheses=args.hypotheses, precision=args.precision,
                     mean_ema=args.mean_ema, reprojection=args.reprojection, reprojection_ema=args.reprojection_ema,
                     bone_depth=args.bone_depth == "on", bone_symmetry=args.bone_symmetry == "on",
+                    bone_reference=args.bone_reference,
                     **({} if args.bone_view_power is None else {"bone_view_power": args.bone_view_power}))
     noise = {"none": None, "detector": NoiseModel(), "occlusion": OcclusionModel()}[args.noise]
     report = evaluate(pipe, seqs, cams, noise, seed=args.seed, camera_aware=args.camera_aware)
@@ -168,7 +169,7 @@ def cmd_eval(args) -> int:
                         "hypotheses": pipe.hypotheses, "reprojection": pipe.reprojection,
                         "camera_aware": args.camera_aware, "reprojection_ema": pipe.reprojection_ema,
                         "bone_depth": pipe.bone_depth, "bone_view_power": pipe.bone_view_power,
-                        "bone_symmetry": pipe.bone_symmetry}
+                        "bone_symmetry": pipe.bone_symmetry, "bone_reference": pipe.bone_reference}
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(report, indent=2))
     _print_accuracy(report)
@@ -424,11 +425,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="after that correction, set each bone's extent along the line of sight from the stream's "
                         "running mean bone lengths (Pipeline(bone_depth=...); default on)")
     e.add_argument("--bone-view-power", type=float, default=None, metavar="P",
-                   help="a frame's weight in a bone's running length is min(1, e / L)^P, e the bone's extent "
-                        "across the line of sight, L its running length (default: posert.runtime.reprojection."
-                        "BONE_VIEW_POWER, 4; 0: every frame alike, session 21)")
+                   help="a frame's weight in a bone's running length is min(1, e / L0)^P, e the bone's extent "
+                        "across the line of sight, L0 its plain running length (default: posert.runtime."
+                        "reprojection.BONE_VIEW_POWER, 4; 0: every frame alike, session 21)")
     e.add_argument("--bone-symmetry", choices=["on", "off"], default="on",
                    help="pool each left/right bone's running length with its mirror image's (default on)")
+    e.add_argument("--bone-reference", choices=["plain", "own"], default="plain",
+                   help="L0 of that weight: the plain running length (default) or the weighted one itself "
+                        "(session 22)")
     e.set_defaults(fn=cmd_eval)
 
     b = sub.add_parser("bench", help="per-tick latency vs the PyTorch eager reference")

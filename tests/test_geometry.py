@@ -1,6 +1,7 @@
 """Cameras and metrics against closed-form references."""
 
 import numpy as np
+import pytest
 from scipy.spatial.transform import Rotation
 
 from posert.camera import Camera, look_at_camera, normalize_screen, pixels_to_rays, ring_rig
@@ -118,8 +119,10 @@ def test_bone_depth_correction_sets_depth_from_bone_lengths(motion):
     as state: the true pose is left where it is; a pose squashed to half its depth extent along
     the true lines of sight (same 2D, bones too short in depth) gets its depth back, more than
     half of it with the default gate and nearly all without, while its 2D stays exactly the
-    same; a frame's weight in the running lengths is min(1, e / L)^view_power, e the bone's
-    extent across the line of sight (1 with view_power 0); with ``mirror`` a bone's length is
+    same; a frame's weight in the running length used is min(1, e / L₀)^view_power, e the bone's
+    extent across the line of sight and L₀ the plain running length (the used one itself with
+    ``reference="own"``), while the plain one counts every frame 1 (all 1 with view_power 0);
+    with ``mirror`` a bone's length is
     pooled with its mirror image's; a fresh state takes the pose's own lengths; a hidden joint
     (weight 0, NaN ray) stays finite and keeps its bone's state; a row with one visible joint is
     untouched."""
@@ -128,50 +131,90 @@ def test_bone_depth_correction_sets_depth_from_bone_lengths(motion):
     gt = cam3d - cam3d[:, ROOT:ROOT + 1]
     B = len(gt)
     ones, ema = np.ones(gt.shape[:2]), np.ones(B)
-    L, count, zero = bone_lengths(gt), np.full((B, 16), 1e9), np.zeros((B, 16))
+    L, zero = bone_lengths(gt), np.zeros((B, 16))
+    two = lambda a: np.stack([a, a], axis=-1)  # noqa: E731  (view-weighted, plain) state columns
+    L2, count, zero2 = two(L), np.full((B, 16, 2), 1e9), np.zeros((B, 16, 2))
     own = dict(mirror=None, horizon=1e12)  # each bone its own length (the fixture's left and right differ)
-    out, L1, c1, d1 = bone_depth_correction(gt, rays, ones, L, count, zero, ema, **own)
+    out, L1, c1, d1 = bone_depth_correction(gt, rays, ones, L2, count, zero, ema, **own)
     assert np.abs(out - gt).max() < 1e-3 and np.abs(d1).max() < 1e-3  # mm
     seen = _seen_extent(gt, rays) / L  # the share of each bone the 2D sees
     assert seen.min() < 0.3 and seen.max() > 0.99  # bones along and across the line of sight
-    one = np.ones((B, 16))
-    _, _, cw, _ = bone_depth_correction(gt, rays, ones, L, one, zero, ema, **own)
-    np.testing.assert_allclose(cw - 1, np.minimum(seen, 1) ** BONE_VIEW_POWER, rtol=1e-6, atol=1e-12)
-    _, _, c0, _ = bone_depth_correction(gt, rays, ones, L, one, zero, ema, view_power=0, **own)
+    one = np.ones((B, 16, 2))
+    _, _, cw, _ = bone_depth_correction(gt, rays, ones, L2, one, zero, ema, **own)
+    np.testing.assert_allclose(cw[..., 0] - 1, np.minimum(seen, 1) ** BONE_VIEW_POWER, rtol=1e-6, atol=1e-12)
+    assert np.all(cw[..., 1] == 2)  # the plain mean: every frame 1
+    # the weight's L₀ is the plain mean (column 1), not the weighted mean (column 0) it feeds
+    high = np.stack([2 * L, L], axis=-1)
+    _, _, cp, _ = bone_depth_correction(gt, rays, ones, high, one, zero, ema, **own)
+    np.testing.assert_array_equal(cp, cw)
+    _, _, co, _ = bone_depth_correction(gt, rays, ones, high, one, zero, ema, reference="own", **own)
+    np.testing.assert_allclose(co[..., 0] - 1, np.minimum(seen / 2, 1) ** BONE_VIEW_POWER, rtol=1e-6, atol=1e-12)
+    with pytest.raises(ValueError, match="reference"):
+        bone_depth_correction(gt, rays, ones, L2, one, zero, ema, reference="weighted")
+    _, _, c0, _ = bone_depth_correction(gt, rays, ones, L2, one, zero, ema, view_power=0, **own)
     assert np.all(c0 == 2)  # session 21's plain mean
     zr = cam3d[:, ROOT:ROOT + 1, 2:3]
     squashed = cam3d * (zr + 0.5 * (cam3d[..., 2:3] - zr)) / cam3d[..., 2:3]  # along each joint's ray
     sq = squashed - squashed[:, ROOT:ROOT + 1]
-    out, *_ = bone_depth_correction(sq, rays, ones, L, count, zero, ema, **own)
+    out, *_ = bone_depth_correction(sq, rays, ones, L2, count, zero, ema, **own)
     before, after = mpjpe(sq, gt), mpjpe(out, gt)  # measured 41.2 → 18.8 mm
     assert before > 20 and after < 0.5 * before, (before, after)
     placed = out + squashed[:, :1]  # the squashed root is the true one
     np.testing.assert_allclose(placed[..., :2] / placed[..., 2:], rays, atol=1e-9)  # the same 2D
-    out, *_ = bone_depth_correction(sq, rays, ones, L, count, zero, ema, gate=1e-6, **own)
+    out, *_ = bone_depth_correction(sq, rays, ones, L2, count, zero, ema, gate=1e-6, **own)
     assert mpjpe(out, gt) < 0.1 * before  # without the gate: 2.8 mm (bones across the line of sight may flip)
     # pooled with the mirror image: with the gate off, every bone the line of sight can reach
     # gets the count-weighted mean of its own and its mirror's length
-    cnt = count * np.where(np.isin(np.arange(16), [0, 1, 2, 13, 14, 15]), 3.0, 1.0)  # the right side weighs 3
-    out, L5, *_ = bone_depth_correction(sq, rays, ones, L, cnt, zero, ema, gate=1e-6, horizon=1e12)
-    np.testing.assert_allclose(L5, L, rtol=1e-6)  # the state stays per bone
+    cnt = count * np.where(np.isin(np.arange(16), [0, 1, 2, 13, 14, 15]), 3.0, 1.0)[:, None]  # the right side weighs 3
+    out, L5, *_ = bone_depth_correction(sq, rays, ones, L2, cnt, zero, ema, gate=1e-6, horizon=1e12)
+    np.testing.assert_allclose(L5, L2, rtol=1e-6)  # the state stays per bone
     m = np.asarray(FLIP_PERM)[1:] - 1
-    pooled = (cnt * L + cnt[:, m] * L[:, m]) / (cnt + cnt[:, m])
+    c = cnt[..., 0]
+    pooled = (c * L + c[:, m] * L[:, m]) / (c + c[:, m])
     assert np.abs(L[:, m] - L).max() > 10  # the fixture's left and right bones differ (mm)
     hit = np.abs(bone_lengths(out) - pooled) < 1e-6
     assert hit.mean() > 0.9, hit.mean()
     differ = np.abs(L[:, m] - L) > 1.0  # mm
     assert (np.abs(bone_lengths(out) - L) < 1e-6)[differ].mean() < 0.05  # those left their own length
-    _, L0, c0, _ = bone_depth_correction(sq, rays, ones, zero, zero, zero, ema)
-    np.testing.assert_allclose(L0, bone_lengths(sq), atol=1e-9)
+    _, L0, c0, _ = bone_depth_correction(sq, rays, ones, zero2, zero2, zero, ema)
+    np.testing.assert_allclose(L0, two(bone_lengths(sq)), atol=1e-9)
     assert np.all(c0 == 1)  # a fresh state: the first frame weighs 1
     w = ones.copy()
     w[:, 13] = 0  # l_wrist: bone 12 (l_elbow → l_wrist)
     hidden = rays.copy()
     hidden[:, 13] = np.nan
     prev = np.full((B, 16), 7.0)
-    out, _, c3, d3 = bone_depth_correction(sq, hidden, w, L, count, prev, ema, horizon=1e12)
+    out, _, c3, d3 = bone_depth_correction(sq, hidden, w, L2, count, prev, ema, horizon=1e12)
     assert np.isfinite(out).all() and np.all(d3[:, 12] == 7.0) and np.all(c3[:, 12] == count[:, 12])
     w[:5, 1:] = 0
-    out, L4, c4, d4 = bone_depth_correction(sq[:5], hidden[:5], w[:5], L[:5], count[:5], prev[:5], ema[:5])
+    out, L4, c4, d4 = bone_depth_correction(sq[:5], hidden[:5], w[:5], L2[:5], count[:5], prev[:5], ema[:5])
     np.testing.assert_array_equal(out, sq[:5])
-    assert np.array_equal(L4, L[:5]) and np.array_equal(c4, count[:5]) and np.array_equal(d4, prev[:5])
+    assert np.array_equal(L4, L2[:5]) and np.array_equal(c4, count[:5]) and np.array_equal(d4, prev[:5])
+
+
+def test_bone_length_forgets_a_bad_first_frame(motion):
+    """A stream's first frame with its right hip 4× too far from the root (as a first detection
+    with a swapped or stray joint gives), then 399 true frames of real motion through the H36M
+    lens: the running length used forgets it as the plain mean does (measured +13.5 % after 50
+    frames, +5.3 % after 100), because the view weight of every later frame is judged against the
+    plain running length. Judged against the weighted length itself (``reference="own"``, session
+    22) every later frame looks foreshortened, weighs (e / 4L)^4 and the hip stays wrong
+    (measured +192 % after 100 frames, +34 % after 200)."""
+    px, cam3d, cam = _h36m_view(motion, frames=400)
+    rays = cam.rays(px)
+    gt = cam3d - cam3d[:, ROOT:ROOT + 1]
+    true = bone_lengths(gt[:1])[0, 0]  # root → right hip, mm
+    bad = gt.copy()
+    bad[0, 1] = bad[0, ROOT] + 4 * (gt[0, 1] - gt[0, ROOT])
+    hip = {}
+    for reference in ("plain", "own"):
+        L, n, d = np.zeros((1, 16, 2)), np.zeros((1, 16, 2)), np.zeros((1, 16))
+        hip[reference] = []
+        for t in range(len(gt)):
+            _, L, n, d = bone_depth_correction(bad[t:t + 1], rays[t:t + 1], np.ones((1, 17)), L, n, d,
+                                               np.array([max(0.1, 1 / (t + 1))]), mirror=None, reference=reference)
+            hip[reference].append(L[0, 0, 0] / true - 1)
+    plain, own = np.array(hip["plain"]), np.array(hip["own"])
+    assert plain[0] == own[0] == pytest.approx(3.0)
+    assert plain[50] < 0.2 and plain[100] < 0.1, (plain[50], plain[100])
+    assert own[100] > 1.0 and own[200] > 0.2, (own[100], own[200])  # the failure the default avoids

@@ -425,7 +425,8 @@ def test_prepare_frames_matches_numpy_normalisation(real_views):
         _C.prepare_frames(px, conf, size, np.full(B, 9), out)
 
 
-@pytest.mark.parametrize("bones", [None, "viewed", "plain"], ids=["lateral", "bone-depth", "bone-depth-plain"])
+@pytest.mark.parametrize("bones", [None, "viewed", "own", "plain"],
+                         ids=["lateral", "bone-depth", "bone-depth-own", "bone-depth-plain"])
 def test_reproject_kernel_equals_numpy_reference(motion, models, bones):
     """``_C.reproject`` (the Pipeline's camera-aware correction) against its NumPy definition,
     :func:`pixels_to_rays` + :func:`ray_correction` + the per-slot EMA + re-rooting, and with
@@ -433,8 +434,9 @@ def test_reproject_kernel_equals_numpy_reference(motion, models, bones):
     through a lens with H36M's distortion and lifted by the committed lifter: several ticks (the
     EMAs and running lengths carry over), rows in another order than slots, hidden joints with
     NaN pixels, a row with one visible joint (no correction) and a stream with another lens.
-    ``viewed``: the default bone lengths (weighted by view, left/right pooled); ``plain``:
-    session 21's (every frame alike, no pooling)."""
+    ``viewed``: the default bone lengths (weighted by view against the plain running length,
+    left/right pooled); ``own``: weighted against the weighted length itself (session 22);
+    ``plain``: session 21's (every frame alike, no pooling)."""
     import torch
 
     from posert.camera import Camera, pixels_to_rays, ring_rig
@@ -457,13 +459,15 @@ def test_reproject_kernel_equals_numpy_reference(motion, models, bones):
     Ks[slots], dists[slots] = K, np.stack([c.dist for c in cams])
     px, conf = np.zeros((S, 17, 2)), np.zeros((S, 17))
     dbar, ref_dbar = np.zeros((S, 17, 3)), np.zeros((S, 17, 3))
-    state, ref_state = [np.zeros((S, 16)) for _ in range(3)], [np.zeros((S, 16)) for _ in range(3)]
+    state, ref_state = ([np.zeros((S, 16, 2)), np.zeros((S, 16, 2)), np.zeros((S, 16))] for _ in range(2))
     parents = np.array(PARENTS, np.int64)
     mirror = np.array(FLIP_PERM, np.int64)
     kw = dict(zip(("bone_length", "bone_count", "bone_delta"), state), parents=parents) if bones else {}
-    ref_kw = dict(view_power=0.0, mirror=None) if bones == "plain" else {}
+    ref_kw = {"plain": dict(view_power=0.0, mirror=None), "own": dict(reference="own")}.get(bones, {})
     if bones:
         kw.update(view_power=0.0) if bones == "plain" else kw.update(mirror=mirror)
+        if bones == "own":
+            kw.update(reference="own")
     rng = np.random.default_rng(0)
     for t in range(T):
         for b, s in enumerate(slots):
@@ -497,10 +501,17 @@ def test_reproject_kernel_equals_numpy_reference(motion, models, bones):
     assert np.abs(ref_dbar).max() > 10  # mm: the lifter's pose was corrected
     if bones:
         assert np.abs(ref_state[2][slots]).max() > 10  # mm: some bone's depth was corrected
-        n = ref_state[1][slots]  # frames with both ends seen, weighted by view (viewed)
-        assert (1 <= n.min() if bones == "plain" else 0 < n.min()) and n.max() < T
-        if bones == "viewed":
+        n, frames = ref_state[1][slots][..., 0], ref_state[1][slots][..., 1]  # weighted by view; every frame 1
+        assert 1 <= frames.min() and frames.max() < T and np.array_equal(frames, np.round(frames))
+        assert (np.array_equal(n, frames) if bones == "plain" else 0 < n.min() and np.all(n <= frames))
+        if bones != "plain":
             assert np.abs(n - np.round(n)).max() > 0.01  # weights below 1, not frame counts
+        if bones == "viewed":
+            with pytest.raises(ValueError, match="reference"):
+                _C.reproject(pose, rows, slots, px, conf, Ks, dists, dbar, weight, **{**kw, "reference": "weighted"})
+            with pytest.raises(ValueError, match="bone_length"):
+                _C.reproject(pose, rows, slots, px, conf, Ks, dists, dbar, weight,
+                             **{**kw, "bone_length": np.zeros((S, 16))})
             with pytest.raises(ValueError, match="mirror"):
                 _C.reproject(pose, rows, slots, px, conf, Ks, dists, dbar, weight, **{**kw, "mirror": parents})
             with pytest.raises(ValueError, match="view_power"):

@@ -444,7 +444,7 @@ def test_camera_aware_correction_follows_its_definition_and_lowers_error(given_p
     rays = cameras[c].rays(px[c, :T])
     dbar = np.zeros((17, 3))
     lateral, ref = np.empty((T, 17, 3)), np.empty((T, 17, 3))
-    state = [np.zeros((1, 16)) for _ in range(3)]  # bone length, count, δ̄
+    state = [np.zeros((1, 16, 2)), np.zeros((1, 16, 2)), np.zeros((1, 16))]  # bone lengths, counts, δ̄
     ones = np.ones((1, 17))
     for t in range(T):
         delta = ray_correction(base[t:t + 1].astype(np.float64), rays[t:t + 1], ones)[0]

@@ -144,12 +144,15 @@ class Pipeline:
             (:func:`~posert.runtime.reprojection.bone_depth_correction`; default on, for the
             streams that get the correction). The depth the 2D does not observe then follows the
             one thing about the person that does not change; benchmarks/bone_depth.py measures it.
-        bone_view_power: each frame's weight in a bone's running length is min(1, e / L)^P,
+        bone_view_power: each frame's weight in a bone's running length is min(1, e / L₀)^P,
             P = bone_view_power, e the bone's extent across the line of sight (what the 2D
-            observes) and L its running length so far
+            observes) and L₀ the bone's plain running length so far, every frame alike
             (:data:`~posert.runtime.reprojection.BONE_VIEW_POWER`, 4, by default): the mean
             follows the frames where the 2D sees the bone at its full length. 0: every frame
             alike (session 21's plain mean). ValueError if negative or not finite.
+        bone_reference: the L₀ of that weight: ``"plain"`` (default, session 23), or ``"own"``,
+            the weighted length itself (session 22), which a bad start can hold wrong for
+            hundreds of frames. ValueError otherwise.
         bone_symmetry: pool each left or right bone's running length with its mirror image's
             (default True; a person is left/right symmetric).
 
@@ -171,7 +174,8 @@ class Pipeline:
                  hypotheses: int = 1, seed: int = 0, precision: str = "fp32", workers: int | None = None,
                  min_shard: int = 4, attention: str = "auto", cnd_mean: bool | None = None,
                  mean_ema: float | None = None, reprojection: str = "guess", reprojection_ema: float = 0.1,
-                 bone_depth: bool = True, bone_view_power: float = BONE_VIEW_POWER, bone_symmetry: bool = True):
+                 bone_depth: bool = True, bone_view_power: float = BONE_VIEW_POWER, bone_symmetry: bool = True,
+                 bone_reference: str = "plain"):
         if isinstance(backend, str):
             from posert.runtime.backends import create_backend
 
@@ -212,6 +216,9 @@ class Pipeline:
             raise ValueError(f"bone_view_power must be finite and ≥ 0, got {bone_view_power}")
         self.bone_view_power = float(bone_view_power)
         self.bone_symmetry = bool(bone_symmetry)
+        if bone_reference not in ("plain", "own"):
+            raise ValueError(f"bone_reference must be 'plain' or 'own', got {bone_reference!r}")
+        self.bone_reference = bone_reference
         shift = None
         if self.cnd_mean:
             A, c = cnd.mean_map()
@@ -245,8 +252,9 @@ class Pipeline:
         self._px = np.zeros((S, NUM_JOINTS, 2))
         self._pconf = np.zeros((S, NUM_JOINTS))
         self._dbar = np.zeros((S, NUM_JOINTS, 3))
-        self._blen = np.zeros((S, NUM_JOINTS - 1))  # running mean bone length (mm), frames, δ̄ (mm) per slot
-        self._bcount = np.zeros((S, NUM_JOINTS - 1))
+        # per slot and bone: running mean lengths (mm; view-weighted, plain), their weights, δ̄ (mm)
+        self._blen = np.zeros((S, NUM_JOINTS - 1, 2))
+        self._bcount = np.zeros((S, NUM_JOINTS - 1, 2))
         self._bdelta = np.zeros((S, NUM_JOINTS - 1))
         self._last_t = np.full(S, -np.inf)
         self._count = np.zeros(S, np.int64)  # frames already in the caches
@@ -487,7 +495,7 @@ class Pipeline:
             _C.reproject(refined, rows, slots, self._px, self._pconf, self._K, self._dist, self._dbar, weight,
                          parents=_PARENTS, bone_length=self._blen, bone_count=self._bcount, bone_delta=self._bdelta,
                          gate=BONE_GATE, horizon=float(BONE_HORIZON), view_power=self.bone_view_power,
-                         mirror=_MIRROR if self.bone_symmetry else None)
+                         mirror=_MIRROR if self.bone_symmetry else None, reference=self.bone_reference)
         else:
             _C.reproject(refined, rows, slots, self._px, self._pconf, self._K, self._dist, self._dbar, weight)
 

@@ -35,12 +35,12 @@ BONE_GATE = 0.3
 #: The running mean of a bone's length forgets with weight 1 / ``BONE_HORIZON`` after that many
 #: frames (20 s at 50 fps), so a stream that runs for hours still follows slow changes.
 BONE_HORIZON = 1000
-#: A frame's weight in a bone's running length is min(1, e / L)^``BONE_VIEW_POWER``, e the bone's
-#: extent across the line of sight (what the 2D observes) and L the running length so far: the
-#: mean follows the frames where the 2D sees the bone at its full length, not foreshortened, where
-#: its length is the 2D's rather than the lifter's depth. Session 22 (benchmarks/RESULTS.md): 4 and
-#: 8 tied on the validation motion, 4 was better on the walking fixture through the ring rig; 0 is
-#: session 21's plain mean.
+#: A frame's weight in a bone's running length is min(1, e / L₀)^``BONE_VIEW_POWER``, e the bone's
+#: extent across the line of sight (what the 2D observes) and L₀ the bone's plain running length
+#: (every frame alike): the mean follows the frames where the 2D sees the bone at its full length,
+#: not foreshortened, where its length is the 2D's rather than the lifter's depth. Session 22
+#: (benchmarks/RESULTS.md): 4 and 8 tied on the validation motion, 4 was better on the walking
+#: fixture through the ring rig; 0 is session 21's plain mean.
 BONE_VIEW_POWER = 4.0
 
 
@@ -103,7 +103,7 @@ def ray_correction(pose: np.ndarray, rays: np.ndarray, weight: np.ndarray, retur
 def bone_depth_correction(pose: np.ndarray, rays: np.ndarray, weight: np.ndarray, length: np.ndarray,
                           count: np.ndarray, delta: np.ndarray, ema: np.ndarray, parents=PARENTS,
                           gate: float = BONE_GATE, horizon: float = BONE_HORIZON, mirror=FLIP_PERM,
-                          view_power: float = BONE_VIEW_POWER):
+                          view_power: float = BONE_VIEW_POWER, reference: str = "plain"):
     """Depth of every bone from the stream's running bone lengths: one frame of B streams.
 
     This is the NumPy definition of step 5 of ``posert._C.reproject`` (csrc/reprojection.h),
@@ -116,15 +116,24 @@ def bone_depth_correction(pose: np.ndarray, rays: np.ndarray, weight: np.ndarray
        A_jz ≤ 0.01 R_z is not "in front".
     2. For every bone (p, j) whose two ends have weight > 0 and whose child is in front, with
        v = A_j − A_p: e = √(|v|² − (v·r_j)²/|r_j|²) is its extent across the line of sight (the
-       part the 2D observes), w = min(1, e / length)^view_power the frame's weight (1 while
-       count = 0), count += w and length += w (|v| − length) / min(count, horizon): a running
-       mean (mm) that follows the frames where the 2D sees the bone at its full length rather
-       than foreshortened, where its length is the 2D's rather than the lifter's depth
-       (view_power = 0: every frame alike, session 21). Weighting by the refined pose's own
-       angle to the line of sight instead selects the frames where the lifter squashed the bone
-       in depth (session 22).
+       part the 2D observes). Two running means of |v| (mm) are kept, column 0 and 1 of
+       ``length`` and ``count``: the plain one, L₀ = length[..., 1], of every frame alike
+       (count[..., 1] += 1, L₀ += (|v| − L₀) / min(count[..., 1], horizon)), and the one used,
+       length[..., 0], in which the frame weighs w = min(1, e / L₀)^view_power (L₀ before this
+       frame; w = 1 while count[..., 1] = 0): count[..., 0] += w, length[..., 0] += w (|v| −
+       length[..., 0]) / min(count[..., 0], horizon). It follows the frames where the 2D sees
+       the bone at its full length rather than foreshortened, where its length is the 2D's
+       rather than the lifter's depth (view_power = 0: every frame alike, session 21).
+       Weighting by the refined pose's own angle to the line of sight instead selects the frames
+       where the lifter squashed the bone in depth (session 22). The reference is the plain mean,
+       not the weighted mean itself (``reference="own"``, session 22): against its own estimate
+       a bad start (a first frame's bone 4× too long, as DeepMimic's held-out streams with
+       detector noise begin) makes every later frame look foreshortened and weigh ≤ (1/4)^4,
+       which holds the length wrong: +192 % after 100 frames of real motion, where the plain
+       reference leaves +5 % (tests/test_geometry.py, session 23).
     3. The length used, L, pools the bone with its mirror image (``mirror``, left ↔ right):
-       L = (count_b length_b + count_m length_m) / (count_b + count_m), a person being symmetric.
+       L = (count_b length_b + count_m length_m) / (count_b + count_m) over column 0, a person
+       being symmetric.
     4. Every joint moves only along its own line of sight by t_j mm of depth, so the pose's
        projection does not change. Parents first (t_root = 0): the child first rides along with
        its parent's depth, a = A_j + t_p r_j; with v = a − (A_p + t_p r_p), the point a + δ r_j at
@@ -142,24 +151,32 @@ def bone_depth_correction(pose: np.ndarray, rays: np.ndarray, weight: np.ndarray
             output).
         rays: (B, 17, 2) the keypoints' undistorted normalised coordinates (:func:`ray_correction`).
         weight: (B, 17) confidences; 0 marks a missing joint.
-        length, count, delta: (B, 16) the rows' state (bone b = joint b + 1 and its parent), mm,
-            summed frame weights, mm; not modified.
+        length, count: (B, 16, 2) the rows' running means (bone b = joint b + 1 and its parent;
+            column 0 the view-weighted one, column 1 the plain one; mm) and their summed frame
+            weights; not modified.
+        delta: (B, 16) the rows' smoothed depth moves, mm; not modified.
         ema: (B,) the EMA weight of each row (the pipeline's max(β, 1 / (n + 1))).
         parents: (17,) parent of each joint, ``parents[j] < j`` (:data:`~posert.skeleton.PARENTS`).
         gate, horizon, view_power: :data:`BONE_GATE`, :data:`BONE_HORIZON`, :data:`BONE_VIEW_POWER`.
+        reference: ``"plain"`` (the weight's L₀ is the plain mean) or ``"own"`` (the weighted mean
+            itself, session 22's form; kept for the ablation).
         mirror: (17,) left/right joint permutation (:data:`~posert.skeleton.FLIP_PERM`), or None
             for no pooling.
     Returns:
-        (out (B, 17, 3) float64 mm, length, count, delta (B, 16) float64): the corrected poses and
-        the rows' new state.
+        (out (B, 17, 3) float64 mm, length, count (B, 16, 2), delta (B, 16) float64): the corrected
+        poses and the rows' new state.
     Raises:
-        ValueError: for shapes other than the above.
+        ValueError: for shapes other than the above, or an unknown ``reference``.
     """
     pose = np.asarray(pose, dtype=np.float64)
     B = len(pose)
-    if np.shape(length) != (B, NUM_JOINTS - 1) or np.shape(count) != (B, NUM_JOINTS - 1) \
+    if np.shape(length) != (B, NUM_JOINTS - 1, 2) or np.shape(count) != (B, NUM_JOINTS - 1, 2) \
             or np.shape(delta) != (B, NUM_JOINTS - 1) or np.shape(ema) != (B,):
-        raise ValueError(f"expected state (B, {NUM_JOINTS - 1}) and ema (B,) for B = {B}")
+        raise ValueError(f"expected length, count (B, {NUM_JOINTS - 1}, 2), delta (B, {NUM_JOINTS - 1}) and ema (B,) "
+                         f"for B = {B}")
+    if reference not in ("plain", "own"):
+        raise ValueError(f"reference must be 'plain' or 'own', got {reference!r}")
+    ref_col = 1 if reference == "plain" else 0
     w = np.asarray(weight, dtype=np.float64)
     _, R = ray_correction(pose, rays, w, return_position=True)
     ok = R[:, 2] > 0
@@ -174,18 +191,22 @@ def bone_depth_correction(pose: np.ndarray, rays: np.ndarray, weight: np.ndarray
         vv = (v * v).sum(-1)
         rr = (r * r).sum(-1)
         e = np.sqrt(np.maximum(vv - (v * r).sum(-1) ** 2 / np.where(rr > 0, rr, 1.0), 0.0))  # across the line of sight
-        has = (count[:, b] > 0) & (length[:, b] > 0)
-        wb = np.where(has, np.minimum(1.0, e / np.where(has, length[:, b], 1.0)) ** view_power, 1.0) \
+        L0, n0 = length[:, b, ref_col], count[:, b, ref_col]
+        has = (n0 > 0) & (L0 > 0)
+        wb = np.where(has, np.minimum(1.0, e / np.where(has, L0, 1.0)) ** view_power, 1.0) \
             if view_power != 0 else np.ones(B)
-        seen = front_all[:, j] & (w[:, p] > 0) & (w[:, j] > 0) & (vv > 0) & (wb > 0)
-        count[seen, b] += wb[seen]
-        length[seen, b] += wb[seen] * (np.sqrt(vv[seen]) - length[seen, b]) / np.minimum(count[seen, b], horizon)
-    L_used = length.copy()
+        seen = front_all[:, j] & (w[:, p] > 0) & (w[:, j] > 0) & (vv > 0)
+        for col, wc in ((0, wb), (1, np.ones(B))):
+            s = seen & (wc > 0)
+            count[s, b, col] += wc[s]
+            length[s, b, col] += wc[s] * (np.sqrt(vv[s]) - length[s, b, col]) / np.minimum(count[s, b, col], horizon)
+    length_w, count_w = length[..., 0], count[..., 0]
+    L_used = length_w.copy()
     if mirror is not None:
         m = np.asarray(mirror)[1:] - 1  # the mirror image of bone b
-        n = count + count[:, m]
-        pooled = np.where(n > 0, (count * length + count[:, m] * length[:, m]) / np.where(n > 0, n, 1.0), 0.0)
-        L_used = np.where(m == np.arange(NUM_JOINTS - 1), length, pooled)
+        n = count_w + count_w[:, m]
+        pooled = np.where(n > 0, (count_w * length_w + count_w[:, m] * length_w[:, m]) / np.where(n > 0, n, 1.0), 0.0)
+        L_used = np.where(m == np.arange(NUM_JOINTS - 1), length_w, pooled)
     tdep = np.zeros(pose.shape[:2])  # each joint's move along it (mm of depth)
     for j in range(1, NUM_JOINTS):
         p, b = parents[j], j - 1
