@@ -14,10 +14,13 @@ missing joints/limbs):
 - ``+ bone depth, plain mean``: session 21's running lengths, every frame alike, no pooling
   (``bone_view_power=0, bone_symmetry=False``);
 - ``+ bone depth, viewed``: each frame weighted by min(1, e / L₀)^P, P = ``BONE_VIEW_POWER``, e the
-  bone's extent across the line of sight and L₀ its plain running length, no pooling;
+  bone's extent across the line of sight and L₀ its running length (capped at ``BONE_VIEW_CAP``
+  times the plain one), no pooling;
 - ``+ bone depth, pooled``: every frame alike, left/right pooled;
-- ``+ bone depth, viewed against its own length + pooled``: L₀ the weighted length itself
-  (``bone_reference="own"``, session 22's default);
+- ``+ bone depth, viewed uncapped + pooled``: L₀ the weighted length without the cap
+  (``bone_view_cap=inf``, session 22's default);
+- ``+ bone depth, viewed against the plain length + pooled``: L₀ = min(L, 1 · plain), in effect the
+  plain running length (``bone_view_cap=1``);
 - ``+ bone depth (default)``: viewed and pooled, what ``posert eval`` reports;
 - with ``--view-powers P ...`` also ``viewed P, pooled`` for each P (the sweep behind the default);
 
@@ -53,7 +56,8 @@ SETTINGS = (("refiner alone", dict(reprojection="off")), ("+ lateral", dict(bone
             ("+ bone depth, plain mean (session 21)", dict(bone_view_power=0.0, bone_symmetry=False)),
             (f"+ bone depth, viewed (P = {BONE_VIEW_POWER:g})", dict(bone_symmetry=False)),
             ("+ bone depth, pooled", dict(bone_view_power=0.0)),
-            ("+ bone depth, viewed against its own length + pooled (session 22)", dict(bone_reference="own")),
+            ("+ bone depth, viewed uncapped + pooled (session 22)", dict(bone_view_cap=float("inf"))),
+            ("+ bone depth, viewed against the plain length + pooled", dict(bone_view_cap=1.0)),
             ("+ bone depth, viewed + pooled (default)", dict()))
 
 

@@ -286,7 +286,7 @@ void reproject(const py::array& pose_arr, const I64& rows, const I64& slots, con
                const F64& K, const F64& dist, const py::array& dbar_arr, const F64& weight, int iterations,
                const py::object& parents_obj, const py::object& length_obj, const py::object& count_obj,
                const py::object& delta_obj, double gate, double horizon, const py::object& mirror_obj,
-               double view_power, const std::string& reference) {
+               double view_power, double view_cap) {
   F32 pose = as_out(pose_arr, "pose");
   F64 dbar = as_state(dbar_arr, "dbar");
   require_shape(pose, {-1, -1, 3}, "pose (B, J, 3)");
@@ -316,7 +316,7 @@ void reproject(const py::array& pose_arr, const I64& rows, const I64& slots, con
     if (J < 2) throw py::value_error("bone depth needs J ≥ 2 joints");
     if (!(gate > 0) || !(horizon >= 1)) throw py::value_error("bone depth: gate must be > 0 and horizon ≥ 1");
     if (!(view_power >= 0) || !std::isfinite(view_power)) throw py::value_error("view_power must be finite and ≥ 0");
-    if (reference != "plain" && reference != "own") throw py::value_error("reference must be 'plain' or 'own'");
+    if (!(view_cap >= 1)) throw py::value_error("view_cap must be ≥ 1 (inf: no cap)");
     parents = py::cast<I64>(parents_obj);
     require_shape(parents, {J}, "parents (J,)");
     for (int64_t j = 1; j < J; ++j)
@@ -339,7 +339,7 @@ void reproject(const py::array& pose_arr, const I64& rows, const I64& slots, con
           throw py::value_error("mirror: must be a left/right involution of the joints that maps bones to bones");
     }
     bones = {parents.data(), mirror_obj.is_none() ? nullptr : mirror.data(), length.mutable_data(),
-             count.mutable_data(), delta.mutable_data(), gate, horizon, view_power, reference == "plain"};
+             count.mutable_data(), delta.mutable_data(), gate, horizon, view_power, view_cap};
   }
   posert::reproject_cpu(pose.mutable_data(), J, rows.data(), slots.data(), R, px.data(), conf.data(), K.data(),
                         dist.data(), dbar.mutable_data(), weight.data(), iterations, given == 4 ? &bones : nullptr);
@@ -489,12 +489,12 @@ PYBIND11_MODULE(_C, m) {
         py::arg("K"), py::arg("dist"), py::arg("dbar"), py::arg("weight"), py::arg("iterations") = 8,
         py::arg("parents") = py::none(), py::arg("bone_length") = py::none(), py::arg("bone_count") = py::none(),
         py::arg("bone_delta") = py::none(), py::arg("gate") = 0.3, py::arg("horizon") = 1000.0,
-        py::arg("mirror") = py::none(), py::arg("view_power") = 4.0, py::arg("reference") = "plain",
+        py::arg("mirror") = py::none(), py::arg("view_power") = 4.0, py::arg("view_cap") = 1.25,
         "Camera-aware correction of Pipeline.add_stream, in place: pose (B, J, 3) float32 mm, rows/slots (R,) int64, "
         "px (S, J, 2), conf (S, J), K (S, 3, 3), dist (S, 5), dbar (S, J, 3), weight (R,), all float64; with "
         "parents (J,) int64, bone_length/bone_count (S, J − 1, 2) and bone_delta (S, J − 1) float64 also the depth "
         "from bone lengths (csrc/reprojection.h), each frame's length weighted by min(1, e / L0)^view_power (e: its "
-        "extent across the line of sight; L0: the plain running mean, or with reference='own' the weighted one) and "
+        "extent across the line of sight; L0: the weighted running length, at most view_cap times the plain one) and "
         "pooled with the mirrored bone given mirror (J,) int64, a left/right joint permutation.");
   m.def("ddim_update", &ddim_update, py::arg("x_k"), py::arg("e"), py::arg("out"), py::arg("a"), py::arg("b"),
         py::arg("ap"), py::arg("bp"), "Fused DDIM update (D3PRefiner Eq. 9) on float32 arrays; out may alias x_k.");

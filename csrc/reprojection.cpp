@@ -113,13 +113,13 @@ void reproject_cpu(float* pose, int64_t J, const int64_t* rows, const int64_t* s
         const double vr = v[0] * rj[0] + v[1] * rj[1] + v[2] * rj[2];
         const double rr = rj[0] * rj[0] + rj[1] * rj[1] + rj[2] * rj[2];
         const double seen2d = std::sqrt(std::max(vv - vr * vr / rr, 0.0));  // the extent across the line of sight
-        const int64_t ref = 2 * (j - 1) + (bones->plain_reference ? 1 : 0);  // the weight's L₀
-        const double w = bones->view_power == 0 || !(cnt[ref] > 0 && len[ref] > 0)
-                             ? 1.0
-                             : std::pow(std::min(1.0, seen2d / len[ref]), bones->view_power);
-        const double vlen = std::sqrt(vv);
         double* lw = &len[2 * (j - 1)];
         double* nw = &cnt[2 * (j - 1)];
+        const double L0 = std::min(lw[0], bones->view_cap * lw[1]);  // the weight's reference
+        const double w = bones->view_power == 0 || !(nw[0] > 0 && nw[1] > 0 && lw[0] > 0 && lw[1] > 0)
+                             ? 1.0
+                             : std::pow(std::min(1.0, seen2d / L0), bones->view_power);
+        const double vlen = std::sqrt(vv);
         nw[1] += 1.0;  // the plain mean, every frame alike
         lw[1] += (vlen - lw[1]) / std::min(nw[1], bones->horizon);
         if (!(w > 0)) continue;

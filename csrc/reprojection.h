@@ -23,9 +23,9 @@ namespace posert {
 //      visible and j in front, v = A_j − A_p, e = √(|v|² − (v·r_j)²/|r_j|²) its extent across the
 //      line of sight (what the 2D observes). Two running means of |v| per bone: the plain one,
 //      count[s, j−1, 1] += 1, length[s, j−1, 1] += (|v| − length) / min(count, horizon), and the
-//      view-weighted one, in which the frame weighs w = min(1, e / L₀)^view_power with L₀ the plain
-//      mean before this frame (`plain_reference`; else column 0 itself, session 22's form), 1 while
-//      L₀'s count is 0: count[s, j−1, 0] += w, length[s, j−1, 0] += w (|v| − length) / min(count,
+//      view-weighted one, in which the frame weighs w = min(1, e / L₀)^view_power with
+//      L₀ = min(length[s, j−1, 0], view_cap · length[s, j−1, 1]) before this frame (1 while a count
+//      is 0): count[s, j−1, 0] += w, length[s, j−1, 0] += w (|v| − length) / min(count,
 //      horizon). It follows the frames where the bone is seen at its full length rather than
 //      foreshortened. The length used is column 0 pooled with the mirrored bone (left/right,
 //      `mirror`): L = Σ count·length / Σ count over the
@@ -44,7 +44,7 @@ struct BoneDepth {
   double gate;             // g's fraction of L
   double horizon;          // the running mean's memory, frames
   double view_power;       // w = min(1, e / L₀)^view_power; 0: every frame alike
-  bool plain_reference;    // L₀ = the plain mean (true) or the view-weighted mean itself (session 22)
+  double view_cap;         // L₀ = min(view-weighted, view_cap · plain); inf: uncapped (session 22)
 };
 void reproject_cpu(float* pose, int64_t J, const int64_t* rows, const int64_t* slots, int64_t R,
                    const double* px, const double* conf, const double* K, const double* dist, double* dbar,

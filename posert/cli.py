@@ -159,8 +159,8 @@ def cmd_eval(args) -> int:
                     ddim_steps=args.steps, hypotheses=args.hypotheses, precision=args.precision,
                     mean_ema=args.mean_ema, reprojection=args.reprojection, reprojection_ema=args.reprojection_ema,
                     bone_depth=args.bone_depth == "on", bone_symmetry=args.bone_symmetry == "on",
-                    bone_reference=args.bone_reference,
-                    **({} if args.bone_view_power is None else {"bone_view_power": args.bone_view_power}))
+                    **({} if args.bone_view_power is None else {"bone_view_power": args.bone_view_power}),
+                    **({} if args.bone_view_cap is None else {"bone_view_cap": args.bone_view_cap}))
     noise = {"none": None, "detector": NoiseModel(), "occlusion": OcclusionModel()}[args.noise]
     report = evaluate(pipe, seqs, cams, noise, seed=args.seed, camera_aware=args.camera_aware)
     report["config"] = {"motion": str(args.motion), "noise": args.noise, "backend": args.backend,
@@ -169,7 +169,7 @@ def cmd_eval(args) -> int:
                         "hypotheses": pipe.hypotheses, "reprojection": pipe.reprojection,
                         "camera_aware": args.camera_aware, "reprojection_ema": pipe.reprojection_ema,
                         "bone_depth": pipe.bone_depth, "bone_view_power": pipe.bone_view_power,
-                        "bone_symmetry": pipe.bone_symmetry, "bone_reference": pipe.bone_reference}
+                        "bone_symmetry": pipe.bone_symmetry, "bone_view_cap": pipe.bone_view_cap}
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(report, indent=2))
     _print_accuracy(report)
@@ -426,13 +426,13 @@ def build_parser() -> argparse.ArgumentParser:
                         "running mean bone lengths (Pipeline(bone_depth=...); default on)")
     e.add_argument("--bone-view-power", type=float, default=None, metavar="P",
                    help="a frame's weight in a bone's running length is min(1, e / L0)^P, e the bone's extent "
-                        "across the line of sight, L0 its plain running length (default: posert.runtime."
+                        "across the line of sight, L0 its running length (default: posert.runtime."
                         "reprojection.BONE_VIEW_POWER, 4; 0: every frame alike, session 21)")
     e.add_argument("--bone-symmetry", choices=["on", "off"], default="on",
                    help="pool each left/right bone's running length with its mirror image's (default on)")
-    e.add_argument("--bone-reference", choices=["plain", "own"], default="plain",
-                   help="L0 of that weight: the plain running length (default) or the weighted one itself "
-                        "(session 22)")
+    e.add_argument("--bone-view-cap", type=float, default=None, metavar="K",
+                   help="L0 of that weight is capped at K times the bone's plain running length (default: "
+                        "posert.runtime.reprojection.BONE_VIEW_CAP, 1.25; inf: no cap, session 22)")
     e.set_defaults(fn=cmd_eval)
 
     b = sub.add_parser("bench", help="per-tick latency vs the PyTorch eager reference")

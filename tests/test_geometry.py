@@ -7,7 +7,7 @@ from scipy.spatial.transform import Rotation
 from posert.camera import Camera, look_at_camera, normalize_screen, pixels_to_rays, ring_rig
 from posert.data.dataset import center_on_floor
 from posert.metrics import accel_error, mpjpe, p_mpjpe
-from posert.runtime.reprojection import BONE_VIEW_POWER, bone_depth_correction, ray_correction
+from posert.runtime.reprojection import BONE_VIEW_CAP, BONE_VIEW_POWER, bone_depth_correction, ray_correction
 from posert.skeleton import FLIP_PERM, PARENTS, ROOT, bone_lengths
 
 #: The intrinsics and lens distortion of Human3.6M camera 54138969 (its published calibration).
@@ -120,8 +120,8 @@ def test_bone_depth_correction_sets_depth_from_bone_lengths(motion):
     the true lines of sight (same 2D, bones too short in depth) gets its depth back, more than
     half of it with the default gate and nearly all without, while its 2D stays exactly the
     same; a frame's weight in the running length used is min(1, e / L₀)^view_power, e the bone's
-    extent across the line of sight and L₀ the plain running length (the used one itself with
-    ``reference="own"``), while the plain one counts every frame 1 (all 1 with view_power 0);
+    extent across the line of sight and L₀ that length capped at ``view_cap`` times the plain
+    running length, while the plain one counts every frame 1 (all 1 with view_power 0);
     with ``mirror`` a bone's length is
     pooled with its mirror image's; a fresh state takes the pose's own lengths; a hidden joint
     (weight 0, NaN ray) stays finite and keeps its bone's state; a row with one visible joint is
@@ -143,14 +143,15 @@ def test_bone_depth_correction_sets_depth_from_bone_lengths(motion):
     _, _, cw, _ = bone_depth_correction(gt, rays, ones, L2, one, zero, ema, **own)
     np.testing.assert_allclose(cw[..., 0] - 1, np.minimum(seen, 1) ** BONE_VIEW_POWER, rtol=1e-6, atol=1e-12)
     assert np.all(cw[..., 1] == 2)  # the plain mean: every frame 1
-    # the weight's L₀ is the plain mean (column 1), not the weighted mean (column 0) it feeds
+    # a weighted length (column 0) twice the plain one (column 1): L₀ is the cap, 1.25 L
     high = np.stack([2 * L, L], axis=-1)
     _, _, cp, _ = bone_depth_correction(gt, rays, ones, high, one, zero, ema, **own)
-    np.testing.assert_array_equal(cp, cw)
-    _, _, co, _ = bone_depth_correction(gt, rays, ones, high, one, zero, ema, reference="own", **own)
+    np.testing.assert_allclose(cp[..., 0] - 1, np.minimum(seen / BONE_VIEW_CAP, 1) ** BONE_VIEW_POWER, rtol=1e-6,
+                               atol=1e-12)
+    _, _, co, _ = bone_depth_correction(gt, rays, ones, high, one, zero, ema, view_cap=np.inf, **own)
     np.testing.assert_allclose(co[..., 0] - 1, np.minimum(seen / 2, 1) ** BONE_VIEW_POWER, rtol=1e-6, atol=1e-12)
-    with pytest.raises(ValueError, match="reference"):
-        bone_depth_correction(gt, rays, ones, L2, one, zero, ema, reference="weighted")
+    with pytest.raises(ValueError, match="view_cap"):
+        bone_depth_correction(gt, rays, ones, L2, one, zero, ema, view_cap=0.5)
     _, _, c0, _ = bone_depth_correction(gt, rays, ones, L2, one, zero, ema, view_power=0, **own)
     assert np.all(c0 == 2)  # session 21's plain mean
     zr = cam3d[:, ROOT:ROOT + 1, 2:3]
@@ -195,11 +196,11 @@ def test_bone_depth_correction_sets_depth_from_bone_lengths(motion):
 def test_bone_length_forgets_a_bad_first_frame(motion):
     """A stream's first frame with its right hip 4× too far from the root (as a first detection
     with a swapped or stray joint gives), then 399 true frames of real motion through the H36M
-    lens: the running length used forgets it as the plain mean does (measured +13.5 % after 50
-    frames, +5.3 % after 100), because the view weight of every later frame is judged against the
-    plain running length. Judged against the weighted length itself (``reference="own"``, session
-    22) every later frame looks foreshortened, weighs (e / 4L)^4 and the hip stays wrong
-    (measured +192 % after 100 frames, +34 % after 200)."""
+    lens: the running length used forgets it (measured +31 % after 50 frames, +9.7 % after 100),
+    because the view weight of every later frame is judged against that length capped at 1.25×
+    the plain running length (the plain one alone, ``view_cap=1``: +13.5 %, +5.3 %). Uncapped
+    (``view_cap=inf``, session 22) every later frame looks foreshortened, weighs ≤ (1/4)^4 and the
+    hip stays wrong (measured +192 % after 100 frames, +34 % after 200)."""
     px, cam3d, cam = _h36m_view(motion, frames=400)
     rays = cam.rays(px)
     gt = cam3d - cam3d[:, ROOT:ROOT + 1]
@@ -207,14 +208,14 @@ def test_bone_length_forgets_a_bad_first_frame(motion):
     bad = gt.copy()
     bad[0, 1] = bad[0, ROOT] + 4 * (gt[0, 1] - gt[0, ROOT])
     hip = {}
-    for reference in ("plain", "own"):
+    for cap in (BONE_VIEW_CAP, np.inf):
         L, n, d = np.zeros((1, 16, 2)), np.zeros((1, 16, 2)), np.zeros((1, 16))
-        hip[reference] = []
+        hip[cap] = []
         for t in range(len(gt)):
             _, L, n, d = bone_depth_correction(bad[t:t + 1], rays[t:t + 1], np.ones((1, 17)), L, n, d,
-                                               np.array([max(0.1, 1 / (t + 1))]), mirror=None, reference=reference)
-            hip[reference].append(L[0, 0, 0] / true - 1)
-    plain, own = np.array(hip["plain"]), np.array(hip["own"])
-    assert plain[0] == own[0] == pytest.approx(3.0)
-    assert plain[50] < 0.2 and plain[100] < 0.1, (plain[50], plain[100])
-    assert own[100] > 1.0 and own[200] > 0.2, (own[100], own[200])  # the failure the default avoids
+                                               np.array([max(0.1, 1 / (t + 1))]), mirror=None, view_cap=cap)
+            hip[cap].append(L[0, 0, 0] / true - 1)
+    capped, uncapped = np.array(hip[BONE_VIEW_CAP]), np.array(hip[np.inf])
+    assert capped[0] == uncapped[0] == pytest.approx(3.0)
+    assert capped[50] < 0.5 and capped[100] < 0.15 and capped[200] < 0.05, capped[[50, 100, 200]]
+    assert uncapped[100] > 1.0 and uncapped[200] > 0.2, uncapped[[100, 200]]  # the failure the cap avoids

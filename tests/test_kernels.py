@@ -434,8 +434,8 @@ def test_reproject_kernel_equals_numpy_reference(motion, models, bones):
     through a lens with H36M's distortion and lifted by the committed lifter: several ticks (the
     EMAs and running lengths carry over), rows in another order than slots, hidden joints with
     NaN pixels, a row with one visible joint (no correction) and a stream with another lens.
-    ``viewed``: the default bone lengths (weighted by view against the plain running length,
-    left/right pooled); ``own``: weighted against the weighted length itself (session 22);
+    ``viewed``: the default bone lengths (weighted by view against the running length capped at
+    1.25× the plain one, left/right pooled); ``own``: uncapped (session 22);
     ``plain``: session 21's (every frame alike, no pooling)."""
     import torch
 
@@ -463,11 +463,11 @@ def test_reproject_kernel_equals_numpy_reference(motion, models, bones):
     parents = np.array(PARENTS, np.int64)
     mirror = np.array(FLIP_PERM, np.int64)
     kw = dict(zip(("bone_length", "bone_count", "bone_delta"), state), parents=parents) if bones else {}
-    ref_kw = {"plain": dict(view_power=0.0, mirror=None), "own": dict(reference="own")}.get(bones, {})
+    ref_kw = {"plain": dict(view_power=0.0, mirror=None), "own": dict(view_cap=np.inf)}.get(bones, {})
     if bones:
         kw.update(view_power=0.0) if bones == "plain" else kw.update(mirror=mirror)
         if bones == "own":
-            kw.update(reference="own")
+            kw.update(view_cap=np.inf)
     rng = np.random.default_rng(0)
     for t in range(T):
         for b, s in enumerate(slots):
@@ -507,8 +507,8 @@ def test_reproject_kernel_equals_numpy_reference(motion, models, bones):
         if bones != "plain":
             assert np.abs(n - np.round(n)).max() > 0.01  # weights below 1, not frame counts
         if bones == "viewed":
-            with pytest.raises(ValueError, match="reference"):
-                _C.reproject(pose, rows, slots, px, conf, Ks, dists, dbar, weight, **{**kw, "reference": "weighted"})
+            with pytest.raises(ValueError, match="view_cap"):
+                _C.reproject(pose, rows, slots, px, conf, Ks, dists, dbar, weight, **{**kw, "view_cap": 0.5})
             with pytest.raises(ValueError, match="bone_length"):
                 _C.reproject(pose, rows, slots, px, conf, Ks, dists, dbar, weight,
                              **{**kw, "bone_length": np.zeros((S, 16))})

@@ -499,6 +499,9 @@ def test_camera_aware_inputs_are_validated(ort_pipe, cameras):
     for bad in (-1.0, float("nan"), float("inf")):
         with pytest.raises(ValueError, match="bone_view_power"):
             Pipeline(TorchBackend.from_checkpoints(), max_streams=1, bone_view_power=bad)
+    for bad in (0.5, float("nan")):
+        with pytest.raises(ValueError, match="bone_view_cap"):
+            Pipeline(TorchBackend.from_checkpoints(), max_streams=1, bone_view_cap=bad)
 
 
 def test_default_pipeline_corrects_every_stream_with_guessed_intrinsics(ort_pipe, given_pipe, real_views):

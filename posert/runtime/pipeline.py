@@ -31,7 +31,7 @@ import numpy as np
 from posert import _C
 from posert.camera import Camera
 from posert.models.diffusion import Schedule
-from posert.runtime.reprojection import BONE_GATE, BONE_HORIZON, BONE_VIEW_POWER
+from posert.runtime.reprojection import BONE_GATE, BONE_HORIZON, BONE_VIEW_CAP, BONE_VIEW_POWER
 from posert.skeleton import FLIP_PERM, NUM_JOINTS, PARENTS, ROOT
 
 _PARENTS = np.array(PARENTS, np.int64)
@@ -146,13 +146,15 @@ class Pipeline:
             one thing about the person that does not change; benchmarks/bone_depth.py measures it.
         bone_view_power: each frame's weight in a bone's running length is min(1, e / L₀)^P,
             P = bone_view_power, e the bone's extent across the line of sight (what the 2D
-            observes) and L₀ the bone's plain running length so far, every frame alike
+            observes) and L₀ its running length so far
             (:data:`~posert.runtime.reprojection.BONE_VIEW_POWER`, 4, by default): the mean
             follows the frames where the 2D sees the bone at its full length. 0: every frame
             alike (session 21's plain mean). ValueError if negative or not finite.
-        bone_reference: the L₀ of that weight: ``"plain"`` (default, session 23), or ``"own"``,
-            the weighted length itself (session 22), which a bad start can hold wrong for
-            hundreds of frames. ValueError otherwise.
+        bone_view_cap: that L₀ is the weighted length itself capped at bone_view_cap times the
+            plain running length (:data:`~posert.runtime.reprojection.BONE_VIEW_CAP`, 1.25, by
+            default, session 23), so a bad first frame is forgotten; ``inf``: no cap (session
+            22), where one bad start holds a bone's length wrong for seconds. ValueError if < 1
+            or NaN.
         bone_symmetry: pool each left or right bone's running length with its mirror image's
             (default True; a person is left/right symmetric).
 
@@ -175,7 +177,7 @@ class Pipeline:
                  min_shard: int = 4, attention: str = "auto", cnd_mean: bool | None = None,
                  mean_ema: float | None = None, reprojection: str = "guess", reprojection_ema: float = 0.1,
                  bone_depth: bool = True, bone_view_power: float = BONE_VIEW_POWER, bone_symmetry: bool = True,
-                 bone_reference: str = "plain"):
+                 bone_view_cap: float = BONE_VIEW_CAP):
         if isinstance(backend, str):
             from posert.runtime.backends import create_backend
 
@@ -216,9 +218,9 @@ class Pipeline:
             raise ValueError(f"bone_view_power must be finite and ≥ 0, got {bone_view_power}")
         self.bone_view_power = float(bone_view_power)
         self.bone_symmetry = bool(bone_symmetry)
-        if bone_reference not in ("plain", "own"):
-            raise ValueError(f"bone_reference must be 'plain' or 'own', got {bone_reference!r}")
-        self.bone_reference = bone_reference
+        if not bone_view_cap >= 1:
+            raise ValueError(f"bone_view_cap must be ≥ 1 (inf: no cap), got {bone_view_cap}")
+        self.bone_view_cap = float(bone_view_cap)
         shift = None
         if self.cnd_mean:
             A, c = cnd.mean_map()
@@ -495,7 +497,7 @@ class Pipeline:
             _C.reproject(refined, rows, slots, self._px, self._pconf, self._K, self._dist, self._dbar, weight,
                          parents=_PARENTS, bone_length=self._blen, bone_count=self._bcount, bone_delta=self._bdelta,
                          gate=BONE_GATE, horizon=float(BONE_HORIZON), view_power=self.bone_view_power,
-                         mirror=_MIRROR if self.bone_symmetry else None, reference=self.bone_reference)
+                         mirror=_MIRROR if self.bone_symmetry else None, view_cap=self.bone_view_cap)
         else:
             _C.reproject(refined, rows, slots, self._px, self._pconf, self._K, self._dist, self._dbar, weight)
 

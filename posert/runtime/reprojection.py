@@ -36,12 +36,19 @@ BONE_GATE = 0.3
 #: frames (20 s at 50 fps), so a stream that runs for hours still follows slow changes.
 BONE_HORIZON = 1000
 #: A frame's weight in a bone's running length is min(1, e / L₀)^``BONE_VIEW_POWER``, e the bone's
-#: extent across the line of sight (what the 2D observes) and L₀ the bone's plain running length
-#: (every frame alike): the mean follows the frames where the 2D sees the bone at its full length,
+#: extent across the line of sight (what the 2D observes) and L₀ the running length so far
+#: (:data:`BONE_VIEW_CAP`): the mean follows the frames where the 2D sees the bone at its full length,
 #: not foreshortened, where its length is the 2D's rather than the lifter's depth. Session 22
 #: (benchmarks/RESULTS.md): 4 and 8 tied on the validation motion, 4 was better on the walking
 #: fixture through the ring rig; 0 is session 21's plain mean.
 BONE_VIEW_POWER = 4.0
+#: That weight's L₀ is the bone's view-weighted running length itself, capped at ``BONE_VIEW_CAP``
+#: times its plain running length (every frame alike). Against an uncapped L₀ (session 22) a bad
+#: start (a first frame's bone 4× too long) makes every later frame look foreshortened and weigh
+#: ≤ (1/4)^4, which holds the length wrong for seconds; the plain mean forgets it as 1 / frames.
+#: On the validation motion and OMOMO the weighted length exceeds the plain one by ≤ 1.21–1.26 in
+#: 99 % of stream-frames after the first second (session 23), so the cap rarely binds there.
+BONE_VIEW_CAP = 1.25
 
 
 def ray_correction(pose: np.ndarray, rays: np.ndarray, weight: np.ndarray, return_position: bool = False):
@@ -103,7 +110,7 @@ def ray_correction(pose: np.ndarray, rays: np.ndarray, weight: np.ndarray, retur
 def bone_depth_correction(pose: np.ndarray, rays: np.ndarray, weight: np.ndarray, length: np.ndarray,
                           count: np.ndarray, delta: np.ndarray, ema: np.ndarray, parents=PARENTS,
                           gate: float = BONE_GATE, horizon: float = BONE_HORIZON, mirror=FLIP_PERM,
-                          view_power: float = BONE_VIEW_POWER, reference: str = "plain"):
+                          view_power: float = BONE_VIEW_POWER, view_cap: float = BONE_VIEW_CAP):
     """Depth of every bone from the stream's running bone lengths: one frame of B streams.
 
     This is the NumPy definition of step 5 of ``posert._C.reproject`` (csrc/reprojection.h),
@@ -117,20 +124,20 @@ def bone_depth_correction(pose: np.ndarray, rays: np.ndarray, weight: np.ndarray
     2. For every bone (p, j) whose two ends have weight > 0 and whose child is in front, with
        v = A_j − A_p: e = √(|v|² − (v·r_j)²/|r_j|²) is its extent across the line of sight (the
        part the 2D observes). Two running means of |v| (mm) are kept, column 0 and 1 of
-       ``length`` and ``count``: the plain one, L₀ = length[..., 1], of every frame alike
-       (count[..., 1] += 1, L₀ += (|v| − L₀) / min(count[..., 1], horizon)), and the one used,
-       length[..., 0], in which the frame weighs w = min(1, e / L₀)^view_power (L₀ before this
-       frame; w = 1 while count[..., 1] = 0): count[..., 0] += w, length[..., 0] += w (|v| −
-       length[..., 0]) / min(count[..., 0], horizon). It follows the frames where the 2D sees
-       the bone at its full length rather than foreshortened, where its length is the 2D's
+       ``length`` and ``count``: the one used, length[..., 0], and the plain one,
+       length[..., 1], of every frame alike (count[..., 1] += 1, length[..., 1] += (|v| −
+       length[..., 1]) / min(count[..., 1], horizon)). In the one used the frame weighs
+       w = min(1, e / L₀)^view_power with L₀ = min(length[..., 0], view_cap · length[..., 1])
+       before this frame (w = 1 while a count is 0): count[..., 0] += w, length[..., 0] +=
+       w (|v| − length[..., 0]) / min(count[..., 0], horizon). It follows the frames where the 2D
+       sees the bone at its full length rather than foreshortened, where its length is the 2D's
        rather than the lifter's depth (view_power = 0: every frame alike, session 21).
        Weighting by the refined pose's own angle to the line of sight instead selects the frames
-       where the lifter squashed the bone in depth (session 22). The reference is the plain mean,
-       not the weighted mean itself (``reference="own"``, session 22): against its own estimate
-       a bad start (a first frame's bone 4× too long, as DeepMimic's held-out streams with
-       detector noise begin) makes every later frame look foreshortened and weigh ≤ (1/4)^4,
-       which holds the length wrong: +192 % after 100 frames of real motion, where the plain
-       reference leaves +5 % (tests/test_geometry.py, session 23).
+       where the lifter squashed the bone in depth (session 22). The cap keeps a bad start from
+       holding the length: uncapped (view_cap = inf, session 22), a first frame's bone 4× too
+       long (as DeepMimic's held-out streams with detector noise begin) makes every later frame
+       look foreshortened and weigh ≤ (1/4)^4: +192 % after 100 frames of real motion, against
+       +5 % with the cap (tests/test_geometry.py, session 23).
     3. The length used, L, pools the bone with its mirror image (``mirror``, left ↔ right):
        L = (count_b length_b + count_m length_m) / (count_b + count_m) over column 0, a person
        being symmetric.
@@ -158,15 +165,14 @@ def bone_depth_correction(pose: np.ndarray, rays: np.ndarray, weight: np.ndarray
         ema: (B,) the EMA weight of each row (the pipeline's max(β, 1 / (n + 1))).
         parents: (17,) parent of each joint, ``parents[j] < j`` (:data:`~posert.skeleton.PARENTS`).
         gate, horizon, view_power: :data:`BONE_GATE`, :data:`BONE_HORIZON`, :data:`BONE_VIEW_POWER`.
-        reference: ``"plain"`` (the weight's L₀ is the plain mean) or ``"own"`` (the weighted mean
-            itself, session 22's form; kept for the ablation).
+        view_cap: :data:`BONE_VIEW_CAP`, ≥ 1; ``inf``: no cap (session 22's form).
         mirror: (17,) left/right joint permutation (:data:`~posert.skeleton.FLIP_PERM`), or None
             for no pooling.
     Returns:
         (out (B, 17, 3) float64 mm, length, count (B, 16, 2), delta (B, 16) float64): the corrected
         poses and the rows' new state.
     Raises:
-        ValueError: for shapes other than the above, or an unknown ``reference``.
+        ValueError: for shapes other than the above, or ``view_cap`` < 1 or NaN.
     """
     pose = np.asarray(pose, dtype=np.float64)
     B = len(pose)
@@ -174,9 +180,8 @@ def bone_depth_correction(pose: np.ndarray, rays: np.ndarray, weight: np.ndarray
             or np.shape(delta) != (B, NUM_JOINTS - 1) or np.shape(ema) != (B,):
         raise ValueError(f"expected length, count (B, {NUM_JOINTS - 1}, 2), delta (B, {NUM_JOINTS - 1}) and ema (B,) "
                          f"for B = {B}")
-    if reference not in ("plain", "own"):
-        raise ValueError(f"reference must be 'plain' or 'own', got {reference!r}")
-    ref_col = 1 if reference == "plain" else 0
+    if not view_cap >= 1:
+        raise ValueError(f"view_cap must be ≥ 1, got {view_cap}")
     w = np.asarray(weight, dtype=np.float64)
     _, R = ray_correction(pose, rays, w, return_position=True)
     ok = R[:, 2] > 0
@@ -191,8 +196,8 @@ def bone_depth_correction(pose: np.ndarray, rays: np.ndarray, weight: np.ndarray
         vv = (v * v).sum(-1)
         rr = (r * r).sum(-1)
         e = np.sqrt(np.maximum(vv - (v * r).sum(-1) ** 2 / np.where(rr > 0, rr, 1.0), 0.0))  # across the line of sight
-        L0, n0 = length[:, b, ref_col], count[:, b, ref_col]
-        has = (n0 > 0) & (L0 > 0)
+        has = (count[:, b] > 0).all(-1) & (length[:, b] > 0).all(-1)
+        L0 = length[:, b, 0] if np.isinf(view_cap) else np.minimum(length[:, b, 0], view_cap * length[:, b, 1])
         wb = np.where(has, np.minimum(1.0, e / np.where(has, L0, 1.0)) ** view_power, 1.0) \
             if view_power != 0 else np.ones(B)
         seen = front_all[:, j] & (w[:, p] > 0) & (w[:, j] > 0) & (vv > 0)
