@@ -286,7 +286,9 @@ void reproject(const py::array& pose_arr, const I64& rows, const I64& slots, con
                const F64& K, const F64& dist, const py::array& dbar_arr, const F64& weight, int iterations,
                const py::object& parents_obj, const py::object& length_obj, const py::object& count_obj,
                const py::object& delta_obj, double gate, double horizon, const py::object& mirror_obj,
-               double view_power, double view_cap) {
+               double view_power, double view_cap, const py::object& bone_ema_obj, const py::object& hist_obj,
+               const py::object& var_obj, double noise_q, double noise_tau, double noise_fallback,
+               int64_t noise_min_joints) {
   F32 pose = as_out(pose_arr, "pose");
   F64 dbar = as_state(dbar_arr, "dbar");
   require_shape(pose, {-1, -1, 3}, "pose (B, J, 3)");
@@ -339,10 +341,33 @@ void reproject(const py::array& pose_arr, const I64& rows, const I64& slots, con
           throw py::value_error("mirror: must be a left/right involution of the joints that maps bones to bones");
     }
     bones = {parents.data(), mirror_obj.is_none() ? nullptr : mirror.data(), length.mutable_data(),
-             count.mutable_data(), delta.mutable_data(), gate, horizon, view_power, view_cap};
+             count.mutable_data(), delta.mutable_data(), gate, horizon, view_power, view_cap, nullptr};
+  }
+  F64 bone_ema;
+  if (!bone_ema_obj.is_none()) {
+    if (given != 4) throw py::value_error("bone_ema is only used with the bone depth");
+    bone_ema = py::cast<F64>(bone_ema_obj);
+    require_shape(bone_ema, {R}, "bone_ema (R,)");
+    bones.ema = bone_ema.data();
+  }
+  if (hist_obj.is_none() != var_obj.is_none())
+    throw py::value_error("adaptive β: give both noise_hist and noise_var or neither");
+  posert::LateralNoise noise{};
+  F64 hist, var;
+  if (!hist_obj.is_none()) {
+    if (!(noise_q > 0) || !std::isfinite(noise_q)) throw py::value_error("noise_q must be finite and > 0");
+    if (!(noise_tau > 0 && noise_tau <= 1)) throw py::value_error("noise_tau must be in (0, 1]");
+    if (!(noise_fallback >= 0 && noise_fallback <= 1)) throw py::value_error("noise_fallback must be in [0, 1]");
+    if (noise_min_joints < 1) throw py::value_error("noise_min_joints must be ≥ 1");
+    hist = as_state(hist_obj, "noise_hist");
+    var = as_state(var_obj, "noise_var");
+    require_shape(hist, {S, 2, J, 2}, "noise_hist (S, 2, J, 2)");
+    require_shape(var, {S, 2}, "noise_var (S, 2)");
+    noise = {hist.mutable_data(), var.mutable_data(), noise_q, noise_tau, noise_fallback, noise_min_joints};
   }
   posert::reproject_cpu(pose.mutable_data(), J, rows.data(), slots.data(), R, px.data(), conf.data(), K.data(),
-                        dist.data(), dbar.mutable_data(), weight.data(), iterations, given == 4 ? &bones : nullptr);
+                        dist.data(), dbar.mutable_data(), weight.data(), iterations, given == 4 ? &bones : nullptr,
+                        hist_obj.is_none() ? nullptr : &noise);
 }
 
 py::tuple prepare_frames(const py::array_t<double, py::array::c_style>& kp, const py::object& conf_arr,
@@ -490,12 +515,20 @@ PYBIND11_MODULE(_C, m) {
         py::arg("parents") = py::none(), py::arg("bone_length") = py::none(), py::arg("bone_count") = py::none(),
         py::arg("bone_delta") = py::none(), py::arg("gate") = 0.3, py::arg("horizon") = 1000.0,
         py::arg("mirror") = py::none(), py::arg("view_power") = 4.0, py::arg("view_cap") = 1.25,
+        py::arg("bone_ema") = py::none(), py::arg("noise_hist") = py::none(), py::arg("noise_var") = py::none(),
+        py::arg("noise_q") = 0.3, py::arg("noise_tau") = 0.05, py::arg("noise_fallback") = 0.1,
+        py::arg("noise_min_joints") = 6,
         "Camera-aware correction of Pipeline.add_stream, in place: pose (B, J, 3) float32 mm, rows/slots (R,) int64, "
         "px (S, J, 2), conf (S, J), K (S, 3, 3), dist (S, 5), dbar (S, J, 3), weight (R,), all float64; with "
         "parents (J,) int64, bone_length/bone_count (S, J − 1, 2) and bone_delta (S, J − 1) float64 also the depth "
         "from bone lengths (csrc/reprojection.h), each frame's length weighted by min(1, e / L0)^view_power (e: its "
         "extent across the line of sight; L0: the weighted running length, at most view_cap times the plain one) and "
-        "pooled with the mirrored bone given mirror (J,) int64, a left/right joint permutation.");
+        "pooled with the mirrored bone given mirror (J,) int64, a left/right joint permutation; bone_ema (R,) the "
+        "EMA weight of the bone depth (default: weight). With noise_hist (S, 2, J, 2) and noise_var (S, 2) float64 "
+        "(state; NaN when new) the EMA weight of the lateral correction is max(weight, K(noise_q / var)), var the "
+        "2D noise variance (px²) estimated from each stream's innovations (csrc/reprojection.h, LateralNoise).");
+  m.def("steady_state_gain", &posert::steady_state_gain, py::arg("lam"),
+        "Steady-state Kalman gain of a random walk in white noise, λ = q / σ² (Muth 1960).");
   m.def("ddim_update", &ddim_update, py::arg("x_k"), py::arg("e"), py::arg("out"), py::arg("a"), py::arg("b"),
         py::arg("ap"), py::arg("bp"), "Fused DDIM update (D3PRefiner Eq. 9) on float32 arrays; out may alias x_k.");
 

@@ -43,10 +43,19 @@ bool solve_position(const double* Q, const double* ux, const double* uy, const d
 
 }  // namespace
 
+double steady_state_gain(double lambda) {
+  if (!(lambda > 0)) return 0.0;
+  if (lambda > 1e12) return 1.0;  // K = 1 − O(1/λ); also keeps λ² finite
+  const double root = std::sqrt(lambda * lambda + 4 * lambda);
+  return (lambda + root) / (2 + lambda + root);
+}
+
 void reproject_cpu(float* pose, int64_t J, const int64_t* rows, const int64_t* slots, int64_t R,
                    const double* px, const double* conf, const double* K, const double* dist, double* dbar,
-                   const double* weight, int iterations, const BoneDepth* bones) {
-  std::vector<double> ux(J), uy(J), Q(J * 3), ray(J * 3), t(J), Lpool(J > 0 ? J - 1 : 0);
+                   const double* weight, int iterations, const BoneDepth* bones, const LateralNoise* noise) {
+  std::vector<double> ux(J), uy(J), Q(J * 3), ray(J * 3), t(J), Lpool(J > 0 ? J - 1 : 0), D(J * 2), a2(J);
+  std::vector<char> on(J);
+  const double nan = std::nan("");
   std::vector<char> front(J);
   for (int64_t r = 0; r < R; ++r) {
     const int64_t s = slots[r];
@@ -79,11 +88,44 @@ void reproject_cpu(float* pose, int64_t J, const int64_t* rows, const int64_t* s
     const bool ok = solve_position(Q.data(), ux.data(), uy.data(), c, J, Rp);
     double* db = dbar + s * J * 3;
     for (int64_t j = 0; j < J; ++j) {
-      const bool on = ok && c[j] > 0;
+      on[j] = ok && c[j] > 0;
       const double z = Q[j * 3 + 2] + Rp[2];
-      const double delta[3] = {on ? ux[j] * z - Rp[0] - Q[j * 3] : 0.0, on ? uy[j] * z - Rp[1] - Q[j * 3 + 1] : 0.0,
-                               0.0};
-      const double w = c[j] > 0 ? weight[r] * c[j] : 0.0;
+      D[j * 2] = on[j] ? ux[j] * z - Rp[0] - Q[j * 3] : 0.0;
+      D[j * 2 + 1] = on[j] ? uy[j] * z - Rp[1] - Q[j * 3 + 1] : 0.0;
+    }
+    double beta = weight[r];
+    if (noise != nullptr) {  // the 2D's noise from this stream's innovations (LateralNoise)
+      double* h = noise->hist + s * 2 * J * 2;  // [frame before last, last][joint][x, y] px
+      double& var = noise->var[s * 2];
+      double& seen = noise->var[s * 2 + 1];  // frames that updated var
+      int64_t n = 0;
+      for (int64_t j = 0; j < J; ++j) {
+        const double z = Q[j * 3 + 2] + Rp[2];
+        const double u[2] = {on[j] ? D[j * 2] * fx / z : nan, on[j] ? D[j * 2 + 1] * fx / z : nan};
+        double* h0 = h + j * 2;
+        double* h1 = h + (J + j) * 2;
+        if (on[j] && std::isfinite(h0[0]) && std::isfinite(h1[0])) {
+          const double ax = u[0] - 2 * h1[0] + h0[0], ay = u[1] - 2 * h1[1] + h0[1];
+          a2[n++] = ax * ax + ay * ay;
+        }
+        h0[0] = h1[0];
+        h0[1] = h1[1];
+        h1[0] = u[0];
+        h1[1] = u[1];
+      }
+      if (n >= noise->min_joints && n > 0) {
+        std::sort(a2.begin(), a2.begin() + n);
+        const double med = n % 2 ? a2[n / 2] : 0.5 * (a2[n / 2 - 1] + a2[n / 2]);
+        const double s2 = med / (6.0 * 2.0 * std::log(2.0));
+        seen = std::isnan(var) ? 1.0 : seen + 1.0;
+        var = std::isnan(var) ? s2 : var + std::max(noise->tau, 1.0 / seen) * (s2 - var);
+      }
+      const double gain = std::isnan(var) ? noise->fallback : steady_state_gain(noise->q / std::max(var, 1e-300));
+      beta = std::max(beta, gain);
+    }
+    for (int64_t j = 0; j < J; ++j) {
+      const double delta[3] = {D[j * 2], D[j * 2 + 1], 0.0};
+      const double w = c[j] > 0 ? beta * c[j] : 0.0;
       for (int e = 0; e < 3; ++e) db[j * 3 + e] += w * (delta[e] - db[j * 3 + e]);
     }
     double root[3];
@@ -153,7 +195,8 @@ void reproject_cpu(float* pose, int64_t J, const int64_t* rows, const int64_t* s
           const double g = std::min(1.0, std::fabs(vr) / std::sqrt(rr) / (bones->gate * L));
           target = g * (-vr / rr + sgn * h);
         }
-        if (c[p] > 0 && c[j] > 0) bd[j - 1] += weight[r] * std::min(c[p], c[j]) * (target - bd[j - 1]);
+        const double eps = bones->ema != nullptr ? bones->ema[r] : weight[r];
+        if (c[p] > 0 && c[j] > 0) bd[j - 1] += eps * std::min(c[p], c[j]) * (target - bd[j - 1]);
         t[j] = tp + bd[j - 1];
       }
       for (int64_t j = 1; j < J; ++j)

@@ -14,7 +14,9 @@ namespace posert {
 //      the 3×3 normal equations); Δ_j = (u_jx z_j − R_x − P_jx, u_jy z_j − R_y − P_jy, 0),
 //      z_j = P_jz + R_z, for visible joints; Δ = 0 for all joints when < 2 joints are visible, the
 //      system is degenerate (D ≤ 1e-12 Σw²), R_z ≤ 0 or a visible z_j ≤ 0.01 R_z.
-//   3. dbar[s, j] += weight[r] · conf[s, j] · (Δ_j − dbar[s, j])   (float64, per slot)
+//   3. dbar[s, j] += β_r · conf[s, j] · (Δ_j − dbar[s, j])   (float64, per slot), β_r = weight[r], or
+//      with `noise` (LateralNoise) β_r = max(weight[r], β̂_s): the steady-state Kalman gain of the 2D
+//      keypoints' noise variance estimated from the stream's innovations (see LateralNoise).
 //   4. P_j ← P_j + dbar[s, j] − (P_root + dbar[s, root]), root = joint 0.
 //   5. With `bones` (BoneDepth), the depth of every bone from the stream's running bone lengths
 //      (posert.runtime.reprojection.bone_depth_correction is its NumPy definition): R' = step 2's
@@ -33,7 +35,8 @@ namespace posert {
 //      v = (A_j + t_p r_j) − (A_p + t_p r_p),
 //      δ = −v·r_j/|r_j|² + sgn(v·r_j) √(max(L² − |v|² + (v·r_j)²/|r_j|², 0) / |r_j|²) (the point at
 //      distance L from the parent, on v's side), gated by g = min(1, |v·r_j| / (|r_j| · gate · L)):
-//      delta[s, j−1] += weight[r] · min(conf_p, conf_j) · (g δ − delta) for visible ends, and
+//      delta[s, j−1] += ε_r · min(conf_p, conf_j) · (g δ − delta) for visible ends (ε_r = ema[r], or
+//      weight[r] when `ema` is null), and
 //      t_j = t_p + delta[s, j−1]; P_j ← P_j + t_j r_j. A joint not in front stays (t_j = 0).
 struct BoneDepth {
   const int64_t* parents;  // (J,), parents[j] < j for j ≥ 1
@@ -45,9 +48,31 @@ struct BoneDepth {
   double horizon;          // the running mean's memory, frames
   double view_power;       // w = min(1, e / L₀)^view_power; 0: every frame alike
   double view_cap;         // L₀ = min(view-weighted, view_cap · plain); inf: uncapped (session 22)
+  const double* ema;       // (R,) the EMA weight of `delta` per row; null: weight[r]
+};
+// The adaptive β of step 3 (posert.runtime.reprojection.noise_gain is its NumPy definition). Per
+// row, u_j = Δ_j,xy · fx / z_j (pixels) for the joints Δ was measured on this frame (visible, row
+// valid), NaN otherwise. Over the joints measured in this frame and the two before, the second
+// difference a_j = u_j − 2 u'_j + u''_j: white 2D noise of variance σ² per axis gives |a|² ~ 6σ² χ²₂,
+// so s² = median_j |a_j|² / (6 · 2 ln 2) estimates σ² (the refined pose, which follows the motion,
+// has cancelled it). With ≥ min_joints such joints, n[s] += 1 and var[s] ← s² (first time) or
+// var[s] + max(tau, 1 / n[s]) (s² − var[s]) (a running mean over the first 1 / tau updates). β̂_s = K(q / var[s]), K(λ) = (λ + √(λ² + 4λ)) / (2 + λ + √(λ² + 4λ)), the steady-state
+// gain of a random walk of variance q per frame seen in white noise of variance var (Muth, JASA 1960:
+// the EMA is that filter's steady state; the noise from the innovations: Mehra, IEEE TAC 1970);
+// `fallback` while var[s] is NaN. Precise 2D (σ ≲ 0.5 px) gives β̂ → 1, detector noise (σ 2–8 px) ≈ 0.1.
+struct LateralNoise {
+  double* hist;    // (S, 2, J, 2) px, u of the frame before last and of the last frame (NaN: not measured)
+  double* var;     // (S, 2): the running estimate of σ² (px²; NaN: none yet), n (frames that updated it)
+  double q;        // px² per frame
+  double tau;      // the EMA weight of var
+  double fallback; // β̂ while var is NaN
+  int64_t min_joints;
 };
 void reproject_cpu(float* pose, int64_t J, const int64_t* rows, const int64_t* slots, int64_t R,
                    const double* px, const double* conf, const double* K, const double* dist, double* dbar,
-                   const double* weight, int iterations, const BoneDepth* bones = nullptr);
+                   const double* weight, int iterations, const BoneDepth* bones = nullptr,
+                   const LateralNoise* noise = nullptr);
+// K(λ) of LateralNoise: the steady-state Kalman gain of a random walk in white noise, λ = q / σ² ≥ 0.
+double steady_state_gain(double lambda);
 
 }  // namespace posert

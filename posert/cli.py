@@ -79,6 +79,16 @@ def cmd_train(args) -> int:
     return 0
 
 
+def _ema_arg(text: str):
+    """``--reprojection-ema``: "auto" or a float."""
+    if text == "auto":
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected 'auto' or a number in (0, 1], got {text!r}") from None
+
+
 def _eval_cameras(kind: str) -> list:
     from posert.camera import ring_rig
 
@@ -419,8 +429,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "off = the refiner's output as it is")
     e.add_argument("--camera-aware", action="store_true",
                    help="give every stream its camera's calibration (K, distortion) for that correction")
-    e.add_argument("--reprojection-ema", type=float, default=0.1,
-                   help="β of the causal EMA of that correction (1: each frame's own; for precise 2D)")
+    e.add_argument("--reprojection-ema", type=_ema_arg, default="auto", metavar="β",
+                   help="β of the causal EMA of that correction: auto (default) = per stream, the Kalman gain for "
+                        "the 2D noise estimated from its innovations (~1 for precise 2D, ~0.1 for detector "
+                        "jitter); a number in (0, 1] fixes it (1: each frame's own)")
     e.add_argument("--bone-depth", choices=["on", "off"], default="on",
                    help="after that correction, set each bone's extent along the line of sight from the stream's "
                         "running mean bone lengths (Pipeline(bone_depth=...); default on)")

@@ -107,6 +107,7 @@ def test_eval_reprojection_modes(motion_file, clean_report, tmp_path):
         main(["eval", "--motion", str(motion_file), "--json", str(out), "--cameras", "ring", *extra])
         runs[name] = json.loads(out.read_text())
     assert clean_report["config"]["reprojection"] == "guess" and not clean_report["config"]["camera_aware"]
+    assert clean_report["config"]["reprojection_ema"] == "auto"
     assert runs["calibrated"]["config"]["camera_aware"] and runs["calibrated"]["config"]["reprojection_ema"] == 1.0
     alone = runs["off"]["overall"]["refined"]["mpjpe"]
     for rep in (clean_report, runs["calibrated"]):

@@ -219,3 +219,20 @@ def test_bone_length_forgets_a_bad_first_frame(motion):
     assert capped[0] == uncapped[0] == pytest.approx(3.0)
     assert capped[50] < 0.5 and capped[100] < 0.15 and capped[200] < 0.05, capped[[50, 100, 200]]
     assert uncapped[100] > 1.0 and uncapped[200] > 0.2, uncapped[[100, 200]]  # the failure the cap avoids
+
+
+def test_steady_state_gain_matches_the_kernel_and_its_limits():
+    """K(λ) of :func:`noise_gain`: 0 without drift, → 1 without noise, and the C++ twin agrees;
+    q = :data:`NOISE_Q` gives β ≈ 0.1 at 5 px of 2D noise (the fixed β it replaces) and > 0.9
+    at 0.15 px."""
+    from posert import _C
+    from posert.runtime.reprojection import NOISE_Q, steady_state_gain
+
+    lam = np.array([0.0, 1e-4, 0.012, 1.0, 30.0, 1e6, 1e13, np.inf])
+    k = steady_state_gain(lam)
+    np.testing.assert_allclose(k, [_C.steady_state_gain(x) for x in lam], rtol=1e-12)
+    assert k[0] == 0 and k[-1] == 1 and np.all(np.diff(k) >= 0)
+    # the EMA with weight K is the steady state: K = P / (P + 1) with P = (1 − K) P + λ (σ² = 1)
+    P = k[1:5] / (1 - k[1:5])
+    np.testing.assert_allclose(P, (1 - k[1:5]) * P + lam[1:5], rtol=1e-9)
+    assert 0.09 < steady_state_gain(NOISE_Q / 25) < 0.12 and steady_state_gain(NOISE_Q / 0.15 ** 2) > 0.9

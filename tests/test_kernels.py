@@ -425,8 +425,8 @@ def test_prepare_frames_matches_numpy_normalisation(real_views):
         _C.prepare_frames(px, conf, size, np.full(B, 9), out)
 
 
-@pytest.mark.parametrize("bones", [None, "viewed", "own", "plain"],
-                         ids=["lateral", "bone-depth", "bone-depth-own", "bone-depth-plain"])
+@pytest.mark.parametrize("bones", [None, "viewed", "own", "plain", "adaptive"],
+                         ids=["lateral", "bone-depth", "bone-depth-own", "bone-depth-plain", "adaptive"])
 def test_reproject_kernel_equals_numpy_reference(motion, models, bones):
     """``_C.reproject`` (the Pipeline's camera-aware correction) against its NumPy definition,
     :func:`pixels_to_rays` + :func:`ray_correction` + the per-slot EMA + re-rooting, and with
@@ -436,12 +436,14 @@ def test_reproject_kernel_equals_numpy_reference(motion, models, bones):
     NaN pixels, a row with one visible joint (no correction) and a stream with another lens.
     ``viewed``: the default bone lengths (weighted by view against the running length capped at
     1.25× the plain one, left/right pooled); ``own``: uncapped (session 22);
-    ``plain``: session 21's (every frame alike, no pooling)."""
+    ``plain``: session 21's (every frame alike, no pooling); ``adaptive``: the default bone
+    lengths with the pipeline's default β, :func:`noise_gain` from the stream's innovations (its
+    state carried over too), and the bone depth's own EMA weight."""
     import torch
 
     from posert.camera import Camera, pixels_to_rays, ring_rig
     from posert.data.dataset import center_on_floor, render
-    from posert.runtime.reprojection import bone_depth_correction, ray_correction
+    from posert.runtime.reprojection import bone_depth_correction, noise_gain, ray_correction
     from posert.skeleton import FLIP_PERM, PARENTS
 
     lifter = models[0]
@@ -468,6 +470,10 @@ def test_reproject_kernel_equals_numpy_reference(motion, models, bones):
         kw.update(view_power=0.0) if bones == "plain" else kw.update(mirror=mirror)
         if bones == "own":
             kw.update(view_cap=np.inf)
+    hist, var = np.full((S, 2, 17, 2), np.nan), np.full((S, 2), np.nan)
+    ref_hist, ref_var = hist.copy(), var.copy()
+    if bones == "adaptive":
+        kw.update(noise_hist=hist, noise_var=var)
     rng = np.random.default_rng(0)
     for t in range(T):
         for b, s in enumerate(slots):
@@ -483,16 +489,26 @@ def test_reproject_kernel_equals_numpy_reference(motion, models, bones):
         ref = pose.astype(np.float64)
         rays = pixels_to_rays(px[slots], Ks[slots], dists[slots])
         delta = ray_correction(ref[rows], rays, conf[slots])
-        ref_dbar[slots] += (weight[:, None] * conf[slots])[..., None] * (delta - ref_dbar[slots])
+        beta, bone_ema = weight, weight
+        if bones == "adaptive":
+            weight = np.full(B, 1.0 / (t + 1))
+            bone_ema = np.maximum(0.1, weight) * (1 + 0.5 * np.arange(B))  # a weight per row
+            kw["bone_ema"] = bone_ema
+            gain, ref_hist[slots], ref_var[slots] = noise_gain(ref[rows], rays, conf[slots], Ks[slots, 0, 0],
+                                                               ref_hist[slots], ref_var[slots])
+            beta = np.maximum(weight, gain)
+        ref_dbar[slots] += (beta[:, None] * conf[slots])[..., None] * (delta - ref_dbar[slots])
         out = ref[rows] + ref_dbar[slots]
         ref[rows] = out - out[:, :1]
         if bones:
             ref[rows], *new = bone_depth_correction(ref[rows], rays, conf[slots], *(a[slots] for a in ref_state),
-                                                    weight, **ref_kw)
+                                                    bone_ema, **ref_kw)
             for a, n in zip(ref_state, new):
                 a[slots] = n
         _C.reproject(pose, rows, slots, px, conf, Ks, dists, dbar, weight, **kw)
         np.testing.assert_allclose(dbar, ref_dbar, atol=1e-9)
+        np.testing.assert_allclose(hist, ref_hist, atol=1e-9, rtol=1e-9)
+        np.testing.assert_allclose(var, ref_var, rtol=1e-9)
         for a, b in zip(state, ref_state):
             np.testing.assert_allclose(a, b, atol=1e-9)
         np.testing.assert_allclose(pose, ref, atol=1e-3)  # float32 output, mm
@@ -506,6 +522,16 @@ def test_reproject_kernel_equals_numpy_reference(motion, models, bones):
         assert (np.array_equal(n, frames) if bones == "plain" else 0 < n.min() and np.all(n <= frames))
         if bones != "plain":
             assert np.abs(n - np.round(n)).max() > 0.01  # weights below 1, not frame counts
+        if bones == "adaptive":
+            # every slot with a row has an estimate, the others none; the gain, not 1 / (n + 1), set β
+            assert np.all(np.isfinite(var[slots])) and np.isnan(var[[1, 3]]).all()
+            assert np.all(gain > 2 * weight)
+            for bad, match in ((dict(noise_var=None), "both"), (dict(noise_q=0.0), "noise_q"),
+                               (dict(noise_tau=1.5), "noise_tau"),
+                               (dict(noise_hist=np.zeros((S, 17, 2))), "noise_hist"),
+                               (dict(bone_ema=np.zeros(B + 1)), "bone_ema")):
+                with pytest.raises(ValueError, match=match):
+                    _C.reproject(pose, rows, slots, px, conf, Ks, dists, dbar, weight, **{**kw, **bad})
         if bones == "viewed":
             with pytest.raises(ValueError, match="view_cap"):
                 _C.reproject(pose, rows, slots, px, conf, Ks, dists, dbar, weight, **{**kw, "view_cap": 0.5})

@@ -31,7 +31,17 @@ import numpy as np
 from posert import _C
 from posert.camera import Camera
 from posert.models.diffusion import Schedule
-from posert.runtime.reprojection import BONE_GATE, BONE_HORIZON, BONE_VIEW_CAP, BONE_VIEW_POWER
+from posert.runtime.reprojection import (
+    BONE_EMA,
+    BONE_GATE,
+    BONE_HORIZON,
+    BONE_VIEW_CAP,
+    BONE_VIEW_POWER,
+    NOISE_FALLBACK,
+    NOISE_MIN_JOINTS,
+    NOISE_Q,
+    NOISE_TAU,
+)
 from posert.skeleton import FLIP_PERM, NUM_JOINTS, PARENTS, ROOT
 
 _PARENTS = np.array(PARENTS, np.int64)
@@ -134,11 +144,14 @@ class Pipeline:
             (measured within 0.3 mm of the calibration's effect: benchmarks/RESULTS.md,
             session 16); ``"given"`` only streams added with a ``camera``; ``"off"`` none (the
             refiner's output as it is). ValueError for anything else.
-        reprojection_ema: β in (0, 1] of the causal EMA of the camera-aware correction
-            (:meth:`add_stream`). 1: each frame's own correction
-            (best for precise 2D: mocap, synthetic, ground truth); default 0.1, which keeps the
-            slowly varying part and does not pass a detector's jitter on
-            (benchmarks/reprojection.py). ValueError outside (0, 1].
+        reprojection_ema: β of the causal EMA of the camera-aware correction (:meth:`add_stream`).
+            ``"auto"`` (default): per stream, the steady-state Kalman gain for the 2D noise
+            estimated from that stream's innovations
+            (:func:`~posert.runtime.reprojection.noise_gain`): near 1 for precise 2D (mocap,
+            synthetic, ground truth), which is then followed as it is, and near 0.1 for a
+            detector's 2–8 px of jitter, which it does not pass on (benchmarks/RESULTS.md,
+            session 24). A float in (0, 1] fixes β for every stream (1: each frame's own
+            correction; sessions 18–23 used 0.1). ValueError otherwise.
         bone_depth: after that correction, set each bone's extent along the line of sight from
             the stream's running mean bone lengths
             (:func:`~posert.runtime.reprojection.bone_depth_correction`; default on, for the
@@ -175,7 +188,7 @@ class Pipeline:
                  refiner: str | None = None, threads: int | None = None, ddim_steps: int | None = None,
                  hypotheses: int = 1, seed: int = 0, precision: str = "fp32", workers: int | None = None,
                  min_shard: int = 4, attention: str = "auto", cnd_mean: bool | None = None,
-                 mean_ema: float | None = None, reprojection: str = "guess", reprojection_ema: float = 0.1,
+                 mean_ema: float | None = None, reprojection: str = "guess", reprojection_ema: float | str = "auto",
                  bone_depth: bool = True, bone_view_power: float = BONE_VIEW_POWER, bone_symmetry: bool = True,
                  bone_view_cap: float = BONE_VIEW_CAP):
         if isinstance(backend, str):
@@ -207,9 +220,14 @@ class Pipeline:
         self.mean_ema = float(mean_ema)
         if not 0.0 < self.mean_ema <= 1.0:
             raise ValueError(f"mean_ema must be in (0, 1], got {self.mean_ema}")
-        if not 0.0 < reprojection_ema <= 1.0:
-            raise ValueError(f"reprojection_ema must be in (0, 1], got {reprojection_ema}")
-        self.reprojection_ema = float(reprojection_ema)
+        if isinstance(reprojection_ema, str):
+            if reprojection_ema != "auto":
+                raise ValueError(f"reprojection_ema must be 'auto' or in (0, 1], got {reprojection_ema!r}")
+        elif not 0.0 < reprojection_ema <= 1.0:
+            raise ValueError(f"reprojection_ema must be 'auto' or in (0, 1], got {reprojection_ema}")
+        else:
+            reprojection_ema = float(reprojection_ema)
+        self.reprojection_ema = reprojection_ema
         if reprojection not in self.REPROJECTION:
             raise ValueError(f"reprojection must be one of {self.REPROJECTION}, got {reprojection!r}")
         self.reprojection = reprojection
@@ -258,6 +276,8 @@ class Pipeline:
         self._blen = np.zeros((S, NUM_JOINTS - 1, 2))
         self._bcount = np.zeros((S, NUM_JOINTS - 1, 2))
         self._bdelta = np.zeros((S, NUM_JOINTS - 1))
+        self._nhist = np.full((S, 2, NUM_JOINTS, 2), np.nan)  # adaptive β: the last two innovations, px
+        self._nvar = np.full((S, 2), np.nan)  # and the 2D noise variance (px²), frames it has seen
         self._last_t = np.full(S, -np.inf)
         self._count = np.zeros(S, np.int64)  # frames already in the caches
         self._due = np.zeros(S, bool)
@@ -303,13 +323,16 @@ class Pipeline:
         joint across its viewing direction onto its camera ray, keeping its depth (in C++ on the
         tick path). The per-joint correction Δ (mm) is smoothed along the stream,
         Δ̄ ← Δ̄ + w (Δ − Δ̄), with w = confidence · max(β, 1 / (n + 1)) at the stream's frame n
-        (β = ``reprojection_ema``; a running mean over the first 1/β frames), and the output is
-        the refined pose + Δ̄, re-rooted. A missing joint keeps its Δ̄. With ``bone_depth`` (the
-        default) each bone's extent along the line of sight is then set from the stream's running
-        bone lengths (:func:`~posert.runtime.reprojection.bone_depth_correction`, same EMA
-        weight; the lengths weighted toward frames where the 2D sees the bone at its full length,
-        left and right pooled). ``lifted`` is not corrected. With ``reprojection="off"``, or ``"given"`` and no
-        camera, nothing changes.
+        (β = ``reprojection_ema``, by default the gain for this stream's estimated 2D noise,
+        :func:`~posert.runtime.reprojection.noise_gain`; a running mean over the first 1/β
+        frames), and the output is the refined pose + Δ̄, re-rooted. A missing joint keeps its
+        Δ̄. With ``bone_depth`` (the default) each bone's extent along the line of sight is then
+        set from the stream's running bone lengths
+        (:func:`~posert.runtime.reprojection.bone_depth_correction`, EMA weight
+        max(:data:`~posert.runtime.reprojection.BONE_EMA`, 1 / (n + 1)); the lengths weighted
+        toward frames where the 2D sees the bone at its full length, left and right pooled).
+        ``lifted`` is not corrected. With ``reprojection="off"``, or ``"given"`` and no camera,
+        nothing changes.
 
         Raises ValueError if the id exists, the size is not positive, capacity is reached, or
         the camera's ``K`` is not a finite 3×3 upper-triangular matrix with positive focal
@@ -342,6 +365,7 @@ class Pipeline:
             self._K[slot], self._dist[slot] = K, dist
         self._dbar[slot] = 0.0
         self._blen[slot] = self._bcount[slot] = self._bdelta[slot] = 0.0
+        self._nhist[slot] = self._nvar[slot] = np.nan
         self._last_t[slot] = -np.inf
         self._count[slot] = 0  # every cache slot of this stream now reads as empty
         self._due[slot] = False
@@ -352,6 +376,14 @@ class Pipeline:
         del self._slots[stream_id]
         self._ids[slot] = None
         self._due[slot] = False
+
+    def keypoint_noise(self, stream_id: Hashable) -> float:
+        """The stream's 2D keypoint noise σ̂ (px, per axis) that sets its β with
+        ``reprojection_ema="auto"`` (:func:`~posert.runtime.reprojection.noise_gain`): a running
+        estimate from its innovations, e.g. ~0.1 px for ground-truth 2D and ~σ for a detector's
+        Gaussian jitter of σ px. NaN before the stream's third frame, for a stream that gets no
+        camera-aware correction, and with a fixed ``reprojection_ema``. KeyError if unknown."""
+        return float(np.sqrt(self._nvar[self._slot(stream_id), 0]))
 
     def _slot(self, stream_id: Hashable) -> int:
         try:
@@ -492,14 +524,19 @@ class Pipeline:
         has = self._has_cam[due]
         rows = np.arange(len(due)) if has.all() else np.flatnonzero(has)
         slots = due[rows].astype(np.int64)
-        weight = np.maximum(self.reprojection_ema, 1.0 / (self._count[slots] + 1.0))
+        first = 1.0 / (self._count[slots] + 1.0)
+        auto = self.reprojection_ema == "auto"
+        weight = first if auto else np.maximum(self.reprojection_ema, first)
+        noise = dict(noise_hist=self._nhist, noise_var=self._nvar, noise_q=NOISE_Q, noise_tau=NOISE_TAU,
+                     noise_fallback=NOISE_FALLBACK, noise_min_joints=NOISE_MIN_JOINTS) if auto else {}
         if self.bone_depth:
             _C.reproject(refined, rows, slots, self._px, self._pconf, self._K, self._dist, self._dbar, weight,
                          parents=_PARENTS, bone_length=self._blen, bone_count=self._bcount, bone_delta=self._bdelta,
                          gate=BONE_GATE, horizon=float(BONE_HORIZON), view_power=self.bone_view_power,
-                         mirror=_MIRROR if self.bone_symmetry else None, view_cap=self.bone_view_cap)
+                         mirror=_MIRROR if self.bone_symmetry else None, view_cap=self.bone_view_cap,
+                         bone_ema=np.maximum(BONE_EMA, first), **noise)
         else:
-            _C.reproject(refined, rows, slots, self._px, self._pconf, self._K, self._dist, self._dbar, weight)
+            _C.reproject(refined, rows, slots, self._px, self._pconf, self._K, self._dist, self._dbar, weight, **noise)
 
     def _block(self, lo: int, hi: int) -> dict:
         """The views of every buffer a block of slots [lo, hi) feeds the backend, made once per

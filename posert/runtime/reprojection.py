@@ -20,6 +20,11 @@ that line at distance L from the parent, on the side the pose already has (Taylo
 of articulated objects from point correspondences in a single uncalibrated image", CVIU 2000,
 which resolves the front/back ambiguity this way from a prior; here the prior is the refined pose).
 Moving along the line of sight keeps the pose's projection.
+
+How much of each frame's lateral correction to take (the weight β of its causal EMA) depends on
+how precise the 2D is: :func:`noise_gain` estimates the keypoints' noise from the stream's own
+innovations and sets β to the steady-state Kalman gain for it, near 1 for precise 2D (which then
+is followed as it is) and near 0.1 for detector noise.
 """
 
 from __future__ import annotations
@@ -49,6 +54,24 @@ BONE_VIEW_POWER = 4.0
 #: On the validation motion and OMOMO the weighted length exceeds the plain one by ≤ 1.21–1.26 in
 #: 99 % of stream-frames after the first second (session 23), so the cap rarely binds there.
 BONE_VIEW_CAP = 1.25
+#: The EMA weight of :func:`bone_depth_correction`'s depth moves (``ema``), whatever the lateral β:
+#: the depth a bone length gives amplifies the 2D's frame-to-frame noise, so it is smoothed as the
+#: lateral correction was for detector noise. Session 24: with precise 2D and the lateral β = 1, the
+#: bone EMA at 1 gave acceleration ×1.57 of the lifter's on DeepMimic, at 0.1 ×0.98.
+BONE_EMA = 0.1
+#: :func:`noise_gain`'s q, px² per frame: the variance of the refiner's lateral error's change from
+#: one frame to the next (the random walk the EMA tracks). 0.3 gives β = 0.104 at σ = 5 px, the
+#: middle of the detector protocol's 2–8 px, where session 18 had tuned a fixed β = 0.1, and β > 0.9
+#: below 0.15 px: with ground-truth 2D the median stream's σ̂ is 0.02–0.13 px and its β 0.92–1
+#: (validation, OMOMO, DeepMimic; session 24).
+NOISE_Q = 0.3
+#: The EMA weight of :func:`noise_gain`'s variance estimate (a time constant of 20 frames, 0.4 s).
+NOISE_TAU = 0.05
+#: The fewest joints measured in three consecutive frames for a frame to update the estimate.
+NOISE_MIN_JOINTS = 6
+#: β while a stream has no estimate yet (its first two frames, or too many hidden joints): the
+#: fixed β of sessions 18–23.
+NOISE_FALLBACK = 0.1
 
 
 def ray_correction(pose: np.ndarray, rays: np.ndarray, weight: np.ndarray, return_position: bool = False):
@@ -105,6 +128,79 @@ def ray_correction(pose: np.ndarray, rays: np.ndarray, weight: np.ndarray, retur
     if return_position:
         return delta, np.where(ok[:, None], R, 0.0)
     return delta
+
+
+def steady_state_gain(lam):
+    """K(λ) = (λ + √(λ² + 4λ)) / (2 + λ + √(λ² + 4λ)): the steady-state Kalman gain of a random
+    walk with variance q per step observed in white noise of variance σ², λ = q / σ² ≥ 0 (the
+    local-level model, whose steady-state filter is the EMA with weight K: Muth, "Optimal
+    properties of exponentially weighted forecasts", JASA 1960). 0 at λ = 0, → 1 as λ → ∞
+    (1 for λ > 1e12). Array or scalar in, float64 out."""
+    lam = np.asarray(lam, dtype=np.float64)
+    with np.errstate(over="ignore", invalid="ignore"):
+        root = np.sqrt(lam * lam + 4 * lam)
+        k = (lam + root) / (2 + lam + root)
+    return np.where(lam > 1e12, 1.0, np.where(lam > 0, k, 0.0))
+
+
+def noise_gain(pose: np.ndarray, rays: np.ndarray, weight: np.ndarray, fx: np.ndarray, hist: np.ndarray,
+               var: np.ndarray, q: float = NOISE_Q, tau: float = NOISE_TAU, min_joints: int = NOISE_MIN_JOINTS,
+               fallback: float = NOISE_FALLBACK):
+    """The β of one frame's lateral EMA from the 2D keypoints' noise, estimated from the stream's
+    innovations: one frame of B streams. The NumPy definition of ``posert._C.reproject``'s
+    adaptive β (csrc/reprojection.h, ``LateralNoise``), which the pipeline runs by default
+    (``Pipeline(reprojection_ema="auto")``).
+
+    1. Δ = :func:`ray_correction` of ``pose`` (mm) and R its root position; a joint is measured
+       if its weight is > 0 and its row's Δ is valid. u_j = Δ_j,xy · fx / (X_jz + R_z): the
+       innovation in pixels (NaN where not measured).
+    2. With the two frames before (``hist``), a_j = u_j − 2 u'_j + u''_j for joints measured in all
+       three. The refined pose follows the motion, so the innovation is the 2D's noise plus a slow
+       error; white noise of variance σ² per axis gives |a|² ~ 6σ² χ²₂, whose median is 6σ² · 2 ln 2:
+       s² = median_j |a_j|² / (12 ln 2) (the median ignores the odd outlier or swapped limb).
+    3. With ≥ ``min_joints`` such joints, n += 1 and var ← s² (the first time) or
+       var + max(tau, 1 / n) (s² − var), a running mean over the first 1 / tau updates (the
+       refiner's first frames move more); the noise variance from the innovations, as in
+       Mehra, "On the identification of variances and adaptive Kalman filtering", IEEE TAC 1970.
+    4. β = :func:`steady_state_gain` (q / var), or ``fallback`` while var is NaN.
+
+    Args:
+        pose: (B, 17, 3) root-relative refined poses, camera frame, mm.
+        rays: (B, 17, 2) undistorted normalised coordinates of the keypoints (NaN allowed at
+            weight 0).
+        weight: (B, 17) confidences; 0 marks a missing joint.
+        fx: (B,) focal lengths, px.
+        hist: (B, 2, 17, 2) px, u of the frame before last and of the last frame (NaN: not
+            measured; all NaN for a new stream); not modified.
+        var: (B, 2): the running σ² (px²; NaN: none yet) and n, the frames that updated it; not
+            modified.
+    Returns:
+        (beta (B,), hist (B, 2, 17, 2), var (B, 2)), float64: this frame's β and the new state.
+    Raises:
+        ValueError: for shapes other than the above.
+    """
+    pose = np.asarray(pose, dtype=np.float64)
+    B = len(pose)
+    if np.shape(hist) != (B, 2, NUM_JOINTS, 2) or np.shape(var) != (B, 2) or np.shape(fx) != (B,):
+        raise ValueError(f"expected hist (B, 2, {NUM_JOINTS}, 2), var (B, 2) and fx (B,) for B = {B}")
+    delta, R = ray_correction(pose, rays, weight, return_position=True)
+    on = (np.asarray(weight) > 0) & (R[:, 2:3] > 0)
+    depth = pose[..., 2] + R[:, 2:3]
+    scale = np.asarray(fx, np.float64)[:, None] / np.where(on, depth, 1.0)  # mm → px at each joint's depth
+    u = np.where(on[..., None], delta[..., :2] * scale[..., None], np.nan)
+    hist = np.asarray(hist, dtype=np.float64)
+    var = np.array(var, dtype=np.float64)
+    both = on & np.isfinite(hist[:, 0, :, 0]) & np.isfinite(hist[:, 1, :, 0])
+    a2 = np.where(both, ((u - 2 * hist[:, 1] + hist[:, 0]) ** 2).sum(-1), np.nan)
+    for b in np.flatnonzero(both.sum(-1) >= max(min_joints, 1)):
+        s2 = np.median(a2[b][both[b]]) / (12 * np.log(2.0))
+        new = np.isnan(var[b, 0])
+        var[b, 1] = 1.0 if new else var[b, 1] + 1.0
+        var[b, 0] = s2 if new else var[b, 0] + max(tau, 1.0 / var[b, 1]) * (s2 - var[b, 0])
+    v = var[:, 0]
+    gain = steady_state_gain(q / np.maximum(np.nan_to_num(v, nan=1.0), 1e-300))
+    beta = np.where(np.isnan(v), fallback, gain)
+    return beta, np.stack([hist[:, 1], u], axis=1), var
 
 
 def bone_depth_correction(pose: np.ndarray, rays: np.ndarray, weight: np.ndarray, length: np.ndarray,
