@@ -21,6 +21,9 @@ missing joints/limbs):
   (``bone_view_cap=inf``, session 22's default);
 - ``+ bone depth, viewed against the plain length + pooled``: L₀ = min(L, 1 · plain), in effect the
   plain running length (``bone_view_cap=1``);
+- ``lateral β = 0.1 (session 23)`` / ``lateral β = 1``: the default bone depth after a lateral EMA
+  with a fixed β (``reprojection_ema``) instead of the default per-stream gain for the 2D noise
+  estimated from the stream's innovations (``"auto"``, session 24); 0.1 is sessions 18–23's β;
 - ``+ bone depth (default)``: viewed and pooled, what ``posert eval`` reports;
 - with ``--view-powers P ...`` also ``viewed P, pooled`` for each P (the sweep behind the default);
 
@@ -30,6 +33,7 @@ Markdown table for RESULTS.md.
 
     .venv/bin/python benchmarks/bone_depth.py [--motion FILE.npz ...] [--lifter PATH] [--refiner PATH]
         [--mean-ema A] [--label NAME] [--protocols ground-truth detector missing] [--view-powers P ...]
+        [--only TEXT ...]
 
 Without ``--motion`` it uses the validation motion.
 """
@@ -58,6 +62,8 @@ SETTINGS = (("refiner alone", dict(reprojection="off")), ("+ lateral", dict(bone
             ("+ bone depth, pooled", dict(bone_view_power=0.0)),
             ("+ bone depth, viewed uncapped + pooled (session 22)", dict(bone_view_cap=float("inf"))),
             ("+ bone depth, viewed against the plain length + pooled", dict(bone_view_cap=1.0)),
+            ("+ bone depth (default), lateral β = 0.1 (session 23)", dict(reprojection_ema=0.1)),
+            ("+ bone depth (default), lateral β = 1", dict(reprojection_ema=1.0)),
             ("+ bone depth, viewed + pooled (default)", dict()))
 
 
@@ -76,9 +82,13 @@ def main() -> None:
     ap.add_argument("--protocols", nargs="+", choices=list(PROTOCOLS), default=list(PROTOCOLS))
     ap.add_argument("--view-powers", nargs="*", type=float, default=[],
                     help="also run viewed P + pooled for each P (the sweep behind BONE_VIEW_POWER)")
+    ap.add_argument("--only", nargs="*", default=None, metavar="TEXT",
+                    help="run only the rows whose label contains one of these texts")
     args = ap.parse_args()
     settings = SETTINGS + tuple((f"+ bone depth, viewed (P = {p:g}) + pooled", dict(bone_view_power=p))
                                 for p in args.view_powers)
+    if args.only:
+        settings = tuple(s for s in settings if any(t in s[0] for t in args.only))
     motions = args.motion or [build_dataset().parent / VAL_MOTION_NAME]
     cams = _eval_cameras("h36m")
     print(f"\n{datetime.date.today()} — {platform.node()}: refiner {args.refiner or 'committed'}, lifter "
