@@ -288,7 +288,7 @@ void reproject(const py::array& pose_arr, const I64& rows, const I64& slots, con
                const py::object& delta_obj, double gate, double horizon, const py::object& mirror_obj,
                double view_power, double view_cap, const py::object& bone_ema_obj, const py::object& hist_obj,
                const py::object& var_obj, double noise_q, double noise_tau, double noise_fallback,
-               int64_t noise_min_joints) {
+               int64_t noise_min_joints, const py::object& distance_obj, double distance_index) {
   F32 pose = as_out(pose_arr, "pose");
   F64 dbar = as_state(dbar_arr, "dbar");
   require_shape(pose, {-1, -1, 3}, "pose (B, J, 3)");
@@ -365,9 +365,19 @@ void reproject(const py::array& pose_arr, const I64& rows, const I64& slots, con
     require_shape(var, {S, 2}, "noise_var (S, 2)");
     noise = {hist.mutable_data(), var.mutable_data(), noise_q, noise_tau, noise_fallback, noise_min_joints};
   }
+  posert::DistanceFilter distance{};
+  F64 dstate;
+  if (!distance_obj.is_none()) {
+    if (!(distance_index > 0) || !std::isfinite(distance_index))
+      throw py::value_error("distance_index must be finite and > 0");
+    dstate = as_state(distance_obj, "distance");
+    require_shape(dstate, {S, 4}, "distance (S, 4)");
+    distance.state = dstate.mutable_data();
+    posert::alpha_beta_gains(distance_index, &distance.alpha, &distance.beta);
+  }
   posert::reproject_cpu(pose.mutable_data(), J, rows.data(), slots.data(), R, px.data(), conf.data(), K.data(),
                         dist.data(), dbar.mutable_data(), weight.data(), iterations, given == 4 ? &bones : nullptr,
-                        hist_obj.is_none() ? nullptr : &noise);
+                        hist_obj.is_none() ? nullptr : &noise, distance_obj.is_none() ? nullptr : &distance);
 }
 
 py::tuple prepare_frames(const py::array_t<double, py::array::c_style>& kp, const py::object& conf_arr,
@@ -517,7 +527,7 @@ PYBIND11_MODULE(_C, m) {
         py::arg("mirror") = py::none(), py::arg("view_power") = 4.0, py::arg("view_cap") = 1.25,
         py::arg("bone_ema") = py::none(), py::arg("noise_hist") = py::none(), py::arg("noise_var") = py::none(),
         py::arg("noise_q") = 0.3, py::arg("noise_tau") = 0.05, py::arg("noise_fallback") = 0.1,
-        py::arg("noise_min_joints") = 6,
+        py::arg("noise_min_joints") = 6, py::arg("distance") = py::none(), py::arg("distance_index") = 1e-3,
         "Camera-aware correction of Pipeline.add_stream, in place: pose (B, J, 3) float32 mm, rows/slots (R,) int64, "
         "px (S, J, 2), conf (S, J), K (S, 3, 3), dist (S, 5), dbar (S, J, 3), weight (R,), all float64; with "
         "parents (J,) int64, bone_length/bone_count (S, J − 1, 2) and bone_delta (S, J − 1) float64 also the depth "
@@ -526,7 +536,15 @@ PYBIND11_MODULE(_C, m) {
         "pooled with the mirrored bone given mirror (J,) int64, a left/right joint permutation; bone_ema (R,) the "
         "EMA weight of the bone depth (default: weight). With noise_hist (S, 2, J, 2) and noise_var (S, 2) float64 "
         "(state; NaN when new) the EMA weight of the lateral correction is max(weight, K(noise_q / var)), var the "
-        "2D noise variance (px²) estimated from each stream's innovations (csrc/reprojection.h, LateralNoise).");
+        "2D noise variance (px²) estimated from each stream's innovations (csrc/reprojection.h, LateralNoise). With "
+        "distance (S, 4) float64 (state: level mm, velocity mm per update, updates, EMA'd distance mm; zeros when "
+        "new) each stream's distance R_z goes through an α-β tracker of tracking index distance_index and the pose "
+        "moves along its lines of sight to it (DistanceFilter).");
+  m.def("alpha_beta_gains", [](double lam) {
+        double a, b;
+        posert::alpha_beta_gains(lam, &a, &b);
+        return py::make_tuple(a, b);
+      }, py::arg("lam"), "Steady-state gains (α, β) of an α-β tracker of tracking index λ (Kalata 1984).");
   m.def("steady_state_gain", &posert::steady_state_gain, py::arg("lam"),
         "Steady-state Kalman gain of a random walk in white noise, λ = q / σ² (Muth 1960).");
   m.def("ddim_update", &ddim_update, py::arg("x_k"), py::arg("e"), py::arg("out"), py::arg("a"), py::arg("b"),

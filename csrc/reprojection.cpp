@@ -41,7 +41,33 @@ bool solve_position(const double* Q, const double* ux, const double* uy, const d
   return true;
 }
 
+// One update of DistanceFilter's tracker for stream state st (x, v, n) with the measurement z; returns x.
+double track_distance(double* st, double z, double alpha, double beta) {
+  const double n = st[2];
+  if (!(n >= 1)) {
+    st[0] = z;
+    st[1] = 0;
+    st[2] = 1;
+    return z;
+  }
+  const double pred = st[0] + st[1], e = z - pred;
+  st[0] = pred + alpha * e;
+  st[1] += beta * e;
+  st[2] = n + 1;
+  return st[0];
+}
+
 }  // namespace
+
+void alpha_beta_gains(double lambda, double* alpha, double* beta) {
+  if (!(lambda > 0)) {
+    *alpha = *beta = 0;
+    return;
+  }
+  const double r = (4 + lambda - std::sqrt(8 * lambda + lambda * lambda)) / 4;
+  *alpha = 1 - r * r;
+  *beta = 2 * (2 - *alpha) - 4 * std::sqrt(std::max(1 - *alpha, 0.0));
+}
 
 double steady_state_gain(double lambda) {
   if (!(lambda > 0)) return 0.0;
@@ -52,7 +78,8 @@ double steady_state_gain(double lambda) {
 
 void reproject_cpu(float* pose, int64_t J, const int64_t* rows, const int64_t* slots, int64_t R,
                    const double* px, const double* conf, const double* K, const double* dist, double* dbar,
-                   const double* weight, int iterations, const BoneDepth* bones, const LateralNoise* noise) {
+                   const double* weight, int iterations, const BoneDepth* bones, const LateralNoise* noise,
+                   const DistanceFilter* distance) {
   std::vector<double> ux(J), uy(J), Q(J * 3), ray(J * 3), t(J), Lpool(J > 0 ? J - 1 : 0), D(J * 2), a2(J);
   std::vector<char> on(J);
   const double nan = std::nan("");
@@ -122,6 +149,12 @@ void reproject_cpu(float* pose, int64_t J, const int64_t* rows, const int64_t* s
       }
       const double gain = std::isnan(var) ? noise->fallback : steady_state_gain(noise->q / std::max(var, 1e-300));
       beta = std::max(beta, gain);
+    }
+    if (ok && distance != nullptr) {  // step 6's tracker, and the distance the EMA below leaves the pose at
+      double* st = distance->state + s * 4;
+      const bool fresh = !(st[2] >= 1);
+      track_distance(st, Rp[2], distance->alpha, distance->beta);
+      st[3] = fresh ? Rp[2] : st[3] + beta * (Rp[2] - st[3]);
     }
     for (int64_t j = 0; j < J; ++j) {
       const double delta[3] = {D[j * 2], D[j * 2 + 1], 0.0};
@@ -201,6 +234,28 @@ void reproject_cpu(float* pose, int64_t J, const int64_t* rows, const int64_t* s
       }
       for (int64_t j = 1; j < J; ++j)
         for (int e = 0; e < 3; ++e) Q[j * 3 + e] += t[j] * ray[j * 3 + e];
+    }
+    if (distance != nullptr && distance->state[s * 4 + 2] >= 1 && solve_position(Q.data(), ux.data(), uy.data(), c, J, Rp)) {
+      // step 6: the whole pose along the depth axis by the tracked distance's lead over the EMA'd one
+      const double x = Rp[2] + distance->state[s * 4] - distance->state[s * 4 + 3];
+      bool valid = x > 0;
+      for (int64_t j = 0; j < J && valid; ++j) {
+        const double z = Q[j * 3 + 2] + Rp[2];
+        valid = z > 0.01 * Rp[2] && Q[j * 3 + 2] + x > 0.01 * x;
+      }
+      if (valid) {
+        double A[3];
+        for (int64_t j = J - 1; j >= 0; --j) {  // root last: it is the reference
+          const double k = (Q[j * 3 + 2] + x) / (Q[j * 3 + 2] + Rp[2]);
+          for (int e = 0; e < 3; ++e) {
+            const double a = (Q[j * 3 + e] + Rp[e]) * k;
+            if (j == 0) A[e] = a;
+            Q[j * 3 + e] = a;
+          }
+        }
+        for (int64_t j = 0; j < J; ++j)
+          for (int e = 0; e < 3; ++e) Q[j * 3 + e] -= A[e];
+      }
     }
     for (int64_t j = 0; j < J; ++j)
       for (int e = 0; e < 3; ++e) P[j * 3 + e] = (float)Q[j * 3 + e];

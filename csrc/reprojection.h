@@ -38,6 +38,12 @@ namespace posert {
 //      delta[s, j−1] += ε_r · min(conf_p, conf_j) · (g δ − delta) for visible ends (ε_r = ema[r], or
 //      weight[r] when `ema` is null), and
 //      t_j = t_p + delta[s, j−1]; P_j ← P_j + t_j r_j. A joint not in front stays (t_j = 0).
+//   6. With `distance` (DistanceFilter): R'' = step 2's position of the pose so far; if valid and
+//      the stream's tracker has a state, the target depth is x' = R''_z + (x − m) (DistanceFilter),
+//      and if x' > 0, every joint is in front (P_jz + R''_z > 0.01 R''_z) and P_jz + x' > 0.01 x',
+//      every joint moves along its own line of sight to depth P_jz + x': A_j ← (P_j + R'')
+//      (P_jz + x') / (P_jz + R''_z), P_j ← A_j − A_root. The projection does not change; the pose
+//      moves in depth as a whole (its lateral extent scales with the distance).
 struct BoneDepth {
   const int64_t* parents;  // (J,), parents[j] < j for j ≥ 1
   const int64_t* mirror;   // (J,) left/right joint permutation, mirror[parents[j]] = parents[mirror[j]]; or null
@@ -68,10 +74,29 @@ struct LateralNoise {
   double fallback; // β̂ while var is NaN
   int64_t min_joints;
 };
+// The distance tracker of step 6 (posert.runtime.reprojection.distance_track and
+// distance_correction are its NumPy definition). Step 2's least-squares R_z moves with the refined
+// pose's depth and size errors from frame to frame, and the corrected pose's lateral extent scales
+// with it; a person's distance moves slowly. Per stream, updated in step 3 for rows where step 2's
+// R is valid: an α-β tracker, level x and velocity v (mm, mm per update) of R_z. The first update
+// sets x = R_z, v = 0; every later one predicts x⁻ = x + v and with e = R_z − x⁻ sets
+// x = x⁻ + alpha e, v += beta e, the steady-state gains from the first frame on (an expanding-memory
+// start, the least-squares line through the first frames, extrapolates the refiner's unsettled first
+// frames: worse on real motion, session 25). And m, the distance that step 3's EMA leaves the pose
+// at: m = R_z the first time, then m += β_r (R_z − m).
+struct DistanceFilter {
+  double* state;  // (S, 4): x (mm), v (mm per update), n (0: new), m (mm)
+  double alpha;   // steady-state α (alpha_beta_gains)
+  double beta;    // steady-state β
+};
+// The steady-state gains (α, β) of an α-β tracker with tracking index λ = σ_w T² / σ_v > 0 (Kalata,
+// "The tracking index", IEEE TAES 20(2), 1984): r = (4 + λ − √(8λ + λ²)) / 4, α = 1 − r²,
+// β = 2(2 − α) − 4√(1 − α).
+void alpha_beta_gains(double lambda, double* alpha, double* beta);
 void reproject_cpu(float* pose, int64_t J, const int64_t* rows, const int64_t* slots, int64_t R,
                    const double* px, const double* conf, const double* K, const double* dist, double* dbar,
                    const double* weight, int iterations, const BoneDepth* bones = nullptr,
-                   const LateralNoise* noise = nullptr);
+                   const LateralNoise* noise = nullptr, const DistanceFilter* distance = nullptr);
 // K(λ) of LateralNoise: the steady-state Kalman gain of a random walk in white noise, λ = q / σ² ≥ 0.
 double steady_state_gain(double lambda);
 

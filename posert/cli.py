@@ -170,7 +170,8 @@ def cmd_eval(args) -> int:
                     mean_ema=args.mean_ema, reprojection=args.reprojection, reprojection_ema=args.reprojection_ema,
                     bone_depth=args.bone_depth == "on", bone_symmetry=args.bone_symmetry == "on",
                     **({} if args.bone_view_power is None else {"bone_view_power": args.bone_view_power}),
-                    **({} if args.bone_view_cap is None else {"bone_view_cap": args.bone_view_cap}))
+                    **({} if args.bone_view_cap is None else {"bone_view_cap": args.bone_view_cap}),
+                    **({} if args.distance_index is None else {"distance_index": args.distance_index}))
     noise = {"none": None, "detector": NoiseModel(), "occlusion": OcclusionModel()}[args.noise]
     report = evaluate(pipe, seqs, cams, noise, seed=args.seed, camera_aware=args.camera_aware)
     report["config"] = {"motion": str(args.motion), "noise": args.noise, "backend": args.backend,
@@ -179,7 +180,8 @@ def cmd_eval(args) -> int:
                         "hypotheses": pipe.hypotheses, "reprojection": pipe.reprojection,
                         "camera_aware": args.camera_aware, "reprojection_ema": pipe.reprojection_ema,
                         "bone_depth": pipe.bone_depth, "bone_view_power": pipe.bone_view_power,
-                        "bone_symmetry": pipe.bone_symmetry, "bone_view_cap": pipe.bone_view_cap}
+                        "bone_symmetry": pipe.bone_symmetry, "bone_view_cap": pipe.bone_view_cap,
+                        "distance_index": pipe.distance_index}
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(report, indent=2))
     _print_accuracy(report)
@@ -445,6 +447,10 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--bone-view-cap", type=float, default=None, metavar="K",
                    help="L0 of that weight is capped at K times the bone's plain running length (default: "
                         "posert.runtime.reprojection.BONE_VIEW_CAP, 1.25; inf: no cap, session 22)")
+    e.add_argument("--distance-index", type=float, default=None, metavar="λ",
+                   help="tracking index of the α-β tracker of each stream's distance R_z in that correction "
+                        "(default: posert.runtime.reprojection.DISTANCE_INDEX, 1e-3; 0: each frame's own R_z, "
+                        "sessions 16-24)")
     e.set_defaults(fn=cmd_eval)
 
     b = sub.add_parser("bench", help="per-tick latency vs the PyTorch eager reference")

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from posert.cli import main
+from posert.runtime.reprojection import DISTANCE_INDEX
 
 
 @pytest.fixture(scope="module")
@@ -108,6 +109,7 @@ def test_eval_reprojection_modes(motion_file, clean_report, tmp_path):
         runs[name] = json.loads(out.read_text())
     assert clean_report["config"]["reprojection"] == "guess" and not clean_report["config"]["camera_aware"]
     assert clean_report["config"]["reprojection_ema"] == "auto"
+    assert clean_report["config"]["distance_index"] == DISTANCE_INDEX > 0
     assert runs["calibrated"]["config"]["camera_aware"] and runs["calibrated"]["config"]["reprojection_ema"] == 1.0
     alone = runs["off"]["overall"]["refined"]["mpjpe"]
     for rep in (clean_report, runs["calibrated"]):

@@ -236,3 +236,62 @@ def test_steady_state_gain_matches_the_kernel_and_its_limits():
     P = k[1:5] / (1 - k[1:5])
     np.testing.assert_allclose(P, (1 - k[1:5]) * P + lam[1:5], rtol=1e-9)
     assert 0.09 < steady_state_gain(NOISE_Q / 25) < 0.12 and steady_state_gain(NOISE_Q / 0.15 ** 2) > 0.9
+
+
+def test_alpha_beta_gains_are_the_kalman_steady_state_and_the_kernels():
+    """:func:`alpha_beta_gains` (Kalata 1984) are the steady-state Kalman gains of a constant-
+    velocity model driven by white acceleration of sd λ (per frame², T = 1) and observed in white
+    noise of sd 1 (the discrete algebraic Riccati equation, scipy), and the C++ twin agrees."""
+    from scipy.linalg import solve_discrete_are
+
+    from posert import _C
+    from posert.runtime.reprojection import DISTANCE_INDEX, alpha_beta_gains
+
+    F, H = np.array([[1.0, 1.0], [0.0, 1.0]]), np.array([[1.0, 0.0]])
+    for lam in (DISTANCE_INDEX, 0.05, 1.0, 20.0):
+        G = np.array([[0.5], [1.0]]) * lam
+        P = solve_discrete_are(F.T, H.T, G @ G.T, np.eye(1))  # the predicted state's covariance
+        K = (P @ H.T / (H @ P @ H.T + 1.0)).ravel()
+        np.testing.assert_allclose(alpha_beta_gains(lam), K, rtol=1e-6)
+        np.testing.assert_allclose(_C.alpha_beta_gains(lam), alpha_beta_gains(lam), rtol=1e-12)
+    assert alpha_beta_gains(0.0) == (0.0, 0.0) and 0.04 < alpha_beta_gains(DISTANCE_INDEX)[0] < 0.05
+
+
+def test_distance_tracker_follows_a_walk_toward_the_camera_and_smooths_the_jitter(motion):
+    """:func:`distance_track` on the least-squares distance of real motion walking toward the
+    camera at 0.5 m/s with 60 mm of white jitter added (what a refined pose's depth errors do to
+    it): after the start (4 s) the tracked distance has no lag on the steady walk (mean error
+    within 10 mm, where an EMA of the same α lags by > 150 mm) and a fraction of the jitter (sd
+    < 0.3 ×); a row without a valid distance (NaN, ≤ 0)
+    keeps its state; m follows the lateral EMA's β; and :func:`distance_correction` moves the pose
+    along its lines of sight only: its projection does not change."""
+    from posert.runtime.reprojection import DISTANCE_INDEX, alpha_beta_gains, distance_correction, distance_track
+
+    T = 500
+    rng = np.random.default_rng(0)
+    truth = 6000.0 - 10.0 * np.arange(T)  # mm: 0.5 m/s at 50 fps
+    z = truth + rng.normal(0.0, 60.0, T)
+    state = np.zeros((3, 4))
+    xs, ema = [], [z[0]]
+    alpha = alpha_beta_gains(DISTANCE_INDEX)[0]
+    for t in range(T):
+        state = distance_track(np.array([z[t], np.nan, -1.0]), np.array([1.0, 1.0, 1.0]), state)
+        xs.append(state[0, 0])
+        ema.append(ema[-1] + alpha * (z[t] - ema[-1]))
+    err = np.array(xs[200:]) - truth[200:]  # measured: mean −3.2 mm, sd 9.7 mm; the EMA +216 mm
+    assert abs(err.mean()) < 10.0 and err.std() < 0.3 * 60.0
+    assert np.mean(np.array(ema[201:]) - truth[200:]) > 150.0
+    assert np.all(state[1:] == 0)  # no valid distance: untouched
+    assert state[0, 2] == T and state[0, 3] == z[-1]  # β = 1: m is the frame's own distance
+    half = distance_track(np.array([5000.0]), np.array([0.5]), np.array([[4000.0, 0.0, 3.0, 4000.0]]))
+    assert half[0, 3] == 4500.0
+    # the move keeps the projection: a real pose at 4 m, tracked at 4.2 m
+    pose = (motion[200] - motion[200, ROOT]).astype(np.float64)[None] * np.array([1, -1, -1])  # camera-like axes
+    R = np.array([100.0, -50.0, 4000.0])
+    rays = (pose[0, :, :2] + R[:2]) / (pose[0, :, 2:] + R[2])
+    out = distance_correction(pose, rays[None], np.ones((1, 17)), np.array([[4200.0, 0.0, 5.0, 4000.0]]))
+    _, R2 = ray_correction(out, rays[None], np.ones((1, 17)), return_position=True)
+    np.testing.assert_allclose(R2[0, 2], 4200.0, rtol=1e-9)
+    np.testing.assert_allclose((out[0, :, :2] + R2[0, :2]) / (out[0, :, 2:] + R2[0, 2]), rays, atol=1e-12)
+    np.testing.assert_allclose(out[0, :, 2] - out[0, 0, 2], pose[0, :, 2] - pose[0, 0, 2], atol=1e-9)
+    assert np.abs(out - pose).max() > 5.0  # mm: it did move laterally (scaled with the distance)

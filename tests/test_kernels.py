@@ -425,8 +425,8 @@ def test_prepare_frames_matches_numpy_normalisation(real_views):
         _C.prepare_frames(px, conf, size, np.full(B, 9), out)
 
 
-@pytest.mark.parametrize("bones", [None, "viewed", "own", "plain", "adaptive"],
-                         ids=["lateral", "bone-depth", "bone-depth-own", "bone-depth-plain", "adaptive"])
+@pytest.mark.parametrize("bones", [None, "viewed", "own", "plain", "adaptive", "distance"],
+                         ids=["lateral", "bone-depth", "bone-depth-own", "bone-depth-plain", "adaptive", "distance"])
 def test_reproject_kernel_equals_numpy_reference(motion, models, bones):
     """``_C.reproject`` (the Pipeline's camera-aware correction) against its NumPy definition,
     :func:`pixels_to_rays` + :func:`ray_correction` + the per-slot EMA + re-rooting, and with
@@ -438,12 +438,20 @@ def test_reproject_kernel_equals_numpy_reference(motion, models, bones):
     1.25× the plain one, left/right pooled); ``own``: uncapped (session 22);
     ``plain``: session 21's (every frame alike, no pooling); ``adaptive``: the default bone
     lengths with the pipeline's default β, :func:`noise_gain` from the stream's innovations (its
-    state carried over too), and the bone depth's own EMA weight."""
+    state carried over too), and the bone depth's own EMA weight; ``distance``: that, and then the
+    pipeline's default distance tracker (:func:`distance_track`, :func:`distance_correction`)."""
     import torch
 
     from posert.camera import Camera, pixels_to_rays, ring_rig
     from posert.data.dataset import center_on_floor, render
-    from posert.runtime.reprojection import bone_depth_correction, noise_gain, ray_correction
+    from posert.runtime.reprojection import (
+        DISTANCE_INDEX,
+        bone_depth_correction,
+        distance_correction,
+        distance_track,
+        noise_gain,
+        ray_correction,
+    )
     from posert.skeleton import FLIP_PERM, PARENTS
 
     lifter = models[0]
@@ -472,8 +480,12 @@ def test_reproject_kernel_equals_numpy_reference(motion, models, bones):
             kw.update(view_cap=np.inf)
     hist, var = np.full((S, 2, 17, 2), np.nan), np.full((S, 2), np.nan)
     ref_hist, ref_var = hist.copy(), var.copy()
-    if bones == "adaptive":
+    dstate, ref_dstate = np.zeros((S, 4)), np.zeros((S, 4))
+    adaptive = bones in ("adaptive", "distance")
+    if adaptive:
         kw.update(noise_hist=hist, noise_var=var)
+    if bones == "distance":
+        kw.update(distance=dstate, distance_index=DISTANCE_INDEX)
     rng = np.random.default_rng(0)
     for t in range(T):
         for b, s in enumerate(slots):
@@ -488,9 +500,9 @@ def test_reproject_kernel_equals_numpy_reference(motion, models, bones):
         weight = np.maximum(0.1, np.full(B, 1.0 / (t + 1)))
         ref = pose.astype(np.float64)
         rays = pixels_to_rays(px[slots], Ks[slots], dists[slots])
-        delta = ray_correction(ref[rows], rays, conf[slots])
+        delta, R = ray_correction(ref[rows], rays, conf[slots], return_position=True)
         beta, bone_ema = weight, weight
-        if bones == "adaptive":
+        if adaptive:
             weight = np.full(B, 1.0 / (t + 1))
             bone_ema = np.maximum(0.1, weight) * (1 + 0.5 * np.arange(B))  # a weight per row
             kw["bone_ema"] = bone_ema
@@ -505,10 +517,14 @@ def test_reproject_kernel_equals_numpy_reference(motion, models, bones):
                                                     bone_ema, **ref_kw)
             for a, n in zip(ref_state, new):
                 a[slots] = n
+        if bones == "distance":
+            ref_dstate[slots] = distance_track(R[:, 2], beta, ref_dstate[slots])
+            ref[rows] = distance_correction(ref[rows], rays, conf[slots], ref_dstate[slots])
         _C.reproject(pose, rows, slots, px, conf, Ks, dists, dbar, weight, **kw)
         np.testing.assert_allclose(dbar, ref_dbar, atol=1e-9)
         np.testing.assert_allclose(hist, ref_hist, atol=1e-9, rtol=1e-9)
         np.testing.assert_allclose(var, ref_var, rtol=1e-9)
+        np.testing.assert_allclose(dstate, ref_dstate, rtol=1e-12, atol=1e-9)
         for a, b in zip(state, ref_state):
             np.testing.assert_allclose(a, b, atol=1e-9)
         np.testing.assert_allclose(pose, ref, atol=1e-3)  # float32 output, mm
@@ -522,7 +538,18 @@ def test_reproject_kernel_equals_numpy_reference(motion, models, bones):
         assert (np.array_equal(n, frames) if bones == "plain" else 0 < n.min() and np.all(n <= frames))
         if bones != "plain":
             assert np.abs(n - np.round(n)).max() > 0.01  # weights below 1, not frame counts
-        if bones == "adaptive":
+        if bones == "distance":
+            # every slot with a row tracks a distance (rows with one visible joint skip a frame), the
+            # others none; the tracker moved the pose: its lead x − m over the EMA'd distance is not 0
+            n = dstate[:, 2]
+            assert np.all(n[slots] >= T - 1) and np.all(n[[1, 3]] == 0) and np.all(dstate[[1, 3]] == 0)
+            assert np.abs(dstate[slots, 0] - dstate[slots, 3]).max() > 1.0  # mm
+            for bad, match in ((dict(distance=np.zeros((S, 3))), "distance"),
+                               (dict(distance_index=0.0), "distance_index"),
+                               (dict(distance_index=np.nan), "distance_index")):
+                with pytest.raises(ValueError, match=match):
+                    _C.reproject(pose, rows, slots, px, conf, Ks, dists, dbar, weight, **{**kw, **bad})
+        if adaptive:
             # every slot with a row has an estimate, the others none; the gain, not 1 / (n + 1), set β
             assert np.all(np.isfinite(var[slots])) and np.isnan(var[[1, 3]]).all()
             assert np.all(gain > 2 * weight)

@@ -37,6 +37,7 @@ from posert.runtime.reprojection import (
     BONE_HORIZON,
     BONE_VIEW_CAP,
     BONE_VIEW_POWER,
+    DISTANCE_INDEX,
     NOISE_FALLBACK,
     NOISE_MIN_JOINTS,
     NOISE_Q,
@@ -170,6 +171,13 @@ class Pipeline:
             or NaN.
         bone_symmetry: pool each left or right bone's running length with its mirror image's
             (default True; a person is left/right symmetric).
+        distance_index: the tracking index λ of the α-β tracker through which each stream's
+            distance R_z (the least-squares position the correction places the pose at) passes
+            (:func:`~posert.runtime.reprojection.distance_filter`; default
+            :data:`~posert.runtime.reprojection.DISTANCE_INDEX`, 1e-3). Every lateral coordinate
+            scales with R_z, and a frame's own R_z jitters with the refined pose's depth errors
+            (benchmarks/RESULTS.md, session 25). 0: each frame's own R_z (sessions 16–24).
+            ValueError if negative or not finite.
 
     Input per frame: keypoints in pixels of an image of the stream's size, H36M-17 order, and a
     confidence per joint in [0, 1]; confidence 0 marks a missing joint (its coordinates are
@@ -190,7 +198,7 @@ class Pipeline:
                  min_shard: int = 4, attention: str = "auto", cnd_mean: bool | None = None,
                  mean_ema: float | None = None, reprojection: str = "guess", reprojection_ema: float | str = "auto",
                  bone_depth: bool = True, bone_view_power: float = BONE_VIEW_POWER, bone_symmetry: bool = True,
-                 bone_view_cap: float = BONE_VIEW_CAP):
+                 bone_view_cap: float = BONE_VIEW_CAP, distance_index: float = DISTANCE_INDEX):
         if isinstance(backend, str):
             from posert.runtime.backends import create_backend
 
@@ -239,6 +247,9 @@ class Pipeline:
         if not bone_view_cap >= 1:
             raise ValueError(f"bone_view_cap must be ≥ 1 (inf: no cap), got {bone_view_cap}")
         self.bone_view_cap = float(bone_view_cap)
+        if not (np.isfinite(distance_index) and distance_index >= 0):
+            raise ValueError(f"distance_index must be finite and ≥ 0 (0: off), got {distance_index}")
+        self.distance_index = float(distance_index)
         shift = None
         if self.cnd_mean:
             A, c = cnd.mean_map()
@@ -278,6 +289,7 @@ class Pipeline:
         self._bdelta = np.zeros((S, NUM_JOINTS - 1))
         self._nhist = np.full((S, 2, NUM_JOINTS, 2), np.nan)  # adaptive β: the last two innovations, px
         self._nvar = np.full((S, 2), np.nan)  # and the 2D noise variance (px²), frames it has seen
+        self._dstate = np.zeros((S, 4))  # the distance tracker: R_z (mm), its velocity, updates
         self._last_t = np.full(S, -np.inf)
         self._count = np.zeros(S, np.int64)  # frames already in the caches
         self._due = np.zeros(S, bool)
@@ -331,7 +343,11 @@ class Pipeline:
         (:func:`~posert.runtime.reprojection.bone_depth_correction`, EMA weight
         max(:data:`~posert.runtime.reprojection.BONE_EMA`, 1 / (n + 1)); the lengths weighted
         toward frames where the 2D sees the bone at its full length, left and right pooled).
-        ``lifted`` is not corrected. With ``reprojection="off"``, or ``"given"`` and no camera,
+        Last, with ``distance_index`` > 0 (the default), the pose moves in depth along its lines
+        of sight to the stream's tracked distance
+        (:func:`~posert.runtime.reprojection.distance_track`,
+        :func:`~posert.runtime.reprojection.distance_correction`), so that it does not grow and
+        shrink with each frame's least-squares distance. ``lifted`` is not corrected. With ``reprojection="off"``, or ``"given"`` and no camera,
         nothing changes.
 
         Raises ValueError if the id exists, the size is not positive, capacity is reached, or
@@ -366,6 +382,7 @@ class Pipeline:
         self._dbar[slot] = 0.0
         self._blen[slot] = self._bcount[slot] = self._bdelta[slot] = 0.0
         self._nhist[slot] = self._nvar[slot] = np.nan
+        self._dstate[slot] = 0.0
         self._last_t[slot] = -np.inf
         self._count[slot] = 0  # every cache slot of this stream now reads as empty
         self._due[slot] = False
@@ -529,6 +546,8 @@ class Pipeline:
         weight = first if auto else np.maximum(self.reprojection_ema, first)
         noise = dict(noise_hist=self._nhist, noise_var=self._nvar, noise_q=NOISE_Q, noise_tau=NOISE_TAU,
                      noise_fallback=NOISE_FALLBACK, noise_min_joints=NOISE_MIN_JOINTS) if auto else {}
+        if self.distance_index > 0:
+            noise.update(distance=self._dstate, distance_index=self.distance_index)
         if self.bone_depth:
             _C.reproject(refined, rows, slots, self._px, self._pconf, self._K, self._dist, self._dbar, weight,
                          parents=_PARENTS, bone_length=self._blen, bone_count=self._bcount, bone_delta=self._bdelta,

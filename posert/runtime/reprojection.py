@@ -21,6 +21,11 @@ of articulated objects from point correspondences in a single uncalibrated image
 which resolves the front/back ambiguity this way from a prior; here the prior is the refined pose).
 Moving along the line of sight keeps the pose's projection.
 
+Each frame's least-squares position R of the pose also sets the scale of every lateral
+coordinate (the pose sits at distance R_z), and R_z jitters with the refined pose's depth and
+size errors: :func:`distance_track` follows it with an α-β tracker and :func:`distance_correction`
+moves the corrected pose in depth, along its lines of sight, to the tracked distance.
+
 How much of each frame's lateral correction to take (the weight β of its causal EMA) depends on
 how precise the 2D is: :func:`noise_gain` estimates the keypoints' noise from the stream's own
 innovations and sets β to the steady-state Kalman gain for it, near 1 for precise 2D (which then
@@ -59,6 +64,12 @@ BONE_VIEW_CAP = 1.25
 #: lateral correction was for detector noise. Session 24: with precise 2D and the lateral β = 1, the
 #: bone EMA at 1 gave acceleration ×1.57 of the lifter's on DeepMimic, at 0.1 ×0.98.
 BONE_EMA = 0.1
+#: The tracking index λ = σ_w T² / σ_v of the α-β tracker of each stream's distance
+#: (:func:`distance_track`; steady-state α = 0.044, β = 0.001). Chosen on the validation motion
+#: (session 25): from 1e-3 to 1e-2 the acceleration error with ground-truth 2D ties (0.71–0.72 of
+#: the lifter's) and 1e-3 has the lowest MPJPE with detector noise and missing joints. With
+#: correlated errors in R_z (the refiner's) λ is an empirical bandwidth, not σ_w / σ_v.
+DISTANCE_INDEX = 1e-3
 #: :func:`noise_gain`'s q, px² per frame: the variance of the refiner's lateral error's change from
 #: one frame to the next (the random walk the EMA tracks). 0.3 gives β = 0.104 at σ = 5 px, the
 #: middle of the detector protocol's 2–8 px, where session 18 had tuned a fixed β = 0.1, and β > 0.9
@@ -201,6 +212,110 @@ def noise_gain(pose: np.ndarray, rays: np.ndarray, weight: np.ndarray, fx: np.nd
     gain = steady_state_gain(q / np.maximum(np.nan_to_num(v, nan=1.0), 1e-300))
     beta = np.where(np.isnan(v), fallback, gain)
     return beta, np.stack([hist[:, 1], u], axis=1), var
+
+
+def alpha_beta_gains(index: float) -> tuple[float, float]:
+    """The steady-state gains (α, β) of an α-β tracker with tracking index λ = σ_w T² / σ_v > 0
+    (σ_w: the sd of the white acceleration, σ_v: that of the measurement noise, T: the frame
+    period): with r = (4 + λ − √(8λ + λ²)) / 4, α = 1 − r² and β = 2(2 − α) − 4√(1 − α) (Kalata,
+    "The tracking index: a generalized parameter for α-β and α-β-γ target trackers", IEEE TAES
+    20(2), 1984). (0, 0) for λ ≤ 0 or NaN."""
+    lam = float(index)
+    if not lam > 0:
+        return 0.0, 0.0
+    r = (4 + lam - np.sqrt(8 * lam + lam * lam)) / 4
+    alpha = 1 - r * r
+    return float(alpha), float(2 * (2 - alpha) - 4 * np.sqrt(max(1 - alpha, 0.0)))
+
+
+def distance_track(z: np.ndarray, beta: np.ndarray, state: np.ndarray, index: float = DISTANCE_INDEX) -> np.ndarray:
+    """Step 2's part of the distance correction (:func:`distance_correction`): one frame of B
+    streams. The NumPy definition of ``posert._C.reproject``'s ``distance`` state update
+    (csrc/reprojection.h, ``DistanceFilter``).
+
+    Each frame's least-squares distance R_z (:func:`ray_correction` of the refined pose) moves
+    with the refined pose's depth and size errors, and every lateral coordinate of the corrected
+    pose scales with it; a person's distance from the camera moves slowly. With ground-truth 2D
+    the second differences of R_z are 2.6–50 × the true root's (validation motion, OMOMO,
+    DeepMimic; benchmarks/RESULTS.md, session 25). Per row with a valid R_z (z > 0):
+
+    - an α-β tracker, level x and velocity v (mm, mm per update): the first update sets x = z,
+      v = 0; each later one predicts x⁻ = x + v and with e = z − x⁻ sets x = x⁻ + α e, v += β e,
+      with the steady-state (α, β) = :func:`alpha_beta_gains` (index) from the first frame on. A
+      constant velocity is followed without lag, unlike an EMA. (An expanding-memory start, the
+      least-squares line through the first frames, extrapolates the refiner's unsettled first
+      frames: on the validation motion, OMOMO, DeepMimic and the test fixture it was as good or
+      worse in every figure, session 25.)
+    - m, the distance the lateral EMA of weight ``beta`` leaves the pose at: m = z the first
+      time, then m += beta (z − m).
+
+    Args:
+        z: (B,) this frame's least-squares R_z of the refined pose, mm; ≤ 0 or NaN: no valid one
+            (the row's state is not touched).
+        beta: (B,) the row's lateral EMA weight β this frame.
+        state: (B, 4) float64 x (mm), v (mm per update), n (updates; 0 for a new stream), m (mm);
+            not modified.
+        index: the tracking index λ > 0 (:data:`DISTANCE_INDEX`).
+    Returns:
+        state (B, 4) float64, the new state.
+    Raises:
+        ValueError: for shapes other than the above, or λ not finite and > 0.
+    """
+    z = np.asarray(z, dtype=np.float64)
+    state = np.array(state, dtype=np.float64)
+    if z.ndim != 1 or state.shape != (len(z), 4) or np.shape(beta) != z.shape:
+        raise ValueError(f"expected z (B,), beta (B,) and state (B, 4), got {z.shape}, {np.shape(beta)}, "
+                         f"{state.shape}")
+    if not (index > 0 and np.isfinite(index)):
+        raise ValueError(f"the tracking index must be finite and > 0, got {index}")
+    alpha, gain_v = alpha_beta_gains(index)
+    for b in np.flatnonzero(z > 0):
+        x, v, n, m = state[b]
+        if not n >= 1:
+            state[b] = (z[b], 0.0, 1.0, z[b])
+            continue
+        e = z[b] - (x + v)
+        state[b] = (x + v + alpha * e, v + gain_v * e, n + 1, m + beta[b] * (z[b] - m))
+    return state
+
+
+def distance_correction(pose: np.ndarray, rays: np.ndarray, weight: np.ndarray, state: np.ndarray) -> np.ndarray:
+    """Move each pose in depth by its stream's tracked distance's lead over the distance its
+    lateral EMA left it at: step 6 of ``posert._C.reproject`` (csrc/reprojection.h,
+    ``DistanceFilter``), which the pipeline runs last (``Pipeline(distance_index=...)``); the
+    state comes from :func:`distance_track` of this frame.
+
+    R = the least-squares position of ``pose`` on ``rays`` (:func:`ray_correction`); for a row
+    where it is valid and whose stream has a state (n ≥ 1), the target depth is
+    x' = R_z + (x − m). If x' > 0, every joint is in front (A_jz = X_jz + R_z > 0.01 R_z) and
+    X_jz + x' > 0.01 x', every joint moves along its own line of sight to depth X_jz + x':
+    A_j ← (X_j + R) (X_jz + x') / (X_jz + R_z); the output is A_j − A_root. The projection does not
+    change: the pose moves in depth as a whole and its lateral extent scales with the distance.
+    With precise 2D (β ≈ 1) m is the frame's own R_z and the pose takes the tracked distance;
+    with a detector's jitter (β ≈ 0.1) m is already smooth and the move is small.
+
+    Args:
+        pose: (B, 17, 3) root-relative poses in the camera frame, mm (the corrected output).
+        rays: (B, 17, 2) the keypoints' undistorted normalised coordinates.
+        weight: (B, 17) confidences; 0 marks a missing joint.
+        state: (B, 4) :func:`distance_track`'s state after this frame.
+    Returns:
+        out (B, 17, 3) float64, mm, root-relative (rows not moved are ``pose`` as it is).
+    Raises:
+        ValueError: for shapes other than the above.
+    """
+    pose = np.asarray(pose, dtype=np.float64)
+    if np.shape(state) != (len(pose), 4):
+        raise ValueError(f"expected state (B, 4) for B = {len(pose)}, got {np.shape(state)}")
+    _, R = ray_correction(pose, rays, weight, return_position=True)
+    out = pose.copy()
+    for b in np.flatnonzero((R[:, 2] > 0) & (np.asarray(state)[:, 2] >= 1)):
+        x, _, _, m = state[b]
+        target, z = R[b, 2] + x - m, pose[b, :, 2]
+        if target > 0 and np.all(z + R[b, 2] > 0.01 * R[b, 2]) and np.all(z + target > 0.01 * target):
+            A = (pose[b] + R[b]) * ((z + target) / (z + R[b, 2]))[:, None]
+            out[b] = A - A[0]
+    return out
 
 
 def bone_depth_correction(pose: np.ndarray, rays: np.ndarray, weight: np.ndarray, length: np.ndarray,
