@@ -1,4 +1,5 @@
-"""What the depth from bone lengths adds after the camera-aware correction (issue 3).
+"""What the depth from bone lengths and the distance tracker add after the camera-aware correction
+(issue 3).
 
 The camera-aware correction (``Pipeline.add_stream``) moves each refined joint across its line of
 sight onto its 2D keypoint's camera ray; the depth along that line is what the 2D does not
@@ -24,8 +25,15 @@ missing joints/limbs):
 - ``lateral β = 0.1 (session 23)`` / ``lateral β = 1``: the default bone depth after a lateral EMA
   with a fixed β (``reprojection_ema``) instead of the default per-stream gain for the 2D noise
   estimated from the stream's innovations (``"auto"``, session 24); 0.1 is sessions 18–23's β;
-- ``+ bone depth (default)``: viewed and pooled, what ``posert eval`` reports;
-- with ``--view-powers P ...`` also ``viewed P, pooled`` for each P (the sweep behind the default);
+- ``+ bone depth, viewed + pooled (session 24)``: the default bone depth;
+- ``+ lateral + distance tracker, no bone depth``: the distance tracker
+  (``posert.runtime.reprojection.distance_track``) after the lateral correction alone;
+- ``+ distance tracker (default)``: the default bone depth, then the pose moved in depth to the
+  stream's tracked distance (``distance_index``, session 25): what ``posert eval`` reports. Every
+  row above it runs with ``distance_index=0``;
+- with ``--view-powers P ...`` also ``viewed P, pooled`` for each P (the sweep behind the default),
+  and with ``--distance-indices λ ...`` the default with each tracking index λ (the sweep behind
+  ``DISTANCE_INDEX``);
 
 and prints MPJPE, P-MPJPE and acceleration error of the lifter and of the output, and the
 standard deviation of the output's bone lengths along each stream (the truth's is ~0), as a
@@ -33,7 +41,7 @@ Markdown table for RESULTS.md.
 
     .venv/bin/python benchmarks/bone_depth.py [--motion FILE.npz ...] [--lifter PATH] [--refiner PATH]
         [--mean-ema A] [--label NAME] [--protocols ground-truth detector missing] [--view-powers P ...]
-        [--only TEXT ...]
+        [--distance-indices λ ...] [--only TEXT ...]
 
 Without ``--motion`` it uses the validation motion.
 """
@@ -52,19 +60,22 @@ from posert.data.build import VAL_MOTION_NAME, build_dataset
 from posert.data.dataset import NoiseModel, OcclusionModel
 from posert.evaluate import load_motion, markdown_cells, score, stream_sequences
 from posert.runtime import Pipeline
-from posert.runtime.reprojection import BONE_VIEW_POWER
+from posert.runtime.reprojection import BONE_VIEW_POWER, DISTANCE_INDEX
 from posert.skeleton import bone_lengths
 
 PROTOCOLS = {"ground-truth": None, "detector": NoiseModel(), "missing": OcclusionModel()}
-SETTINGS = (("refiner alone", dict(reprojection="off")), ("+ lateral", dict(bone_depth=False)),
-            ("+ bone depth, plain mean (session 21)", dict(bone_view_power=0.0, bone_symmetry=False)),
-            (f"+ bone depth, viewed (P = {BONE_VIEW_POWER:g})", dict(bone_symmetry=False)),
-            ("+ bone depth, pooled", dict(bone_view_power=0.0)),
-            ("+ bone depth, viewed uncapped + pooled (session 22)", dict(bone_view_cap=float("inf"))),
-            ("+ bone depth, viewed against the plain length + pooled", dict(bone_view_cap=1.0)),
-            ("+ bone depth (default), lateral β = 0.1 (session 23)", dict(reprojection_ema=0.1)),
-            ("+ bone depth (default), lateral β = 1", dict(reprojection_ema=1.0)),
-            ("+ bone depth, viewed + pooled (default)", dict()))
+_OFF = dict(distance_index=0.0)  # the rows before the distance tracker
+SETTINGS = (("refiner alone", dict(reprojection="off")), ("+ lateral", dict(bone_depth=False, **_OFF)),
+            ("+ bone depth, plain mean (session 21)", dict(bone_view_power=0.0, bone_symmetry=False, **_OFF)),
+            (f"+ bone depth, viewed (P = {BONE_VIEW_POWER:g})", dict(bone_symmetry=False, **_OFF)),
+            ("+ bone depth, pooled", dict(bone_view_power=0.0, **_OFF)),
+            ("+ bone depth, viewed uncapped + pooled (session 22)", dict(bone_view_cap=float("inf"), **_OFF)),
+            ("+ bone depth, viewed against the plain length + pooled", dict(bone_view_cap=1.0, **_OFF)),
+            ("+ bone depth (default), lateral β = 0.1 (session 23)", dict(reprojection_ema=0.1, **_OFF)),
+            ("+ bone depth (default), lateral β = 1", dict(reprojection_ema=1.0, **_OFF)),
+            ("+ bone depth, viewed + pooled (session 24)", dict(**_OFF)),
+            ("+ lateral + distance tracker, no bone depth", dict(bone_depth=False)),
+            (f"+ distance tracker (default, λ = {DISTANCE_INDEX:g})", dict()))
 
 
 def bone_sd(results: dict, key: str) -> float:
@@ -82,11 +93,14 @@ def main() -> None:
     ap.add_argument("--protocols", nargs="+", choices=list(PROTOCOLS), default=list(PROTOCOLS))
     ap.add_argument("--view-powers", nargs="*", type=float, default=[],
                     help="also run viewed P + pooled for each P (the sweep behind BONE_VIEW_POWER)")
+    ap.add_argument("--distance-indices", nargs="*", type=float, default=[], metavar="λ",
+                    help="also run the default with each tracking index λ (the sweep behind DISTANCE_INDEX)")
     ap.add_argument("--only", nargs="*", default=None, metavar="TEXT",
                     help="run only the rows whose label contains one of these texts")
     args = ap.parse_args()
     settings = SETTINGS + tuple((f"+ bone depth, viewed (P = {p:g}) + pooled", dict(bone_view_power=p))
                                 for p in args.view_powers)
+    settings += tuple((f"+ distance tracker, λ = {x:g}", dict(distance_index=x)) for x in args.distance_indices)
     if args.only:
         settings = tuple(s for s in settings if any(t in s[0] for t in args.only))
     motions = args.motion or [build_dataset().parent / VAL_MOTION_NAME]
