@@ -288,7 +288,8 @@ void reproject(const py::array& pose_arr, const I64& rows, const I64& slots, con
                const py::object& delta_obj, double gate, double horizon, const py::object& mirror_obj,
                double view_power, double view_cap, const py::object& bone_ema_obj, const py::object& hist_obj,
                const py::object& var_obj, double noise_q, double noise_tau, double noise_fallback,
-               int64_t noise_min_joints, const py::object& distance_obj, double distance_index) {
+               int64_t noise_min_joints, const py::object& raw_obj, const py::object& raw_var_obj,
+               const py::object& distance_obj, double distance_index) {
   F32 pose = as_out(pose_arr, "pose");
   F64 dbar = as_state(dbar_arr, "dbar");
   require_shape(pose, {-1, -1, 3}, "pose (B, J, 3)");
@@ -363,7 +364,20 @@ void reproject(const py::array& pose_arr, const I64& rows, const I64& slots, con
     var = as_state(var_obj, "noise_var");
     require_shape(hist, {S, 2, J, 2}, "noise_hist (S, 2, J, 2)");
     require_shape(var, {S, 2}, "noise_var (S, 2)");
-    noise = {hist.mutable_data(), var.mutable_data(), noise_q, noise_tau, noise_fallback, noise_min_joints};
+    noise = {hist.mutable_data(), var.mutable_data(), nullptr, nullptr, noise_q, noise_tau, noise_fallback,
+             noise_min_joints};
+  }
+  if (raw_obj.is_none() != raw_var_obj.is_none())
+    throw py::value_error("adaptive β: give both noise_raw and noise_raw_var or neither");
+  F64 raw, raw_var;
+  if (!raw_obj.is_none()) {
+    if (hist_obj.is_none()) throw py::value_error("noise_raw is only used with noise_hist and noise_var");
+    raw = as_state(raw_obj, "noise_raw");
+    raw_var = as_state(raw_var_obj, "noise_raw_var");
+    require_shape(raw, {S, 3, J, 2}, "noise_raw (S, 3, J, 2)");
+    require_shape(raw_var, {S, 2}, "noise_raw_var (S, 2)");
+    noise.raw = raw.mutable_data();
+    noise.raw_var = raw_var.mutable_data();
   }
   posert::DistanceFilter distance{};
   F64 dstate;
@@ -527,7 +541,8 @@ PYBIND11_MODULE(_C, m) {
         py::arg("mirror") = py::none(), py::arg("view_power") = 4.0, py::arg("view_cap") = 1.25,
         py::arg("bone_ema") = py::none(), py::arg("noise_hist") = py::none(), py::arg("noise_var") = py::none(),
         py::arg("noise_q") = 0.3, py::arg("noise_tau") = 0.05, py::arg("noise_fallback") = 0.1,
-        py::arg("noise_min_joints") = 6, py::arg("distance") = py::none(), py::arg("distance_index") = 1e-3,
+        py::arg("noise_min_joints") = 6, py::arg("noise_raw") = py::none(), py::arg("noise_raw_var") = py::none(),
+        py::arg("distance") = py::none(), py::arg("distance_index") = 1e-3,
         "Camera-aware correction of Pipeline.add_stream, in place: pose (B, J, 3) float32 mm, rows/slots (R,) int64, "
         "px (S, J, 2), conf (S, J), K (S, 3, 3), dist (S, 5), dbar (S, J, 3), weight (R,), all float64; with "
         "parents (J,) int64, bone_length/bone_count (S, J − 1, 2) and bone_delta (S, J − 1) float64 also the depth "
@@ -536,7 +551,8 @@ PYBIND11_MODULE(_C, m) {
         "pooled with the mirrored bone given mirror (J,) int64, a left/right joint permutation; bone_ema (R,) the "
         "EMA weight of the bone depth (default: weight). With noise_hist (S, 2, J, 2) and noise_var (S, 2) float64 "
         "(state; NaN when new) the EMA weight of the lateral correction is max(weight, K(noise_q / var)), var the "
-        "2D noise variance (px²) estimated from each stream's innovations (csrc/reprojection.h, LateralNoise). With "
+        "2D noise variance (px²) estimated from each stream's innovations (csrc/reprojection.h, LateralNoise), or "
+        "with noise_raw (S, 3, J, 2) and noise_raw_var (S, 2) the smaller of that and the keypoints' own estimate. With "
         "distance (S, 4) float64 (state: level mm, velocity mm per update, updates, EMA'd distance mm; zeros when "
         "new) each stream's distance R_z goes through an α-β tracker of tracking index distance_index and the pose "
         "moves along its lines of sight to it (DistanceFilter).");

@@ -147,7 +147,38 @@ void reproject_cpu(float* pose, int64_t J, const int64_t* rows, const int64_t* s
         seen = std::isnan(var) ? 1.0 : seen + 1.0;
         var = std::isnan(var) ? s2 : var + std::max(noise->tau, 1.0 / seen) * (s2 - var);
       }
-      const double gain = std::isnan(var) ? noise->fallback : steady_state_gain(noise->q / std::max(var, 1e-300));
+      double v = var;
+      if (noise->raw != nullptr) {  // the keypoints' own third differences
+        double* hr = noise->raw + s * 3 * J * 2;  // [3 frames ago, 2 ago, last][joint][x, y] px
+        double& rvar = noise->raw_var[s * 2];
+        double& rseen = noise->raw_var[s * 2 + 1];
+        int64_t m = 0;
+        for (int64_t j = 0; j < J; ++j) {
+          const double* p = px + (s * J + j) * 2;
+          double* h0 = hr + j * 2;
+          double* h1 = hr + (J + j) * 2;
+          double* h2 = hr + (2 * J + j) * 2;
+          const bool vis = c[j] > 0;
+          if (vis && std::isfinite(h0[0]) && std::isfinite(h1[0]) && std::isfinite(h2[0])) {
+            const double bx = p[0] - 3 * h2[0] + 3 * h1[0] - h0[0], by = p[1] - 3 * h2[1] + 3 * h1[1] - h0[1];
+            a2[m++] = bx * bx + by * by;
+          }
+          for (int e = 0; e < 2; ++e) {
+            h0[e] = h1[e];
+            h1[e] = h2[e];
+            h2[e] = vis ? p[e] : nan;
+          }
+        }
+        if (m >= noise->min_joints && m > 0) {
+          std::sort(a2.begin(), a2.begin() + m);
+          const double med = m % 2 ? a2[m / 2] : 0.5 * (a2[m / 2 - 1] + a2[m / 2]);
+          const double s2 = med / (20.0 * 2.0 * std::log(2.0));
+          rseen = std::isnan(rvar) ? 1.0 : rseen + 1.0;
+          rvar = std::isnan(rvar) ? s2 : rvar + std::max(noise->tau, 1.0 / rseen) * (s2 - rvar);
+        }
+        if (std::isnan(v) || rvar < v) v = rvar;
+      }
+      const double gain = std::isnan(v) ? noise->fallback : steady_state_gain(noise->q / std::max(v, 1e-300));
       beta = std::max(beta, gain);
     }
     if (ok && distance != nullptr) {  // step 6's tracker, and the distance the EMA below leaves the pose at
@@ -158,7 +189,7 @@ void reproject_cpu(float* pose, int64_t J, const int64_t* rows, const int64_t* s
     }
     for (int64_t j = 0; j < J; ++j) {
       const double delta[3] = {D[j * 2], D[j * 2 + 1], 0.0};
-      const double w = c[j] > 0 ? beta * c[j] : 0.0;
+      const double w = ok && c[j] > 0 ? beta * c[j] : 0.0;
       for (int e = 0; e < 3; ++e) db[j * 3 + e] += w * (delta[e] - db[j * 3 + e]);
     }
     double root[3];

@@ -14,7 +14,9 @@ namespace posert {
 //      the 3×3 normal equations); Δ_j = (u_jx z_j − R_x − P_jx, u_jy z_j − R_y − P_jy, 0),
 //      z_j = P_jz + R_z, for visible joints; Δ = 0 for all joints when < 2 joints are visible, the
 //      system is degenerate (D ≤ 1e-12 Σw²), R_z ≤ 0 or a visible z_j ≤ 0.01 R_z.
-//   3. dbar[s, j] += β_r · conf[s, j] · (Δ_j − dbar[s, j])   (float64, per slot), β_r = weight[r], or
+//   3. dbar[s, j] += β_r · conf[s, j] · (Δ_j − dbar[s, j])   (float64, per slot) where the row's Δ is
+//      valid (a frame without a valid correction keeps dbar: no measurement is not a zero
+//      correction; with β ≈ 1 it would drop the whole correction for a frame), β_r = weight[r], or
 //      with `noise` (LateralNoise) β_r = max(weight[r], β̂_s): the steady-state Kalman gain of the 2D
 //      keypoints' noise variance estimated from the stream's innovations (see LateralNoise).
 //   4. P_j ← P_j + dbar[s, j] − (P_root + dbar[s, root]), root = joint 0.
@@ -66,9 +68,17 @@ struct BoneDepth {
 // gain of a random walk of variance q per frame seen in white noise of variance var (Muth, JASA 1960:
 // the EMA is that filter's steady state; the noise from the innovations: Mehra, IEEE TAC 1970);
 // `fallback` while var[s] is NaN. Precise 2D (σ ≲ 0.5 px) gives β̂ → 1, detector noise (σ 2–8 px) ≈ 0.1.
+// With `raw` and `raw_var`, a second estimate from the keypoints themselves: over the joints visible
+// in this frame and the three before, the third difference b_j = p_j(t) − 3 p_j(t−1) + 3 p_j(t−2) −
+// p_j(t−3) of the pixels (white noise: |b|² ~ 20σ² χ²₂; smooth motion at 50 fps has a far smaller
+// jerk than acceleration), s² = median_j |b_j|² / (20 · 2 ln 2), kept as var is. β̂_s then uses the
+// smaller of the two (NaN ignored): each bounds the noise from above, the innovations' raised where
+// the refiner lags fast motion (~10 px in a backflip), the pixels' where the motion's jerk is large.
 struct LateralNoise {
   double* hist;    // (S, 2, J, 2) px, u of the frame before last and of the last frame (NaN: not measured)
   double* var;     // (S, 2): the running estimate of σ² (px²; NaN: none yet), n (frames that updated it)
+  double* raw;     // (S, 3, J, 2) px, the keypoints of the last three frames (NaN: hidden); or null
+  double* raw_var; // (S, 2): the keypoints' own running σ² (px²; NaN: none yet), n; null with raw
   double q;        // px² per frame
   double tau;      // the EMA weight of var
   double fallback; // β̂ while var is NaN

@@ -450,6 +450,7 @@ def test_reproject_kernel_equals_numpy_reference(motion, models, bones):
         distance_correction,
         distance_track,
         noise_gain,
+        pixel_noise,
         ray_correction,
     )
     from posert.skeleton import FLIP_PERM, PARENTS
@@ -480,13 +481,16 @@ def test_reproject_kernel_equals_numpy_reference(motion, models, bones):
             kw.update(view_cap=np.inf)
     hist, var = np.full((S, 2, 17, 2), np.nan), np.full((S, 2), np.nan)
     ref_hist, ref_var = hist.copy(), var.copy()
+    raw, raw_var = np.full((S, 3, 17, 2), np.nan), np.full((S, 2), np.nan)
+    ref_raw, ref_raw_var = raw.copy(), raw_var.copy()
     dstate, ref_dstate = np.zeros((S, 4)), np.zeros((S, 4))
     adaptive = bones in ("adaptive", "distance")
     if adaptive:
-        kw.update(noise_hist=hist, noise_var=var)
+        kw.update(noise_hist=hist, noise_var=var, noise_raw=raw, noise_raw_var=raw_var)
     if bones == "distance":
         kw.update(distance=dstate, distance_index=DISTANCE_INDEX)
     rng = np.random.default_rng(0)
+    before = None  # slot 1's Δ̄ before the frame without a valid correction
     for t in range(T):
         for b, s in enumerate(slots):
             px[s] = views[b][t]
@@ -506,10 +510,14 @@ def test_reproject_kernel_equals_numpy_reference(motion, models, bones):
             weight = np.full(B, 1.0 / (t + 1))
             bone_ema = np.maximum(0.1, weight) * (1 + 0.5 * np.arange(B))  # a weight per row
             kw["bone_ema"] = bone_ema
+            ref_raw[slots], ref_raw_var[slots] = pixel_noise(px[slots], conf[slots], ref_raw[slots],
+                                                             ref_raw_var[slots])
             gain, ref_hist[slots], ref_var[slots] = noise_gain(ref[rows], rays, conf[slots], Ks[slots, 0, 0],
-                                                               ref_hist[slots], ref_var[slots])
+                                                               ref_hist[slots], ref_var[slots],
+                                                               other_var=ref_raw_var[slots, 0])
             beta = np.maximum(weight, gain)
-        ref_dbar[slots] += (beta[:, None] * conf[slots])[..., None] * (delta - ref_dbar[slots])
+        valid = R[:, 2] > 0  # a frame without a valid correction keeps Δ̄
+        ref_dbar[slots] += ((beta * valid)[:, None] * conf[slots])[..., None] * (delta - ref_dbar[slots])
         out = ref[rows] + ref_dbar[slots]
         ref[rows] = out - out[:, :1]
         if bones:
@@ -524,12 +532,17 @@ def test_reproject_kernel_equals_numpy_reference(motion, models, bones):
         np.testing.assert_allclose(dbar, ref_dbar, atol=1e-9)
         np.testing.assert_allclose(hist, ref_hist, atol=1e-9, rtol=1e-9)
         np.testing.assert_allclose(var, ref_var, rtol=1e-9)
+        np.testing.assert_allclose(raw, ref_raw, rtol=1e-12)
+        np.testing.assert_allclose(raw_var, ref_raw_var, rtol=1e-9)
         np.testing.assert_allclose(dstate, ref_dstate, rtol=1e-12, atol=1e-9)
         for a, b in zip(state, ref_state):
             np.testing.assert_allclose(a, b, atol=1e-9)
         np.testing.assert_allclose(pose, ref, atol=1e-3)  # float32 output, mm
         if t == 3:
-            assert np.all(delta[1] == 0)
+            assert np.all(delta[1] == 0) and not valid[1]
+            np.testing.assert_array_equal(dbar[slots[1]], before)  # no valid correction: Δ̄ kept
+        if t == 2:
+            before = dbar[slots[1]].copy()
     assert np.abs(ref_dbar).max() > 10  # mm: the lifter's pose was corrected
     if bones:
         assert np.abs(ref_state[2][slots]).max() > 10  # mm: some bone's depth was corrected
@@ -552,10 +565,13 @@ def test_reproject_kernel_equals_numpy_reference(motion, models, bones):
         if adaptive:
             # every slot with a row has an estimate, the others none; the gain, not 1 / (n + 1), set β
             assert np.all(np.isfinite(var[slots])) and np.isnan(var[[1, 3]]).all()
+            assert np.all(np.isfinite(raw_var[slots])) and np.isnan(raw_var[[1, 3]]).all()
             assert np.all(gain > 2 * weight)
             for bad, match in ((dict(noise_var=None), "both"), (dict(noise_q=0.0), "noise_q"),
                                (dict(noise_tau=1.5), "noise_tau"),
                                (dict(noise_hist=np.zeros((S, 17, 2))), "noise_hist"),
+                               (dict(noise_raw_var=None), "noise_raw"),
+                               (dict(noise_raw=np.zeros((S, 2, 17, 2))), "noise_raw"),
                                (dict(bone_ema=np.zeros(B + 1)), "bone_ema")):
                 with pytest.raises(ValueError, match=match):
                     _C.reproject(pose, rows, slots, px, conf, Ks, dists, dbar, weight, **{**kw, **bad})

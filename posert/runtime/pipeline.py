@@ -178,6 +178,11 @@ class Pipeline:
             scales with R_z, and a frame's own R_z jitters with the refined pose's depth errors
             (benchmarks/RESULTS.md, session 25). 0: each frame's own R_z (sessions 16–24).
             ValueError if negative or not finite.
+        pixel_noise: with ``reprojection_ema="auto"``, also estimate the 2D noise from the
+            keypoints' own third differences (:func:`~posert.runtime.reprojection.pixel_noise`)
+            and let the smaller of that and the innovations' estimate set β (default True; False:
+            the innovations alone, session 24, whose estimate rises to ~10 px where the refiner
+            lags fast motion such as a backflip).
 
     Input per frame: keypoints in pixels of an image of the stream's size, H36M-17 order, and a
     confidence per joint in [0, 1]; confidence 0 marks a missing joint (its coordinates are
@@ -198,7 +203,8 @@ class Pipeline:
                  min_shard: int = 4, attention: str = "auto", cnd_mean: bool | None = None,
                  mean_ema: float | None = None, reprojection: str = "guess", reprojection_ema: float | str = "auto",
                  bone_depth: bool = True, bone_view_power: float = BONE_VIEW_POWER, bone_symmetry: bool = True,
-                 bone_view_cap: float = BONE_VIEW_CAP, distance_index: float = DISTANCE_INDEX):
+                 bone_view_cap: float = BONE_VIEW_CAP, distance_index: float = DISTANCE_INDEX,
+                 pixel_noise: bool = True):
         if isinstance(backend, str):
             from posert.runtime.backends import create_backend
 
@@ -250,6 +256,7 @@ class Pipeline:
         if not (np.isfinite(distance_index) and distance_index >= 0):
             raise ValueError(f"distance_index must be finite and ≥ 0 (0: off), got {distance_index}")
         self.distance_index = float(distance_index)
+        self.pixel_noise = bool(pixel_noise)
         shift = None
         if self.cnd_mean:
             A, c = cnd.mean_map()
@@ -289,6 +296,8 @@ class Pipeline:
         self._bdelta = np.zeros((S, NUM_JOINTS - 1))
         self._nhist = np.full((S, 2, NUM_JOINTS, 2), np.nan)  # adaptive β: the last two innovations, px
         self._nvar = np.full((S, 2), np.nan)  # and the 2D noise variance (px²), frames it has seen
+        self._nraw = np.full((S, 3, NUM_JOINTS, 2), np.nan)  # the last three frames' keypoints, px
+        self._nrawvar = np.full((S, 2), np.nan)  # and the noise variance from their third differences
         self._dstate = np.zeros((S, 4))  # the distance tracker: R_z (mm), its velocity, updates
         self._last_t = np.full(S, -np.inf)
         self._count = np.zeros(S, np.int64)  # frames already in the caches
@@ -338,16 +347,20 @@ class Pipeline:
         (β = ``reprojection_ema``, by default the gain for this stream's estimated 2D noise,
         :func:`~posert.runtime.reprojection.noise_gain`; a running mean over the first 1/β
         frames), and the output is the refined pose + Δ̄, re-rooted. A missing joint keeps its
-        Δ̄. With ``bone_depth`` (the default) each bone's extent along the line of sight is then
-        set from the stream's running bone lengths
-        (:func:`~posert.runtime.reprojection.bone_depth_correction`, EMA weight
+        Δ̄, and so does every joint of a frame whose correction is not valid (fewer than two
+        joints, or the 2D puts the pose behind the camera). The 2D noise is the smaller of two
+        running estimates, from the innovations and from the keypoints' own third differences
+        (:func:`~posert.runtime.reprojection.pixel_noise`). With ``bone_depth`` (the default)
+        each bone's extent along the line of sight is then set from the stream's running bone
+        lengths (:func:`~posert.runtime.reprojection.bone_depth_correction`, EMA weight
         max(:data:`~posert.runtime.reprojection.BONE_EMA`, 1 / (n + 1)); the lengths weighted
         toward frames where the 2D sees the bone at its full length, left and right pooled).
         Last, with ``distance_index`` > 0 (the default), the pose moves in depth along its lines
         of sight to the stream's tracked distance
         (:func:`~posert.runtime.reprojection.distance_track`,
         :func:`~posert.runtime.reprojection.distance_correction`), so that it does not grow and
-        shrink with each frame's least-squares distance. ``lifted`` is not corrected. With ``reprojection="off"``, or ``"given"`` and no camera,
+        shrink with each frame's least-squares distance. ``lifted`` is not corrected. With
+        ``reprojection="off"``, or ``"given"`` and no camera,
         nothing changes.
 
         Raises ValueError if the id exists, the size is not positive, capacity is reached, or
@@ -381,7 +394,7 @@ class Pipeline:
             self._K[slot], self._dist[slot] = K, dist
         self._dbar[slot] = 0.0
         self._blen[slot] = self._bcount[slot] = self._bdelta[slot] = 0.0
-        self._nhist[slot] = self._nvar[slot] = np.nan
+        self._nhist[slot] = self._nvar[slot] = self._nraw[slot] = self._nrawvar[slot] = np.nan
         self._dstate[slot] = 0.0
         self._last_t[slot] = -np.inf
         self._count[slot] = 0  # every cache slot of this stream now reads as empty
@@ -396,11 +409,15 @@ class Pipeline:
 
     def keypoint_noise(self, stream_id: Hashable) -> float:
         """The stream's 2D keypoint noise σ̂ (px, per axis) that sets its β with
-        ``reprojection_ema="auto"`` (:func:`~posert.runtime.reprojection.noise_gain`): a running
-        estimate from its innovations, e.g. ~0.1 px for ground-truth 2D and ~σ for a detector's
-        Gaussian jitter of σ px. NaN before the stream's third frame, for a stream that gets no
-        camera-aware correction, and with a fixed ``reprojection_ema``. KeyError if unknown."""
-        return float(np.sqrt(self._nvar[self._slot(stream_id), 0]))
+        ``reprojection_ema="auto"`` (:func:`~posert.runtime.reprojection.noise_gain`): the smaller
+        of two running estimates, from its innovations and from its keypoints' own third
+        differences (:func:`~posert.runtime.reprojection.pixel_noise`; unless ``pixel_noise`` is
+        False), e.g. ~0.1 px for ground-truth 2D and ~σ for a detector's Gaussian jitter of σ px.
+        NaN before the stream's third frame, for a stream that gets no camera-aware correction,
+        and with a fixed ``reprojection_ema``. KeyError if unknown."""
+        slot = self._slot(stream_id)
+        var = np.array([self._nvar[slot, 0], self._nrawvar[slot, 0]])
+        return float(np.sqrt(np.nanmin(var))) if np.isfinite(var).any() else float("nan")
 
     def _slot(self, stream_id: Hashable) -> int:
         try:
@@ -546,6 +563,8 @@ class Pipeline:
         weight = first if auto else np.maximum(self.reprojection_ema, first)
         noise = dict(noise_hist=self._nhist, noise_var=self._nvar, noise_q=NOISE_Q, noise_tau=NOISE_TAU,
                      noise_fallback=NOISE_FALLBACK, noise_min_joints=NOISE_MIN_JOINTS) if auto else {}
+        if auto and self.pixel_noise:
+            noise.update(noise_raw=self._nraw, noise_raw_var=self._nrawvar)
         if self.distance_index > 0:
             noise.update(distance=self._dstate, distance_index=self.distance_index)
         if self.bone_depth:

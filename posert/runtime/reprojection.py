@@ -156,7 +156,7 @@ def steady_state_gain(lam):
 
 def noise_gain(pose: np.ndarray, rays: np.ndarray, weight: np.ndarray, fx: np.ndarray, hist: np.ndarray,
                var: np.ndarray, q: float = NOISE_Q, tau: float = NOISE_TAU, min_joints: int = NOISE_MIN_JOINTS,
-               fallback: float = NOISE_FALLBACK):
+               fallback: float = NOISE_FALLBACK, other_var: np.ndarray | None = None):
     """The β of one frame's lateral EMA from the 2D keypoints' noise, estimated from the stream's
     innovations: one frame of B streams. The NumPy definition of ``posert._C.reproject``'s
     adaptive β (csrc/reprojection.h, ``LateralNoise``), which the pipeline runs by default
@@ -173,7 +173,8 @@ def noise_gain(pose: np.ndarray, rays: np.ndarray, weight: np.ndarray, fx: np.nd
        var + max(tau, 1 / n) (s² − var), a running mean over the first 1 / tau updates (the
        refiner's first frames move more); the noise variance from the innovations, as in
        Mehra, "On the identification of variances and adaptive Kalman filtering", IEEE TAC 1970.
-    4. β = :func:`steady_state_gain` (q / var), or ``fallback`` while var is NaN.
+    4. β = :func:`steady_state_gain` (q / v), v = var or, given ``other_var``, the smaller of
+       the two (NaN ignored); ``fallback`` while v is NaN.
 
     Args:
         pose: (B, 17, 3) root-relative refined poses, camera frame, mm.
@@ -185,6 +186,8 @@ def noise_gain(pose: np.ndarray, rays: np.ndarray, weight: np.ndarray, fx: np.nd
             measured; all NaN for a new stream); not modified.
         var: (B, 2): the running σ² (px²; NaN: none yet) and n, the frames that updated it; not
             modified.
+        other_var: (B,) a second estimate of σ² (px²; NaN: none), :func:`pixel_noise`'s after
+            this frame (the pipeline's default), or None.
     Returns:
         (beta (B,), hist (B, 2, 17, 2), var (B, 2)), float64: this frame's β and the new state.
     Raises:
@@ -209,9 +212,58 @@ def noise_gain(pose: np.ndarray, rays: np.ndarray, weight: np.ndarray, fx: np.nd
         var[b, 1] = 1.0 if new else var[b, 1] + 1.0
         var[b, 0] = s2 if new else var[b, 0] + max(tau, 1.0 / var[b, 1]) * (s2 - var[b, 0])
     v = var[:, 0]
+    if other_var is not None:
+        o = np.asarray(other_var, dtype=np.float64)
+        v = np.where(np.isnan(v) | (o < v), o, v)
     gain = steady_state_gain(q / np.maximum(np.nan_to_num(v, nan=1.0), 1e-300))
     beta = np.where(np.isnan(v), fallback, gain)
     return beta, np.stack([hist[:, 1], u], axis=1), var
+
+
+def pixel_noise(px: np.ndarray, weight: np.ndarray, raw: np.ndarray, raw_var: np.ndarray, tau: float = NOISE_TAU,
+                min_joints: int = NOISE_MIN_JOINTS):
+    """The 2D keypoints' noise estimated from their own third differences: one frame of B streams,
+    the second estimate of ``posert._C.reproject``'s adaptive β (``noise_raw``, csrc/reprojection.h,
+    ``LateralNoise``), which :func:`noise_gain` takes as ``other_var`` (the smaller one sets β).
+
+    Over the joints visible (weight > 0) in this frame and the three before, b_j = p_j(t) −
+    3 p_j(t−1) + 3 p_j(t−2) − p_j(t−3): white noise of variance σ² per axis gives |b|² ~ 20σ² χ²₂,
+    whose median is 20σ² · 2 ln 2, and the jerk of human motion at 50 fps is far smaller than its
+    acceleration (a backflip's third differences, ground-truth 2D: ~0.6 px). With ≥ ``min_joints``
+    such joints s² = median_j |b_j|² / (40 ln 2) updates the running σ² as :func:`noise_gain` does
+    (var ← s², then var + max(tau, 1 / n) (s² − var)). The innovations' estimate is raised where
+    the refiner lags fast motion (~10 px through a backflip, session 25); this one is not.
+
+    Args:
+        px: (B, 17, 2) this frame's keypoints, pixels (NaN allowed at weight 0).
+        weight: (B, 17) confidences; 0 marks a missing joint.
+        raw: (B, 3, 17, 2) px, the keypoints of the three frames before (oldest first; NaN: hidden or
+            none); not modified.
+        raw_var: (B, 2): the running σ² (px²; NaN: none yet) and n, its updates; not modified.
+    Returns:
+        (raw (B, 3, 17, 2), raw_var (B, 2)) float64, the new state.
+    Raises:
+        ValueError: for shapes other than the above.
+    """
+    px = np.asarray(px, dtype=np.float64)
+    B = len(px)
+    if px.shape != (B, NUM_JOINTS, 2) or np.shape(weight) != (B, NUM_JOINTS) \
+            or np.shape(raw) != (B, 3, NUM_JOINTS, 2) or np.shape(raw_var) != (B, 2):
+        raise ValueError(f"expected px (B, 17, 2), weight (B, 17), raw (B, 3, 17, 2), raw_var (B, 2); got "
+                         f"{px.shape}, {np.shape(weight)}, {np.shape(raw)}, {np.shape(raw_var)}")
+    raw = np.asarray(raw, dtype=np.float64)
+    var = np.array(raw_var, dtype=np.float64)
+    vis = np.asarray(weight) > 0
+    p = np.where(vis[..., None], px, np.nan)
+    b2 = ((p - 3 * raw[:, 2] + 3 * raw[:, 1] - raw[:, 0]) ** 2).sum(-1)  # NaN unless seen in all four
+    for b in range(B):
+        ok = np.isfinite(b2[b])
+        if ok.sum() >= max(min_joints, 1):
+            s2 = np.median(b2[b][ok]) / (40 * np.log(2.0))
+            new = np.isnan(var[b, 0])
+            var[b, 1] = 1.0 if new else var[b, 1] + 1.0
+            var[b, 0] = s2 if new else var[b, 0] + max(tau, 1.0 / var[b, 1]) * (s2 - var[b, 0])
+    return np.concatenate([raw[:, 1:], p[:, None]], axis=1), var
 
 
 def alpha_beta_gains(index: float) -> tuple[float, float]:
