@@ -28,9 +28,12 @@ missing joints/limbs):
 - ``+ bone depth, viewed + pooled (session 24)``: the default bone depth;
 - ``+ lateral + distance tracker, no bone depth``: the distance tracker
   (``posert.runtime.reprojection.distance_track``) after the lateral correction alone;
+- ``+ distance tracker, 2D noise from the innovations alone``: the default without the second
+  noise estimate from the keypoints' own third differences (``pixel_noise=False``, session 24's
+  estimate);
 - ``+ distance tracker (default)``: the default bone depth, then the pose moved in depth to the
   stream's tracked distance (``distance_index``, session 25): what ``posert eval`` reports. Every
-  row above it runs with ``distance_index=0``;
+  row above the distance tracker's runs with ``distance_index=0``;
 - with ``--view-powers P ...`` also ``viewed P, pooled`` for each P (the sweep behind the default),
   and with ``--distance-indices λ ...`` the default with each tracking index λ (the sweep behind
   ``DISTANCE_INDEX``);
@@ -75,6 +78,7 @@ SETTINGS = (("refiner alone", dict(reprojection="off")), ("+ lateral", dict(bone
             ("+ bone depth (default), lateral β = 1", dict(reprojection_ema=1.0, **_OFF)),
             ("+ bone depth, viewed + pooled (session 24)", dict(**_OFF)),
             ("+ lateral + distance tracker, no bone depth", dict(bone_depth=False)),
+            ("+ distance tracker, 2D noise from the innovations alone (no pixel_noise)", dict(pixel_noise=False)),
             (f"+ distance tracker (default, λ = {DISTANCE_INDEX:g})", dict()))
 
 
