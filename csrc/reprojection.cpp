@@ -57,6 +57,19 @@ double track_distance(double* st, double z, double alpha, double beta) {
   return st[0];
 }
 
+// LateralNoise's running σ² from this frame's n squared differences a2 (white noise of variance σ²
+// per axis: |a|² ~ k σ² χ²₂, median k σ² · 2 ln 2): with ≥ min_joints of them, s² = median / (2 k ln 2)
+// and var ← s² (first time) or var + max(tau, 1 / seen) (s² − var). a2 is reordered.
+void update_noise(std::vector<double>& a2, int64_t n, double k, const LateralNoise& noise, double& var,
+                  double& seen) {
+  if (!(n >= noise.min_joints && n > 0)) return;
+  std::sort(a2.begin(), a2.begin() + n);
+  const double med = n % 2 ? a2[n / 2] : 0.5 * (a2[n / 2 - 1] + a2[n / 2]);
+  const double s2 = med / (k * 2.0 * std::log(2.0));
+  seen = std::isnan(var) ? 1.0 : seen + 1.0;
+  var = std::isnan(var) ? s2 : var + std::max(noise.tau, 1.0 / seen) * (s2 - var);
+}
+
 }  // namespace
 
 void alpha_beta_gains(double lambda, double* alpha, double* beta) {
@@ -140,13 +153,7 @@ void reproject_cpu(float* pose, int64_t J, const int64_t* rows, const int64_t* s
         h1[0] = u[0];
         h1[1] = u[1];
       }
-      if (n >= noise->min_joints && n > 0) {
-        std::sort(a2.begin(), a2.begin() + n);
-        const double med = n % 2 ? a2[n / 2] : 0.5 * (a2[n / 2 - 1] + a2[n / 2]);
-        const double s2 = med / (6.0 * 2.0 * std::log(2.0));
-        seen = std::isnan(var) ? 1.0 : seen + 1.0;
-        var = std::isnan(var) ? s2 : var + std::max(noise->tau, 1.0 / seen) * (s2 - var);
-      }
+      update_noise(a2, n, 6.0, *noise, var, seen);
       double v = var;
       if (noise->raw != nullptr) {  // the keypoints' own third differences
         double* hr = noise->raw + s * 3 * J * 2;  // [3 frames ago, 2 ago, last][joint][x, y] px
@@ -169,13 +176,7 @@ void reproject_cpu(float* pose, int64_t J, const int64_t* rows, const int64_t* s
             h2[e] = vis ? p[e] : nan;
           }
         }
-        if (m >= noise->min_joints && m > 0) {
-          std::sort(a2.begin(), a2.begin() + m);
-          const double med = m % 2 ? a2[m / 2] : 0.5 * (a2[m / 2 - 1] + a2[m / 2]);
-          const double s2 = med / (20.0 * 2.0 * std::log(2.0));
-          rseen = std::isnan(rvar) ? 1.0 : rseen + 1.0;
-          rvar = std::isnan(rvar) ? s2 : rvar + std::max(noise->tau, 1.0 / rseen) * (s2 - rvar);
-        }
+        update_noise(a2, m, 20.0, *noise, rvar, rseen);
         if (std::isnan(v) || rvar < v) v = rvar;
       }
       const double gain = std::isnan(v) ? noise->fallback : steady_state_gain(noise->q / std::max(v, 1e-300));

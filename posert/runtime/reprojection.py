@@ -141,6 +141,14 @@ def ray_correction(pose: np.ndarray, rays: np.ndarray, weight: np.ndarray, retur
     return delta
 
 
+def _update_noise(var: np.ndarray, s2: float, tau: float) -> None:
+    """One update of a running σ² (``var`` = [σ², n], in place): σ² ← s² the first time (NaN
+    before), then σ² + max(tau, 1 / n) (s² − σ²), a running mean over the first 1 / tau updates."""
+    new = np.isnan(var[0])
+    var[1] = 1.0 if new else var[1] + 1.0
+    var[0] = s2 if new else var[0] + max(tau, 1.0 / var[1]) * (s2 - var[0])
+
+
 def steady_state_gain(lam):
     """K(λ) = (λ + √(λ² + 4λ)) / (2 + λ + √(λ² + 4λ)): the steady-state Kalman gain of a random
     walk with variance q per step observed in white noise of variance σ², λ = q / σ² ≥ 0 (the
@@ -207,10 +215,7 @@ def noise_gain(pose: np.ndarray, rays: np.ndarray, weight: np.ndarray, fx: np.nd
     both = on & np.isfinite(hist[:, 0, :, 0]) & np.isfinite(hist[:, 1, :, 0])
     a2 = np.where(both, ((u - 2 * hist[:, 1] + hist[:, 0]) ** 2).sum(-1), np.nan)
     for b in np.flatnonzero(both.sum(-1) >= max(min_joints, 1)):
-        s2 = np.median(a2[b][both[b]]) / (12 * np.log(2.0))
-        new = np.isnan(var[b, 0])
-        var[b, 1] = 1.0 if new else var[b, 1] + 1.0
-        var[b, 0] = s2 if new else var[b, 0] + max(tau, 1.0 / var[b, 1]) * (s2 - var[b, 0])
+        _update_noise(var[b], np.median(a2[b][both[b]]) / (12 * np.log(2.0)), tau)
     v = var[:, 0]
     if other_var is not None:
         o = np.asarray(other_var, dtype=np.float64)
@@ -259,10 +264,7 @@ def pixel_noise(px: np.ndarray, weight: np.ndarray, raw: np.ndarray, raw_var: np
     for b in range(B):
         ok = np.isfinite(b2[b])
         if ok.sum() >= max(min_joints, 1):
-            s2 = np.median(b2[b][ok]) / (40 * np.log(2.0))
-            new = np.isnan(var[b, 0])
-            var[b, 1] = 1.0 if new else var[b, 1] + 1.0
-            var[b, 0] = s2 if new else var[b, 0] + max(tau, 1.0 / var[b, 1]) * (s2 - var[b, 0])
+            _update_noise(var[b], np.median(b2[b][ok]) / (40 * np.log(2.0)), tau)
     return np.concatenate([raw[:, 1:], p[:, None]], axis=1), var
 
 
