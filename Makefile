@@ -5,7 +5,7 @@ STAMP := $(VENV)/.posert-installed
 
 .PHONY: setup demo test video lint clean
 
-$(STAMP): pyproject.toml CMakeLists.txt $(wildcard csrc/*)
+$(STAMP): pyproject.toml CMakeLists.txt $(wildcard csrc/*/*)
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0 scikit-build-core pybind11 cmake ninja

@@ -26,20 +26,17 @@ def real_stream(seq_world: np.ndarray, cam: Camera) -> tuple[np.ndarray, np.ndar
 @torch.no_grad()
 def reference_tick_ms(lifter: Lifter, denoiser: Denoiser, px: np.ndarray, cam: Camera, frames: int,
                       warmup: int = 10, cnd=None) -> np.ndarray:
-    """Per-frame latency (ms) of the paper-style streaming loop: for every new frame, gather the
-    window (the last N frames, edge-padded: ``posert._C.RingBuffer``), run the whole window through the lifter, then
+    """Per-frame latency (ms) of the paper-style streaming loop: for every new frame, shift it into
+    the window (the last N frames, edge-padded at the stream start), run the whole window through the lifter, then
     K denoiser passes over the window with the DDIM update in a Python loop (torch eager, batch 1),
     and report the newest frame. Runs on the models' device: on a GPU the window is copied there
     and the newest pose back (which waits for the GPU), as a paper-style loop would. ``cnd``: the
     refiner's CND; with ``subtract_mean`` set, the window starts from x_T − μ̄ as
     :meth:`Refiner.start <posert.models.denoiser.Refiner.start>` computes it over the window."""
-    from posert import _C
     from posert.models.denoiser import Refiner
 
     sched = Schedule(denoiser.cfg.T, denoiser.cfg.K)
     N = lifter.window
-    ring = _C.RingBuffer(1, N, 17, 3)
-    slot = np.zeros(1, np.int32)
     win = np.zeros((1, N, 17, 3), np.float32)
     window = torch.from_numpy(win)  # shares memory with win
     device = next(lifter.parameters()).device
@@ -48,8 +45,11 @@ def reference_tick_ms(lifter: Lifter, denoiser: Denoiser, px: np.ndarray, cam: C
     for i in range(min(frames + warmup, len(px))):
         t0 = time.perf_counter()
         y = make_input(px[i], np.ones(17, np.float32), cam.width, cam.height)
-        ring.push(slot, y[None])
-        ring.gather(slot, win)  # last N frames, edge-padded at the stream start
+        if i == 0:
+            win[0] = y  # edge padding: the first frame stands in for the frames before it
+        else:
+            win[0, :-1] = win[0, 1:]
+            win[0, -1] = y
         w = window.to(device)
         x = lifter(w)
         x = refiner.start(w, x)
@@ -160,8 +160,10 @@ def window_sweep(windows: Sequence[int], px: np.ndarray, cam: Camera, frames: in
                 dp = export_step(den, folder / f"denoiser_n{N}.onnx")
             be = OrtBackend(lp, dp, N, Schedule(den.cfg.T, den.cfg.K), threads)
         models.append((lifter, den))
-        pipes.append(Pipeline(be, max_streams=1))
+        pipes.append(Pipeline(backend=be, max_streams=1))
     ticks = interleaved_tick_ms(pipes, px, cam, frames)
+    for p in pipes:
+        p.close()
     rows = []
     for N, (lifter, den), one in zip(windows, models, ticks, strict=True):
         ref = reference_tick_ms(lifter, den, px, cam, reference_frames)
@@ -175,7 +177,7 @@ def run_bench(pipeline, lifter: Lifter, denoiser: Denoiser, seq_world: np.ndarra
               frames: int = 300, streams: int = 16) -> dict:
     """The ``posert bench`` figures (keys fixed by the CLI contract)."""
     px, _ = real_stream(seq_world, cam)
-    cnd = getattr(pipeline.backend, "cnd", None) if getattr(pipeline, "cnd_mean", False) else None
+    cnd = pipeline.backend.cnd if pipeline.config.refiner.cnd_mean else None
     ref = reference_tick_ms(lifter, denoiser, px, cam, frames, cnd=cnd)
     one = pipeline_tick_ms(pipeline, px, cam, frames, 1)
     many = pipeline_tick_ms(pipeline, px, cam, max(50, frames // 4), streams)

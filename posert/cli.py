@@ -1,4 +1,4 @@
-"""The ``posert`` command line: data | train | export | build | eval | bench | demo | run."""
+"""The ``posert`` command line: data | train | export | build | eval | bench | demo | run | config."""
 
 from __future__ import annotations
 
@@ -7,30 +7,17 @@ import json
 import sys
 from pathlib import Path
 
-TRAIN_SUBJECTS = ("S1", "S5", "S6", "S7", "S8")  # H36M's training subjects' camera extrinsics
-EVAL_SUBJECT = "S9"
+from posert.config import ATTENTION_MODES, BACKENDS, CORRECTION_MODES, PRECISIONS
+from posert.evaluate import CAMERA_SETS, EVAL_SUBJECT, TRAIN_SUBJECTS
 
 
-def _cameras(subjects) -> list:
-    from posert.camera import load_h36m_cameras
-    from posert.data.sources import h36m_camera_file
+def _pipeline_config(args, **values):
+    """The pipeline config of a command: ``--config FILE`` (or the defaults), with every flag the
+    user gave on top (``values``: {"section.field": value or None})."""
+    from posert.config import PipelineConfig
 
-    path = h36m_camera_file()
-    return [c for s in subjects for c in load_h36m_cameras(path, s)]
-
-
-def _train_sequences(holdout: str | None = None) -> dict:
-    """Training sequences ``{"subject/action": (T, 17, 3)}``; ``holdout`` drops a whole source
-    (leave-one-source-out)."""
-    from posert.data.build import build_dataset
-    from posert.data.dataset import load_positions, split
-
-    positions = load_positions(build_dataset())
-    if holdout is not None:
-        if holdout not in positions:
-            raise ValueError(f"unknown source {holdout!r}; have {sorted(positions)}")
-        positions = {k: v for k, v in positions.items() if k != holdout}
-    return split(positions)[0]
+    cfg = PipelineConfig.from_file(args.config) if getattr(args, "config", None) else PipelineConfig()
+    return cfg.override(values)
 
 
 def cmd_data(args) -> int:
@@ -43,13 +30,15 @@ def cmd_data(args) -> int:
 
 
 def cmd_train(args) -> int:
+    from posert.data.build import training_sequences
     from posert.data.sources import cache_dir
+    from posert.evaluate import h36m_cameras
     from posert.models.denoiser import DenoiserConfig
     from posert.models.io import default_checkpoint_dir, save_lifter, save_refiner
     from posert.models.lifter import LifterConfig
     from posert.train.loops import TrainConfig, train_lifter, train_refiner
 
-    seqs, cams = _train_sequences(args.holdout), _cameras(TRAIN_SUBJECTS)
+    seqs, cams = training_sequences(args.holdout), h36m_cameras(TRAIN_SUBJECTS)
     out_dir = Path(args.out) if args.out else default_checkpoint_dir()
     out_dir.mkdir(parents=True, exist_ok=True)
     cfg = TrainConfig(minutes=args.minutes, steps=args.steps, batch=args.batch, seed=args.seed, threads=args.threads,
@@ -77,22 +66,6 @@ def cmd_train(args) -> int:
         save_refiner(model, cnd, out_dir / "refiner.pt", {"train": stats, **meta})
     print(json.dumps(stats, indent=2))
     return 0
-
-
-def _ema_arg(text: str):
-    """``--reprojection-ema``: "auto" or a float."""
-    if text == "auto":
-        return text
-    try:
-        return float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected 'auto' or a number in (0, 1], got {text!r}") from None
-
-
-def _eval_cameras(kind: str) -> list:
-    from posert.camera import ring_rig
-
-    return _cameras([EVAL_SUBJECT]) if kind == "h36m" else ring_rig()
 
 
 def cmd_export(args) -> int:
@@ -137,8 +110,8 @@ def _ensure_int8(lifter: str | None = None, refiner: str | None = None, force: b
     import json as _json
 
     from posert.calibration.build import build_int8
-    from posert.data.build import VAL_MOTION_NAME, build_dataset
-    from posert.evaluate import load_motion
+    from posert.data.build import VAL_MOTION_NAME, build_dataset, training_sequences
+    from posert.evaluate import h36m_cameras, load_motion
     from posert.export.precision import precision_onnx
     from posert.runtime.backends.onnxruntime import OrtBackend
 
@@ -150,42 +123,43 @@ def _ensure_int8(lifter: str | None = None, refiner: str | None = None, force: b
     print("building INT8 models: calibration on real training motion, then the accuracy gate ...")
     fp32 = precision_onnx("fp32", lifter, refiner)
     val = load_motion(build_dataset().parent / VAL_MOTION_NAME)
-    report = build_int8(fp32, OrtBackend.from_checkpoints(lifter, refiner), _train_sequences(),
-                        _cameras(TRAIN_SUBJECTS), val, _cameras([EVAL_SUBJECT]))
+    report = build_int8(fp32, OrtBackend.from_checkpoints(lifter, refiner), training_sequences(),
+                        h36m_cameras(TRAIN_SUBJECTS), val, h36m_cameras([EVAL_SUBJECT]))
     print(_json.dumps({k: report[k] for k in ("fp32", "int8", "delta_mm", "kept_float", "quantized_nodes")}, indent=2))
     return precision_onnx("int8", lifter, refiner)
 
 
 def cmd_eval(args) -> int:
     from posert.data.dataset import NoiseModel, OcclusionModel
-    from posert.evaluate import evaluate, load_motion
+    from posert.evaluate import eval_cameras, evaluate, load_motion
     from posert.runtime import Pipeline
 
     seqs = load_motion(args.motion)
-    cams = _eval_cameras(args.cameras)
-    if args.precision == "int8":
-        _ensure_int8(args.lifter, args.refiner)
-    pipe = Pipeline(args.backend, max_streams=len(seqs) * len(cams), lifter=args.lifter, refiner=args.refiner,
-                    ddim_steps=args.steps, hypotheses=args.hypotheses, precision=args.precision,
-                    mean_ema=args.mean_ema, reprojection=args.reprojection, reprojection_ema=args.reprojection_ema,
-                    bone_depth=args.bone_depth == "on", bone_symmetry=args.bone_symmetry == "on",
-                    **({} if args.bone_view_power is None else {"bone_view_power": args.bone_view_power}),
-                    **({} if args.bone_view_cap is None else {"bone_view_cap": args.bone_view_cap}),
-                    **({} if args.distance_index is None else {"distance_index": args.distance_index}))
+    cams = eval_cameras(args.cameras)
+    cfg = _pipeline_config(args, **{
+        "max_streams": len(seqs) * len(cams), "backend.name": args.backend, "backend.precision": args.precision,
+        "backend.lifter": args.lifter, "backend.refiner": args.refiner, "refiner.steps": args.steps,
+        "refiner.hypotheses": args.hypotheses, "correction.mode": args.correction})
+    if cfg.backend.precision == "int8":
+        _ensure_int8(cfg.backend.lifter, cfg.backend.refiner)
     noise = {"none": None, "detector": NoiseModel(), "occlusion": OcclusionModel()}[args.noise]
-    report = evaluate(pipe, seqs, cams, noise, seed=args.seed, camera_aware=args.camera_aware)
-    report["config"] = {"motion": str(args.motion), "noise": args.noise, "backend": args.backend,
-                        "cameras": args.cameras, "seed": args.seed, "ddim_steps": pipe.schedule.K,
-                        "precision": args.precision, "cnd_mean": pipe.cnd_mean, "mean_ema": pipe.mean_ema,
-                        "hypotheses": pipe.hypotheses, "reprojection": pipe.reprojection,
-                        "camera_aware": args.camera_aware, "reprojection_ema": pipe.reprojection_ema,
-                        "bone_depth": pipe.bone_depth, "bone_view_power": pipe.bone_view_power,
-                        "bone_symmetry": pipe.bone_symmetry, "bone_view_cap": pipe.bone_view_cap,
-                        "distance_index": pipe.distance_index}
+    with Pipeline(cfg) as pipe:
+        report = evaluate(pipe, seqs, cams, noise, seed=args.seed, camera_aware=args.camera_aware)
+    report["config"] = {"motion": str(args.motion), "noise": args.noise, "cameras": args.cameras, "seed": args.seed,
+                        "camera_aware": args.camera_aware, **_summary(pipe.config), "pipeline": pipe.config.to_dict()}
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(report, indent=2))
     _print_accuracy(report)
     return 0
+
+
+def _summary(cfg) -> dict:
+    """The flat keys an eval report's ``config`` has always carried (its ``pipeline`` holds all)."""
+    b, r, c = cfg.backend, cfg.refiner, cfg.correction
+    return {"backend": b.name, "precision": b.precision, "ddim_steps": r.steps, "hypotheses": r.hypotheses,
+            "cnd_mean": r.cnd_mean, "mean_ema": r.mean_ema, "reprojection": c.mode, "reprojection_ema": c.lateral_ema,
+            "bone_depth": c.bone_depth, "bone_view_power": c.bone_view_power, "bone_symmetry": c.bone_symmetry,
+            "bone_view_cap": c.bone_view_cap, "distance_index": c.distance_index}
 
 
 def _print_accuracy(report: dict) -> None:
@@ -198,71 +172,64 @@ def _print_accuracy(report: dict) -> None:
             print(f"{label:<28}{kind:>9}{m['mpjpe']:9.1f}{m['p_mpjpe']:9.1f}{m['accel']:8.2f}")
 
 
-def _bench_sequence(motion: str | None):
-    import numpy as np
-
-    from posert.data.build import VAL_MOTION_NAME, build_dataset
-    from posert.evaluate import load_motion
-
-    path = Path(motion) if motion else build_dataset().parent / VAL_MOTION_NAME
-    seqs = load_motion(path)
-    name = max(seqs, key=lambda k: len(seqs[k]))
-    return name, np.asarray(seqs[name])
-
-
 def cmd_bench(args) -> int:
     import tempfile
 
     import torch
 
     from posert.bench import real_stream, run_bench, window_sweep
+    from posert.evaluate import bench_sequence, eval_cameras
     from posert.models.io import load_lifter, load_refiner
     from posert.runtime import Pipeline
 
     torch.set_num_threads(args.threads)
-    name, seq = _bench_sequence(args.motion)
-    cam = _eval_cameras(args.cameras)[0]
-    if args.precision == "int8":
-        _ensure_int8()
-    lifter, den = load_lifter(), load_refiner()[0]
-    if args.backend == "cuda":
+    name, seq = bench_sequence(args.motion)
+    cam = eval_cameras(args.cameras)[0]
+    cfg = _pipeline_config(args, **{
+        "max_streams": args.streams, "backend.name": args.backend, "backend.precision": args.precision,
+        "backend.threads": args.ort_threads, "backend.workers": args.workers, "backend.attention": args.attention})
+    if cfg.backend.precision == "int8":
+        _ensure_int8(cfg.backend.lifter, cfg.backend.refiner)
+    lifter, den = load_lifter(cfg.backend.lifter), load_refiner(cfg.backend.refiner)[0]
+    if cfg.backend.name == "cuda":
         from posert.runtime.backends.cuda import CudaBackend
 
-        if args.precision != "fp32" or args.attention != "auto":
+        if cfg.backend.precision != "fp32" or cfg.backend.attention != "auto":
             raise SystemExit("posert bench --backend cuda: fp32 and --attention auto only")
-        be = CudaBackend.from_checkpoints(compile=args.compile)
-        pipe = Pipeline(be, max_streams=args.streams)
+        be = CudaBackend.from_checkpoints(cfg.backend.lifter, cfg.backend.refiner, compile=args.compile)
+        pipe = Pipeline(cfg, backend=be)
         lifter, den = be.lifter, be.denoiser  # the eager reference runs on the same GPU
     else:
-        pipe = Pipeline(args.backend, max_streams=args.streams, threads=args.ort_threads,
-                        precision=args.precision, workers=args.workers, attention=args.attention)
-    native = bool(getattr(pipe.backend, "fused", False))
-    backend = "native" if native else args.backend if args.backend != "auto" else "onnxruntime"
+        pipe = Pipeline(cfg)
+    backend = pipe.backend.name
+    native = backend == "native"
     res = run_bench(pipe, lifter, den, seq, cam, frames=args.frames, streams=args.streams)
-    res.update(sequence=name, backend=backend, precision=args.precision, workers=pipe.workers)
+    res.update(sequence=name, backend=backend, precision=cfg.backend.precision, workers=pipe.workers,
+               config=pipe.config.to_dict())
     if native:
-        res.update(kv_cache_dtype=str(pipe.backend.cache_dtype))
-    if args.backend == "cuda":
-        import torch
-
+        res.update(kv_cache_dtype=str(pipe.cache_dtype))
+    if backend == "cuda":
         res.update(device=torch.cuda.get_device_name(), cuda_graphs=pipe.backend.graphs, compile=args.compile,
                    torch_version=torch.__version__)
-    elif not native:
+    elif backend == "onnxruntime":
         res.update(ort_threads=args.ort_threads, attention="kernel" if pipe.backend.split else "graph")
     if args.windows:
         with tempfile.TemporaryDirectory() as tmp:
             res["windows"] = window_sweep(args.windows, real_stream(seq, cam)[0], cam, args.frames, args.ort_threads,
                                           Path(tmp), split=getattr(pipe.backend, "split", False),
                                           backend=backend, compile=args.compile)
+    pipe.close()
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(res, indent=2))
-    if args.backend == "cuda":
+    if backend == "cuda":
         label = f"posert pipeline (CUDA graph{' + compile' if args.compile else ''}), 1 stream"
     elif native:
         kv = "fp16" if res["kv_cache_dtype"] == "float16" else "fp32"
         label = f"posert pipeline (native CPU fp32, {kv} KV), 1 stream"
+    elif backend == "onnxruntime":
+        label = f"posert pipeline (ORT CPU {cfg.backend.precision}, {res['attention']}), 1 stream"
     else:
-        label = f"posert pipeline (ORT CPU {args.precision}, {res['attention']}), 1 stream"
+        label = f"posert pipeline ({backend} {cfg.backend.precision}), 1 stream"
     wd = max(40, len(label) + 1)
     print(f"{'':<{wd}}{'p50 ms':>9}{'p99 ms':>9}")
     print(f"{label:<{wd}}{res['pipeline_p50_ms']:9.2f}{res['pipeline_p99_ms']:9.2f}")
@@ -287,20 +254,19 @@ def cmd_demo(args) -> int:
     from posert.bench import pipeline_tick_ms, real_stream
     from posert.data.build import VAL_MOTION_NAME, build_dataset
     from posert.demo import skeleton_figure
-    from posert.evaluate import load_motion, score, stream_sequences
+    from posert.evaluate import eval_cameras, load_motion, score, stream_sequences
     from posert.runtime import Pipeline
 
     print("posert demo: fetching real motion (cached after the first run) ...")
     seqs = load_motion(build_dataset().parent / VAL_MOTION_NAME)
-    cams = _cameras([EVAL_SUBJECT])
-    pipe = Pipeline(max_streams=len(seqs) * len(cams))
+    cams = eval_cameras("h36m")
+    pipe = Pipeline(_pipeline_config(args), max_streams=len(seqs) * len(cams))
     print(f"streaming {len(seqs)} validation sequences × {len(cams)} real H36M cameras, frame by frame ...")
     results, tick_ms = stream_sequences(pipe, seqs, cams)
     _print_accuracy(score(results))
-    plain = Pipeline(max_streams=len(seqs) * len(cams), reprojection="off")
-    alone = score(stream_sequences(plain, seqs, cams, progress=False)[0])["overall"]["refined"]
-    plain.close()
-    print(f"overall, the refiner alone (no camera-aware correction: Pipeline(reprojection='off')):\n"
+    with Pipeline(_pipeline_config(args), max_streams=len(seqs) * len(cams), correction="off") as plain:
+        alone = score(stream_sequences(plain, seqs, cams, progress=False)[0])["overall"]["refined"]
+    print(f"overall, the refiner alone (no correction stage: Pipeline(correction='off')):\n"
           f"{'':<28}{'refined':>9}{alone['mpjpe']:9.1f}{alone['p_mpjpe']:9.1f}{alone['accel']:8.2f}")
     name = max(seqs, key=lambda k: len(seqs[k]))
     one = pipeline_tick_ms(pipe, real_stream(seqs[name], cams[0])[0], cams[0], 300)
@@ -311,7 +277,13 @@ def cmd_demo(args) -> int:
     frames = [int(f) for f in np.linspace(T * 0.1, T * 0.9, 5)]
     png = skeleton_figure(r["gt"][0], r["lifted"][0], r["refined"][0], frames, Path(args.out),
                           f"{name}, camera {cams[0].name}: ground truth / lifter / refined")
+    pipe.close()
     print(f"wrote {png}")
+    return 0
+
+
+def cmd_config(args) -> int:
+    print(_pipeline_config(args).to_toml(), end="")
     return 0
 
 
@@ -322,9 +294,10 @@ def cmd_run(args) -> int:
     source = args.camera if args.camera is not None else (
         str(demo_video()) if args.video == "demo" else args.video)
     detector = RecordedDetector(args.detections) if args.detections else None
-    run = run_video(source, out_mp4=args.out, out_json=args.json, out_png=args.png, detector=detector,
-                    backend=args.backend, lifter=args.lifter, refiner=args.refiner, max_frames=args.max_frames,
-                    record=args.record)
+    cfg = _pipeline_config(args, **{"backend.name": args.backend, "backend.lifter": args.lifter,
+                                    "backend.refiner": args.refiner})
+    run = run_video(source, out_mp4=args.out, out_json=args.json, out_png=args.png, detector=detector, config=cfg,
+                    max_frames=args.max_frames, record=args.record)
     print(f"{run.frames} frames at {run.fps:g} fps, {run.size[0]}×{run.size[1]} px; person found in "
           f"{int(run.detected.sum())}; {run.model_frames} model frames at 50 fps; front-end {run.detector}")
     print(f"{'stage':<10}{'p50 ms':>9}{'p99 ms':>9}{'mean ms':>9}   (per video frame)")
@@ -407,73 +380,51 @@ def build_parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("eval", help="stream real motion through the pipeline and score it")
     e.add_argument("--motion", required=True, help=".npz of (T, 17, 3) mm sequences, z-up world, 50 fps")
-    e.add_argument("--json", required=True)
+    e.add_argument("--json", required=True, help="the report: scores, tick latency and the full config")
     e.add_argument("--noise", choices=["none", "detector", "occlusion"], default="none",
                    help="2D protocol: ground truth, detector-like noise, or missing joints/limbs")
     e.add_argument("--steps", type=int, default=None, help="DDIM steps K (default: the checkpoint's)")
-    e.add_argument("--hypotheses", type=int, default=1, help="H hypotheses averaged (DiffHPE)")
-    e.add_argument("--backend", choices=["auto", "native", "onnxruntime", "torch", "tensorrt", "cuda"],
-                   default="auto", help="auto: native at fp32, onnxruntime at fp16/int8")
-    e.add_argument("--precision", choices=["fp32", "fp16", "int8"], default="fp32",
+    e.add_argument("--hypotheses", type=int, default=None, help="H hypotheses averaged (DiffHPE; default 1)")
+    e.add_argument("--backend", choices=BACKENDS, default=None, help="default auto: native at fp32, onnxruntime at "
+                   "fp16/int8")
+    e.add_argument("--precision", choices=PRECISIONS, default=None,
                    help="model precision (int8: built with calibration and the accuracy gate on first use)")
-    e.add_argument("--cameras", choices=["h36m", "ring"], default="h36m",
+    e.add_argument("--cameras", choices=CAMERA_SETS, default="h36m",
                    help="h36m: the 4 real H36M cameras (S9); ring: a fixed synthetic 4-camera rig (offline)")
     e.add_argument("--lifter", default=None)
     e.add_argument("--refiner", default=None)
-    e.add_argument("--seed", type=int, default=0)
-    e.add_argument("--mean-ema", type=float, default=None,
-                   help="weight α of the causal EMA of the CND's conditional mean subtracted from x_T "
-                        "(default: the refiner checkpoint's; 1: every frame's own mean)")
-    e.add_argument("--reprojection", choices=["guess", "given", "off"], default="guess",
-                   help="camera-aware correction of the refined pose onto the 2D keypoints' camera rays "
-                        "(Pipeline.add_stream): guess = every stream, with guessed intrinsics unless "
-                        "--camera-aware gives the calibration (default); given = only with --camera-aware; "
-                        "off = the refiner's output as it is")
+    e.add_argument("--seed", type=int, default=0, help="seed of the 2D noise protocols")
+    e.add_argument("--correction", choices=CORRECTION_MODES, default=None,
+                   help="the correction stage after the refiner (the 2D and the camera): guess = every stream, with "
+                        "guessed intrinsics unless --camera-aware gives the calibration (default); given = only with "
+                        "--camera-aware; off = the refiner's output as it is")
     e.add_argument("--camera-aware", action="store_true",
-                   help="give every stream its camera's calibration (K, distortion) for that correction")
-    e.add_argument("--reprojection-ema", type=_ema_arg, default="auto", metavar="β",
-                   help="β of the causal EMA of that correction: auto (default) = per stream, the Kalman gain for "
-                        "the 2D noise estimated from its innovations (~1 for precise 2D, ~0.1 for detector "
-                        "jitter); a number in (0, 1] fixes it (1: each frame's own)")
-    e.add_argument("--bone-depth", choices=["on", "off"], default="on",
-                   help="after that correction, set each bone's extent along the line of sight from the stream's "
-                        "running mean bone lengths (Pipeline(bone_depth=...); default on)")
-    e.add_argument("--bone-view-power", type=float, default=None, metavar="P",
-                   help="a frame's weight in a bone's running length is min(1, e / L0)^P, e the bone's extent "
-                        "across the line of sight, L0 its running length (default: posert.runtime."
-                        "reprojection.BONE_VIEW_POWER, 4; 0: every frame alike, session 21)")
-    e.add_argument("--bone-symmetry", choices=["on", "off"], default="on",
-                   help="pool each left/right bone's running length with its mirror image's (default on)")
-    e.add_argument("--bone-view-cap", type=float, default=None, metavar="K",
-                   help="L0 of that weight is capped at K times the bone's plain running length (default: "
-                        "posert.runtime.reprojection.BONE_VIEW_CAP, 1.25; inf: no cap, session 22)")
-    e.add_argument("--distance-index", type=float, default=None, metavar="λ",
-                   help="tracking index of the α-β tracker of each stream's distance R_z in that correction "
-                        "(default: posert.runtime.reprojection.DISTANCE_INDEX, 1e-3; 0: each frame's own R_z, "
-                        "sessions 16-24)")
+                   help="give every stream its camera's calibration (K, distortion) for that stage")
+    _config_arg(e)
     e.set_defaults(fn=cmd_eval)
 
     b = sub.add_parser("bench", help="per-tick latency vs the PyTorch eager reference")
     b.add_argument("--json", required=True)
     b.add_argument("--motion", default=None, help="default: the validation motion of `posert data`")
-    b.add_argument("--cameras", choices=["h36m", "ring"], default="h36m")
+    b.add_argument("--cameras", choices=CAMERA_SETS, default="h36m")
     b.add_argument("--frames", type=int, default=300)
     b.add_argument("--streams", type=int, default=16)
     b.add_argument("--threads", type=int, default=2, help="torch threads of the eager reference")
     b.add_argument("--ort-threads", type=int, default=None, help="ONNX Runtime threads (default: the runtime's)")
     b.add_argument("--workers", type=int, choices=[1, 2], default=None,
                    help="shards per multi-stream tick run concurrently (default: 2 on ≥ 2 cores)")
-    b.add_argument("--precision", choices=["fp32", "fp16", "int8"], default="fp32")
-    b.add_argument("--backend", choices=["auto", "native", "onnxruntime", "cuda"], default="auto",
+    b.add_argument("--precision", choices=PRECISIONS, default=None)
+    b.add_argument("--backend", choices=["auto", "native", "onnxruntime", "cuda"], default=None,
                    help="auto (default): native at fp32 (posert's fused C++ step kernel on the CPU), onnxruntime "
                         "at fp16/int8 or with --attention kernel/graph; cuda: the whole tick as one CUDA graph on "
                         "the GPU, with the eager reference on the same GPU")
     b.add_argument("--compile", action="store_true", help="--backend cuda: torch.compile the steps before capture")
-    b.add_argument("--attention", choices=["auto", "kernel", "graph"], default="auto",
+    b.add_argument("--attention", choices=ATTENTION_MODES, default=None,
                    help="attention cores: C++ kernels between split step graphs (auto at fp32) or inside one "
                         "ONNX graph per step")
     b.add_argument("--windows", type=int, nargs="*", default=[27, 81, 243],
                    help="receptive fields of the latency sweep (untrained models of each N); none to skip")
+    _config_arg(b)
     b.set_defaults(fn=cmd_bench)
 
     r = sub.add_parser("run", help="a video or a webcam → 2D front-end → refined 3D: MP4, PNG and JSON")
@@ -487,15 +438,27 @@ def build_parser() -> argparse.ArgumentParser:
                    help="replay BlazePose landmarks recorded with --record instead of running MediaPipe")
     r.add_argument("--record", default=None, help="save the front-end's landmarks (.npz) for --detections")
     r.add_argument("--max-frames", type=int, default=None)
-    r.add_argument("--backend", choices=["auto", "native", "onnxruntime", "torch"], default="auto")
+    r.add_argument("--backend", choices=["auto", "native", "onnxruntime", "torch"], default=None)
     r.add_argument("--lifter", default=None)
     r.add_argument("--refiner", default=None)
+    _config_arg(r)
     r.set_defaults(fn=cmd_run)
 
     m = sub.add_parser("demo", help="the main job: real motion → runtime → numbers and a PNG")
     m.add_argument("--out", default="out/demo.png")
+    _config_arg(m)
     m.set_defaults(fn=cmd_demo)
+
+    c = sub.add_parser("config", help="print the pipeline config (defaults, or --config FILE) as TOML")
+    _config_arg(c)
+    c.set_defaults(fn=cmd_config)
     return p
+
+
+def _config_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", default=None, metavar="FILE",
+                        help="a pipeline config (.toml, .yaml, .json; `posert config` prints the defaults); the "
+                             "other flags override it")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -14,6 +14,45 @@ from posert.data.dataset import center_on_floor, render
 from posert.metrics import accel_error, mpjpe, p_mpjpe
 from posert.skeleton import NUM_JOINTS, ROOT
 
+#: The Human3.6M subjects whose camera extrinsics render the training motion, and the one whose
+#: four cameras render every evaluation (``posert eval --cameras h36m``).
+TRAIN_SUBJECTS = ("S1", "S5", "S6", "S7", "S8")
+EVAL_SUBJECT = "S9"
+#: ``posert eval --cameras``: the four real H36M cameras of :data:`EVAL_SUBJECT`, or a fixed
+#: synthetic four-camera rig (no download: tests).
+CAMERA_SETS = ("h36m", "ring")
+
+
+def h36m_cameras(subjects) -> list[Camera]:
+    """The real Human3.6M cameras (four per subject) of ``subjects``, fetched once (DATA.md)."""
+    from posert.camera import load_h36m_cameras
+    from posert.data.sources import h36m_camera_file
+
+    path = h36m_camera_file()
+    return [c for s in subjects for c in load_h36m_cameras(path, s)]
+
+
+def eval_cameras(kind: str = "h36m") -> list[Camera]:
+    """The cameras of an evaluation protocol (:data:`CAMERA_SETS`). ValueError for another kind."""
+    from posert.camera import ring_rig
+
+    if kind not in CAMERA_SETS:
+        raise ValueError(f"cameras must be one of {CAMERA_SETS}, got {kind!r}")
+    return h36m_cameras([EVAL_SUBJECT]) if kind == "h36m" else ring_rig()
+
+
+def bench_sequence(motion=None) -> tuple[str, np.ndarray]:
+    """(name, (T, 17, 3) mm) of the longest sequence of a motion file (default: the validation
+    motion of ``posert data``), the stream ``posert bench`` measures."""
+    from pathlib import Path
+
+    from posert.data.build import VAL_MOTION_NAME, build_dataset
+
+    path = Path(motion) if motion else build_dataset().parent / VAL_MOTION_NAME
+    seqs = load_motion(path)
+    name = max(seqs, key=lambda k: len(seqs[k]))
+    return name, np.asarray(seqs[name])
+
 
 def load_motion(path) -> dict[str, np.ndarray]:
     """Read an ``--motion`` file: every array is one (T, 17, 3) sequence, mm, z-up world, 50 fps.

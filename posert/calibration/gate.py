@@ -35,8 +35,8 @@ def streaming_mpjpe(lifter_onnx: Path, denoiser_onnx: Path, window: int, schedul
     out = {}
     for proto in protocols:
         noise = {"none": None, "detector": NoiseModel(), "occlusion": OcclusionModel()}[proto]
-        pipe = Pipeline(backend, max_streams=len(sequences) * len(cameras), reprojection="off")
-        results, _ = stream_sequences(pipe, sequences, cameras, noise, seed=0, progress=False)
+        with Pipeline(backend=backend, max_streams=len(sequences) * len(cameras), correction="off") as pipe:
+            results, _ = stream_sequences(pipe, sequences, cameras, noise, seed=0, progress=False)
         overall = score(results)["overall"]
         suffix = "" if proto == "none" else f"/{proto}"
         out[f"lifter{suffix}"] = overall["lifter"]["mpjpe"]

@@ -121,18 +121,18 @@ def record_step_inputs(backend, windows: list[CalibrationWindow], stride: int = 
     from posert.runtime import Pipeline
 
     rec = RecordingBackend(backend)
-    pipe = Pipeline(rec, max_streams=batch)
-    for b0 in range(0, len(windows), batch):
-        chunk = windows[b0:b0 + batch]
-        ids = list(range(len(chunk)))
-        for i, w in zip(ids, chunk):
-            pipe.add_stream(i, w.width, w.height)
-        L = min(len(w.px) for w in chunk)
-        for t in range(L):
-            rec.recording = (t % stride) == stride - 1
-            pipe.push_many(ids, np.stack([w.px[t] for w in chunk]), np.stack([w.conf[t] for w in chunk]))
-            pipe.tick()
-        rec.recording = False
-        for i in ids:
-            pipe.remove_stream(i)
+    with Pipeline(backend=rec, max_streams=batch) as pipe:
+        for b0 in range(0, len(windows), batch):
+            chunk = windows[b0:b0 + batch]
+            ids = list(range(len(chunk)))
+            for i, w in zip(ids, chunk):
+                pipe.add_stream(i, w.width, w.height)
+            L = min(len(w.px) for w in chunk)
+            for t in range(L):
+                rec.recording = (t % stride) == stride - 1
+                pipe.push_many(ids, np.stack([w.px[t] for w in chunk]), np.stack([w.conf[t] for w in chunk]))
+                pipe.tick()
+            rec.recording = False
+            for i in ids:
+                pipe.remove_stream(i)
     return rec.lifter_feeds, rec.denoiser_feeds

@@ -47,3 +47,14 @@ def build_dataset(root: Path | None = None, force: bool = False) -> Path:
     _, val = split(load_positions(out))
     np.savez_compressed(root / VAL_MOTION_NAME, **{k.replace("/", "_"): v for k, v in val.items()})
     return out
+
+
+def training_sequences(holdout: str | None = None) -> dict[str, np.ndarray]:
+    """The training sequences ``{"subject/action": (T, 17, 3) mm}`` of the dataset (built on first
+    use); ``holdout`` drops a whole source (leave-one-source-out). ValueError for an unknown source."""
+    positions = load_positions(build_dataset())
+    if holdout is not None:
+        if holdout not in positions:
+            raise ValueError(f"unknown source {holdout!r}; have {sorted(positions)}")
+        positions = {k: v for k, v in positions.items() if k != holdout}
+    return split(positions)[0]

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from posert.config import PipelineConfig
 from posert.skeleton import NUM_JOINTS
 from posert.video.detect import Detection, save_recording
 from posert.video.render import PersonCrop, compose, contact_sheet
@@ -77,31 +78,6 @@ def _checked(det: Detection | None) -> Detection | None:
     return Detection(kp, conf.astype(np.float32), det.raw)
 
 
-class _TimedBackend:
-    """Forwards to a runtime backend and adds the time spent in the lifter step to ``lift_s``."""
-
-    def __init__(self, backend):
-        self._b = backend
-        self.lift_s = 0.0
-
-    def __getattr__(self, name):
-        return getattr(self._b, name)
-
-    def lift_step(self, *args, **kwargs):
-        t0 = time.perf_counter()
-        try:
-            return self._b.lift_step(*args, **kwargs)
-        finally:
-            self.lift_s += time.perf_counter() - t0
-
-    def lift_fused(self, *args, **kwargs):
-        t0 = time.perf_counter()
-        try:
-            return self._b.lift_fused(*args, **kwargs)
-        finally:
-            self.lift_s += time.perf_counter() - t0
-
-
 @dataclass
 class VideoRun:
     """Result of :func:`run_video`.
@@ -116,6 +92,7 @@ class VideoRun:
         stage_ms: stage → (F,) per-video-frame cost in ms (decode, detect, lift, refine, render).
         model_frames: 50 fps frames streamed through the pipeline.
         stream_restarts: times the stream restarted (person lost > ``MAX_GAP_S`` or switched).
+        config: the pipeline's config as it ran (:meth:`PipelineConfig.to_dict`).
     """
 
     fps: float
@@ -132,6 +109,7 @@ class VideoRun:
     detector: str
     stream_restarts: int = 0
     outputs: dict[str, str] = field(default_factory=dict)
+    config: dict = field(default_factory=dict)
 
     def latency_table(self) -> dict[str, dict[str, float]]:
         """stage → {p50, p99, mean} ms per video frame (lift/refine: frames with a detection)."""
@@ -154,7 +132,7 @@ class VideoRun:
                 "stream_restarts": self.stream_restarts,
                 "frames_with_person": int(self.detected.sum()),
                 "units": {"kp2d": "px", "pose3d": "mm, camera frame (x right, y down, z forward), root-relative"},
-                "latency_ms": self.latency_table(), "outputs": self.outputs,
+                "latency_ms": self.latency_table(), "outputs": self.outputs, "config": self.config,
                 "frames": [{"index": i, "t": round(float(self.times[i]), 4), "detected": bool(self.detected[i]),
                             "kp2d": r2, "conf": np.round(self.conf[i], 3).tolist(), "refined_mm": r3, "lifted_mm": l3}
                            for i, (r2, r3, l3) in enumerate(zip(rows(self.kp2d), rows(self.refined),
@@ -163,13 +141,13 @@ class VideoRun:
 
 def run_video(source: str | int, out_mp4: str | Path | None = None, out_json: str | Path | None = None,
               out_png: str | Path | None = None, detector: Callable[[np.ndarray], Detection | None] | None = None,
-              backend: str = "auto", lifter: str | None = None, refiner: str | None = None,
-              max_frames: int | None = None, render_height: int = 480, record: str | Path | None = None,
-              follow_person: bool = True, progress: bool = True) -> VideoRun:
+              config: PipelineConfig | None = None, max_frames: int | None = None, render_height: int = 480,
+              record: str | Path | None = None, follow_person: bool = True, progress: bool = True) -> VideoRun:
     """Run a video (file path, or webcam number) through ``detector`` and the streaming pipeline.
 
     Args:
         detector: callable RGB frame → :class:`Detection` | None; default :class:`MediaPipePose`.
+        config: the pipeline's config (default: the defaults; one stream).
         out_mp4 / out_png / out_json: rendered video, contact sheet of six frames, JSON report
             (any may be None). Rendering runs only when ``out_mp4`` or ``out_png`` is given.
         record: write the front-end's raw keypoints (``.npz``) for :class:`RecordedDetector`.
@@ -188,9 +166,7 @@ def run_video(source: str | int, out_mp4: str | Path | None = None, out_json: st
         from posert.video.detect import MediaPipePose
 
         detector = MediaPipePose()
-    pipe = Pipeline(backend, max_streams=1, lifter=lifter, refiner=refiner)
-    timed = _TimedBackend(pipe.backend)
-    pipe.backend = timed
+    pipe = Pipeline(config, max_streams=1)
     conv = RateConverter()
     render = out_mp4 is not None or out_png is not None
     writer = None
@@ -224,7 +200,7 @@ def run_video(source: str | int, out_mp4: str | Path | None = None, out_json: st
             t = (t_dec - t_start) if live else i / fps
             det = _checked(detector(frame))
             t_det = time.perf_counter()
-            timed.lift_s, tick_s = 0.0, 0.0
+            lift_ms, tick_ms = 0.0, 0.0
             if det is not None:
                 pelvis = det.kp2d[0] if det.conf[0] > 0 else None
                 jump = (pelvis is not None and last_pelvis is not None
@@ -241,9 +217,9 @@ def run_video(source: str | int, out_mp4: str | Path | None = None, out_json: st
                 last_seen = t
                 for tau, kp, c in conv(t, det.kp2d, det.conf):
                     pipe.push("video", kp, c, tau)
-                    ts = time.perf_counter()
                     res = pipe.tick()
-                    tick_s += time.perf_counter() - ts
+                    lift_ms += res.latency_ms["lift"]
+                    tick_ms += res.latency_ms["tick"]
                     last_ref, last_lif = res.refined[0], res.lifted[0]
                     model_frames += 1
             t_model = time.perf_counter()
@@ -268,9 +244,9 @@ def run_video(source: str | int, out_mp4: str | Path | None = None, out_json: st
                     if len(kept) > 90:  # long or live input: keep memory bounded
                         kept, stride = kept[::2], stride * 2
             t_ren = time.perf_counter()
-            for s, v in (("decode", t_dec - t0), ("detect", t_det - t_dec), ("lift", timed.lift_s),
-                         ("refine", tick_s - timed.lift_s), ("render", t_ren - t_model)):
-                stage[s].append(v * 1e3)
+            for s, v in (("decode", (t_dec - t0) * 1e3), ("detect", (t_det - t_dec) * 1e3), ("lift", lift_ms),
+                         ("refine", tick_ms - lift_ms), ("render", (t_ren - t_model) * 1e3)):
+                stage[s].append(v)
             i += 1
             bar.update(1)
     finally:
@@ -279,13 +255,15 @@ def run_video(source: str | int, out_mp4: str | Path | None = None, out_json: st
             writer.close()
         if own_detector:
             detector.close()
+        pipe.close()
     if i == 0:
         raise ValueError(f"no frames could be read from {source!r}")
     run = VideoRun(fps=fps, frames=i, size=size, times=np.array(cols["t"]), detected=np.array(cols["det"]),
                    kp2d=np.stack(cols["kp"]),
                    conf=np.stack(cols["conf"]), refined=np.stack(cols["ref"]), lifted=np.stack(cols["lif"]),
                    stage_ms={s: np.array(v) for s, v in stage.items()}, model_frames=model_frames,
-                   detector=getattr(detector, "name", type(detector).__name__), stream_restarts=restarts)
+                   detector=getattr(detector, "name", type(detector).__name__), stream_restarts=restarts,
+                   config=pipe.config.to_dict())
     if out_mp4 is not None:
         run.outputs["mp4"] = str(out_mp4)
     if out_png is not None and kept:

@@ -1,76 +1,56 @@
-"""Inference backends of the incremental tick. Each exposes ``window`` (receptive field N),
-``schedule``, ``cnd``, ``lifter_cache_shape`` and ``denoiser_cache_shape`` (per-stream
-(2·layers, 17, heads, M, C/heads)), and
-
-- ``lift_step(inp (B, 17, 3), lag (B, M) int64, caches) -> (x_T (B, 17, 3), kv (2L, B, 17, h, d))``
-- ``denoise_step(inp, x_t (B, 17, 3), t: float, lag, caches) -> (ê (B, 17, 3), kv)``
-
-with float32 arrays, poses root-relative in metres, ``caches`` a list of 2L arrays
-(B, 17, heads, M, C/heads) read in place (see :mod:`posert.runtime.pipeline`). The returned
-arrays may be buffers the backend owns and reuses (ONNX Runtime I/O bindings, TensorRT's pinned
-outputs): they are valid until the next call on the same input buffers, so a caller copies what
-it keeps.
-
-A *fused* backend (``fused = True``: :class:`~posert.runtime.backends.native.NativeBackend`)
-instead runs each step as one kernel that reads and writes the pipeline's caches in place:
-``lift_fused`` and ``denoise_fused`` (see :mod:`.native`).
-
-A *resident* backend (``resident = True``: :class:`~posert.runtime.backends.cuda.CudaBackend`)
-keeps the caches on its device instead and runs whole ticks: ``allocate(max_streams, pairs,
-coefs)`` once, then ``run(hi, due, inp, count) -> (x_0, x_T)`` per tick.
-
-Heavy imports (onnxruntime, torch, tensorrt) happen inside each module, so importing the runtime
-costs nothing until a backend is built.
-"""
+"""Inference backends of the streaming tick, one module each, imported lazily (importing the
+runtime costs nothing until a backend is built). What a backend provides, in three kinds (step,
+fused, resident), is in :mod:`posert.runtime.backends.base`."""
 
 from __future__ import annotations
 
-BACKENDS = ("auto", "native", "onnxruntime", "torch", "tensorrt", "cuda")
+from posert.config import BACKENDS, BackendConfig
 
 
-def create_backend(name: str, lifter: str | None = None, refiner: str | None = None, threads: int | None = None,
-                   precision: str = "fp32", attention: str = "auto"):
-    """Build a backend by name: ``auto`` (default: ``native`` at fp32 with ``attention`` auto, else
-    ``onnxruntime``), ``native`` (CPU, posert's fused C++ step kernel; FP32; :mod:`.native`),
-    ``onnxruntime`` (CPU; FP32, FP16, Q/DQ INT8), ``torch`` (reference, FP32 only),
-    ``tensorrt`` (GPU engines built and cached from the ONNX models of ``precision``) or ``cuda``
-    (torch on the GPU, the whole tick captured as one CUDA graph; FP32; :mod:`.cuda`).
+def create_backend(config: BackendConfig | None = None):
+    """Build the backend ``config`` names (:class:`~posert.config.BackendConfig`; default: ``auto``,
+    ``native`` at fp32 with ``attention`` auto, else ``onnxruntime``): ``native`` (CPU, posert's
+    fused C++ step kernel; fp32), ``onnxruntime`` (CPU; fp32, fp16, Q/DQ int8), ``torch`` (the
+    reference, fp32), ``tensorrt`` (GPU engines built and cached from the ONNX models of the
+    precision) or ``cuda`` (the whole tick as one CUDA graph on the GPU; fp32).
 
-    ``attention`` (``auto`` | ``kernel`` | ``graph``) chooses how ONNX Runtime runs the attention
-    cores of a step (:meth:`OrtBackend.from_checkpoints`); other backends take ``auto`` only.
-
-    Raises ValueError for an unknown name, a precision or attention mode the backend lacks,
-    ImportError (with the reason) for ``tensorrt`` where TensorRT or cuda-python is not installed,
-    RuntimeError for ``cuda`` without a usable GPU or without the CUDA build of ``posert._C``.
+    Raises ValueError for a precision or attention mode the backend lacks, MissingDependency
+    (an ImportError naming the package) for ``tensorrt`` without TensorRT or cuda-python,
+    BackendUnavailable (a RuntimeError) for ``cuda`` without a usable GPU or CUDA build of
+    ``posert._C``.
     """
+    c = config or BackendConfig()
+    name = c.name
     if name == "auto":
-        name = "native" if precision == "fp32" and attention == "auto" else "onnxruntime"
+        name = "native" if c.precision == "fp32" and c.attention == "auto" else "onnxruntime"
     if name == "onnxruntime":
         from posert.runtime.backends.onnxruntime import OrtBackend
 
-        return OrtBackend.from_checkpoints(lifter, refiner, threads=threads, precision=precision, attention=attention)
-    if attention != "auto":
-        raise ValueError(f"attention={attention!r} applies to the onnxruntime backend only")
+        return OrtBackend.from_checkpoints(c.lifter, c.refiner, threads=c.threads, precision=c.precision,
+                                           attention=c.attention)
+    if c.attention != "auto":
+        raise ValueError(f"attention={c.attention!r} applies to the onnxruntime backend only")
     if name == "native":
-        if precision != "fp32":
+        if c.precision != "fp32":
             raise ValueError("the native backend runs fp32 only (fp16/int8 on the CPU: the onnxruntime backend)")
         from posert.runtime.backends.native import NativeBackend
 
-        return NativeBackend.from_checkpoints(lifter, refiner)
+        return NativeBackend.from_checkpoints(c.lifter, c.refiner)
     if name == "torch":
-        if precision != "fp32":
+        if c.precision != "fp32":
             raise ValueError("the torch reference backend runs fp32 only")
         from posert.runtime.backends.torch import TorchBackend
 
-        return TorchBackend.from_checkpoints(lifter, refiner, threads=threads)
+        return TorchBackend.from_checkpoints(c.lifter, c.refiner, threads=c.threads)
     if name == "cuda":
-        if precision != "fp32":
+        if c.precision != "fp32":
             raise ValueError("the cuda backend runs fp32 only (fp16/int8 on the GPU: the tensorrt backend)")
         from posert.runtime.backends.cuda import CudaBackend
 
-        return CudaBackend.from_checkpoints(lifter, refiner)
-    if name == "tensorrt":
-        from posert.runtime.backends.tensorrt import TrtBackend
+        return CudaBackend.from_checkpoints(c.lifter, c.refiner)
+    from posert.runtime.backends.tensorrt import TrtBackend  # the last of BACKENDS
 
-        return TrtBackend.from_checkpoints(lifter, refiner, precision=precision)
-    raise ValueError(f"unknown backend {name!r}; choose one of {BACKENDS}")
+    return TrtBackend.from_checkpoints(c.lifter, c.refiner, precision=c.precision)
+
+
+__all__ = ["BACKENDS", "create_backend"]

@@ -1,9 +1,9 @@
-"""GPU backend: the whole tick on the device, captured as one CUDA graph and replayed (issue 5).
+"""GPU backend: the whole tick on the device, captured as one CUDA graph and replayed.
 
-Unlike the other backends, this one is *resident*: it owns the key/value ring caches, the DDIM
-state and the staging buffers, all allocated once in :meth:`CudaBackend.allocate`, and runs the
-whole chain of a tick itself (:meth:`CudaBackend.run`), called by
-:class:`~posert.runtime.pipeline.Pipeline`::
+Unlike the other backends, this one is *resident* (:class:`~posert.runtime.backends.base.
+ResidentBackend`): it owns the key/value ring caches, the DDIM state and the staging buffers, all
+allocated once in :meth:`CudaBackend.allocate`, and runs the chain of a tick
+(:func:`posert.runtime.chain.run_chain`) on its device (:meth:`CudaBackend.run`)::
 
     pinned host → device   newest frames (b, 17, 3), frame counts (b,), rows (b,) (−1 = not due)
     lag (b, M)             ← how old every ring slot is (ring_lags, as torch ops on the device)
@@ -12,7 +12,7 @@ whole chain of a tick itself (:meth:`CudaBackend.run`), called by
     device → pinned host   x_0 and x_T (b, 17, 3)
 
 By default (``fused=True``) each step is one ``posert._C.transformer_step`` kernel
-(csrc/transformer_step.cu: one thread block per stream holds the frame's activations in shared
+(csrc/step/transformer_step.cu: one thread block per stream holds the frame's activations in shared
 memory, and the ring-cache write and the DDIM update are fused in), so a tick is K + 1 kernel
 launches; ``fused=False`` runs the torch modules' own kernels (hundreds per tick) with the
 ``kv_push``/``ddim_update`` CUDA kernels between them.
@@ -42,10 +42,13 @@ from posert.models.denoiser import Denoiser
 from posert.models.diffusion import CND, Schedule
 from posert.models.io import load_lifter, load_refiner
 from posert.models.lifter import Lifter
-from posert.skeleton import NUM_JOINTS, ROOT
+from posert.runtime.backends.base import Capabilities
+from posert.runtime.backends.packing import pack_step, step_cond, step_dims
+from posert.runtime.chain import run_chain
+from posert.skeleton import NUM_JOINTS
 
 DEFAULT_CLUSTER = 8
-"""Thread blocks per stream of the fused step on sm_90+ (benchmarks/RESULTS.md, session 9)."""
+"""Thread blocks per stream of the fused step on sm_90+ (docs/kernels.md: the H100 measurements)."""
 CLUSTER_MAX_BLOCKS = 64
 """Largest batch × cluster run as clusters; bigger batches run one block per stream."""
 
@@ -65,63 +68,8 @@ def require_gpu(device: str) -> None:
                            "reinstall with nvcc on the PATH")
 
 
-def step_dims(model) -> tuple:
-    """The ``dims`` tuple of ``posert._C.transformer_step`` for a lifter or denoiser:
-    (J, C, heads, depth, M, in_ch, hidden, scale, eps, root, denoiser). Raises ValueError for a
-    denoiser conditioned on lifter features (not streamable yet)."""
-    if getattr(model, "feat", None) is not None:
-        raise ValueError("the fused step does not take lifter features (feat_dim > 0)")
-    bb = model.backbone
-    blk = bb.blocks[0]
-    eps = {m.eps for m in model.modules() if isinstance(m, torch.nn.LayerNorm)}
-    if len(eps) != 1:
-        raise ValueError(f"the fused step needs one LayerNorm eps, got {sorted(eps)}")
-    den = isinstance(model, Denoiser)
-    return (NUM_JOINTS, bb.dim, bb.heads, len(bb.blocks), bb.max_lag, 6 if den else 3, blk.s_mlp[0].out_features,
-            float(blk.s_attn.scale), float(eps.pop()), ROOT, int(den))
-
-
-@torch.no_grad()
-def pack_step(model) -> np.ndarray:
-    """All weights of a lifter's or denoiser's step as one float32 vector in the order of
-    ``StepLayout`` (csrc/transformer_step.h): linear weights transposed to [in][out], the temporal
-    bias as its (heads, M + 2) lag table. Raises ValueError if the size disagrees with the layout."""
-
-    def lin(m):
-        return [m.weight.t(), m.bias]
-
-    def ln(m):
-        return [m.weight, m.bias]
-
-    bb = model.backbone
-    parts = [*lin(model.embed), bb.joint_pos.reshape(NUM_JOINTS, -1)]
-    for blk in bb.blocks:
-        parts += [*ln(blk.s_norm1), *lin(blk.s_attn.qkv), *lin(blk.s_attn.proj), *ln(blk.s_norm2),
-                  *lin(blk.s_mlp[0]), *lin(blk.s_mlp[2]),
-                  *ln(blk.t_norm1), *lin(blk.t_attn.qkv), *lin(blk.t_attn.proj), blk.t_attn.bias_table(),
-                  *ln(blk.t_norm2), *lin(blk.t_mlp[0]), *lin(blk.t_mlp[2])]
-    parts += [*ln(bb.norm), *lin(model.head)]
-    flat = torch.cat([p.detach().float().contiguous().reshape(-1).cpu() for p in parts]).numpy()
-    J, C, h, L, M, cin, hid = step_dims(model)[:7]
-    per_layer = 2 * (4 * C + 3 * C * C + 3 * C + C * C + C + 2 * C * hid + hid + C) + h * (M + 2)
-    if flat.size != cin * C + C + J * C + L * per_layer + 2 * C + 3 * C + 3:
-        raise ValueError("model does not have the layout of csrc/transformer_step.h")
-    return flat
-
-
-@torch.no_grad()
-def step_cond(denoiser: Denoiser, t: float) -> np.ndarray:
-    """The denoiser's timestep conditioning t_mlp(embedding(t)), (C,) float32: constant per DDIM
-    step, so the fused step takes it precomputed."""
-    from posert.models.denoiser import timestep_embedding
-
-    p = next(denoiser.parameters())
-    e = denoiser.t_mlp(timestep_embedding(torch.full((1,), float(t), device=p.device), denoiser.cfg.dim))
-    return e[0].float().cpu().numpy()
-
-
 def torch_ring_lags(count: torch.Tensor, M: int, slots: torch.Tensor) -> torch.Tensor:
-    """Device twin of :func:`posert.runtime.pipeline.ring_lags`: count (b,) int64 frames already
+    """Device twin of :func:`posert.runtime.chain.ring_lags`: count (b,) int64 frames already
     cached, slots = arange(M) → (b, M) int64 lag of every ring slot, M + 1 for an empty one."""
     n = count[:, None]
     lag = torch.remainder(n - 1 - slots, M) + 1
@@ -155,7 +103,9 @@ class CudaBackend:
     unusable (see :func:`require_gpu`).
     """
 
-    resident = True  # Pipeline hands it whole ticks (run) instead of single steps
+    name = "cuda"
+    capabilities = Capabilities(kind="resident", hypotheses=False, device="cuda")
+    cache_dtype = np.dtype(np.float32)
 
     def __init__(self, lifter: Lifter, denoiser: Denoiser, cnd: CND | None = None, device: str = "cuda",
                  graphs: bool = True, compile: bool = False, fused: bool = True, threads: int = 512,
@@ -217,7 +167,7 @@ class CudaBackend:
         """Thread blocks per stream for a batch of ``b`` rows: ``cluster`` while the batch's clusters
         fill at most :data:`CLUSTER_MAX_BLOCKS` SMs, else 1. Clusters shorten one stream's step but
         must each fit in one GPC: with more rows they queue in waves and one block per row is
-        faster (H100: 16 streams 14,058 vs 18,897 poses/s; benchmarks/RESULTS.md, session 9)."""
+        faster (H100: 16 streams 14,058 vs 18,897 poses/s; docs/kernels.md)."""
         return self.cluster if b * self.cluster <= CLUSTER_MAX_BLOCKS else 1
 
     # -- state --------------------------------------------------------------------------------
@@ -271,6 +221,7 @@ class CudaBackend:
         self._pool = torch.cuda.graph_pool_handle() if self.graphs else None
         self._stream = torch.cuda.Stream(dev) if self.on_gpu else None
         self._copies_in_graph = True  # the pinned-memory copies are graph nodes (see _capture)
+        self._stages = (_FusedStages if self.fused else _TorchStages)(self)
 
     @staticmethod
     def _staged(buf: torch.Tensor, S: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -305,32 +256,14 @@ class CudaBackend:
             xn = x.numpy()
             _C.ddim_update(xn, e.numpy(), xn, *coef)
 
-    def _chain(self, b: int) -> None:
-        (self._chain_fused if self.fused else self._chain_torch)(b)
-
     @torch.no_grad()
-    def _chain_torch(self, b: int) -> None:
-        """One tick over the first ``b`` stream slots, reading the pinned staging buffers and
-        writing x_0, x_T into the pinned output; every tensor it touches is preallocated, so a
-        capture of it replays on the same memory."""
-        inp, count, rows = self._d_inp[:b], self._d_count[:b], self._d_rows[:b]
+    def _chain(self, b: int) -> None:
+        """One tick over the first ``b`` stream slots, reading the staging buffers and writing x_0,
+        x_T into the output; every tensor it touches is preallocated, so a capture of it replays on
+        the same memory."""
         if self._copies_in_graph or not self.graphs:
             self._upload(b)
-        lag_l = torch_ring_lags(count, self._M_l, self._slots_l)
-        lag_d = torch_ring_lags(count, self._M_d, self._slots_d)
-        pos_l = torch.remainder(count, self._M_l).to(torch.int32)
-        pos_d = torch.remainder(count, self._M_d).to(torch.int32)
-        ls = self._lstore
-        x_T, kv = self._lift(inp, lag_l, *[ls[g, :b] for g in range(ls.shape[0])])
-        self._kv_push(ls, kv, rows, pos_l)
-        x = self._d_x[:b]
-        x.copy_(x_T)
-        self._d_xT[:b].copy_(x_T)
-        self._shift_x(b)
-        for t, coef, ds in zip(self._t, self._coefs, self._dstore):
-            e, kv = self._den(inp, x, t[:b], lag_d, *[ds[g, :b] for g in range(ds.shape[0])])
-            self._kv_push(ds, kv, rows, pos_d)
-            self._ddim(x, e, coef)
+        run_chain(self._stages.at(b), len(self._pairs))
         if self._copies_in_graph or not self.graphs:
             self._download(b)
 
@@ -353,39 +286,6 @@ class CudaBackend:
     def _download(self, b: int) -> None:
         """x_0 and x_T of every slot, one device-to-host copy (the slots ≥ b are not read)."""
         self._h_out.copy_(self._d_out, non_blocking=self.on_gpu)
-
-    @torch.no_grad()
-    def _chain_fused(self, b: int) -> None:
-        """The tick as K + 1 ``transformer_step`` kernels over the first ``b`` slots: the lifter
-        writes x_T into the DDIM state and the x_T output, each denoiser step updates the state in
-        place; every kernel writes its layers' keys/values of the rows that are due."""
-        if self._copies_in_graph or not self.graphs:
-            self._upload(b)
-        S = self.capacity
-        if self.on_gpu:
-            st = torch.cuda.current_stream(self.device).cuda_stream
-            nc = self.cluster_for(b)
-            common = dict(B=b, inp=self._d_inp.data_ptr(), x=self._d_x.data_ptr(), count=self._d_count.data_ptr(),
-                          rows=self._d_rows.data_ptr(), S=S, stream=st, threads=self.threads, cluster=nc)
-            _C.transformer_step_cuda(self._dims_l, self._w_l.data_ptr(), x_T=self._d_xT.data_ptr(), cond=0,
-                                     cache=self._lstore.data_ptr(), packed=self._p_l.data_ptr() if nc > 1 else 0,
-                                     **common)
-            self._shift_x(b)
-            for cond, coef, ds in zip(self._cond, self._coefs, self._dstore):
-                _C.transformer_step_cuda(self._dims_d, self._w_d.data_ptr(), x_T=0, cond=cond.data_ptr(),
-                                         cache=ds.data_ptr(), a=coef[0], b=coef[1], ap=coef[2], bp=coef[3],
-                                         packed=self._p_d.data_ptr() if nc > 1 else 0, pdl=self.pdl, **common)
-        else:
-            inp, x, count, rows = (self._d_inp[:b].numpy(), self._d_x[:b].numpy(), self._d_count[:b].numpy(),
-                                   self._d_rows[:b].numpy())
-            _C.transformer_step(self._w_l.numpy(), self._dims_l, inp, x, self._d_xT[:b].numpy(), None, count, rows,
-                                self._lstore.numpy(), None)
-            self._shift_x(b)
-            for cond, coef, ds in zip(self._cond, self._coef_np, self._dstore):
-                _C.transformer_step(self._w_d.numpy(), self._dims_d, inp, x, None, cond.numpy(), count, rows,
-                                    ds.numpy(), coef)
-        if self._copies_in_graph or not self.graphs:
-            self._download(b)
 
     def _upload(self, b: int) -> None:
         """The staged inputs of every slot, one host-to-device copy (the kernels read the first b)."""
@@ -444,3 +344,93 @@ class CudaBackend:
         else:
             self._chain(b)
         return self._n_out[0, due], self._n_out[1, due]  # fancy indexing: copies
+
+
+class _TorchStages:
+    """The chain's stages (:class:`posert.runtime.chain.ChainStages`) as the torch modules' own
+    steps, with ``kv_push`` and the DDIM update between them, over the first ``b`` slots."""
+
+    def __init__(self, be: CudaBackend):
+        self.be, self.b = be, 0
+
+    def at(self, b: int) -> _TorchStages:
+        be = self.be
+        self.b = b
+        count = be._d_count[:b]
+        self.lag_l = torch_ring_lags(count, be._M_l, be._slots_l)
+        self.lag_d = torch_ring_lags(count, be._M_d, be._slots_d)
+        self.pos_l = torch.remainder(count, be._M_l).to(torch.int32)
+        self.pos_d = torch.remainder(count, be._M_d).to(torch.int32)
+        return self
+
+    def lift(self) -> None:
+        be, b = self.be, self.b
+        ls = be._lstore
+        x_T, kv = be._lift(be._d_inp[:b], self.lag_l, *[ls[g, :b] for g in range(ls.shape[0])])
+        be._kv_push(ls, kv, be._d_rows[:b], self.pos_l)
+        be._d_xT[:b].copy_(x_T)
+
+    def start(self) -> None:
+        self.be._d_x[:self.b].copy_(self.be._d_xT[:self.b])
+
+    def shift(self) -> None:
+        self.be._shift_x(self.b)
+
+    def denoise(self, k: int) -> None:
+        be, b = self.be, self.b
+        ds, x = be._dstore[k], be._d_x[:b]
+        e, kv = be._den(be._d_inp[:b], x, be._t[k][:b], self.lag_d, *[ds[g, :b] for g in range(ds.shape[0])])
+        be._kv_push(ds, kv, be._d_rows[:b], self.pos_d)
+        be._ddim(x, e, be._coefs[k])
+
+
+class _FusedStages:
+    """The chain's stages as one ``posert._C.transformer_step`` kernel per step over the first ``b``
+    slots (on the CPU, its C++ twin): the lifter writes x_T into the DDIM state and the x_T output,
+    each denoiser step updates the state in place; every kernel writes its layers' keys/values of
+    the rows that are due."""
+
+    def __init__(self, be: CudaBackend):
+        self.be, self.b = be, 0
+
+    def at(self, b: int) -> _FusedStages:
+        self.b = b
+        return self
+
+    def _common(self) -> dict:
+        be, b = self.be, self.b
+        nc = be.cluster_for(b)
+        return dict(B=b, inp=be._d_inp.data_ptr(), x=be._d_x.data_ptr(), count=be._d_count.data_ptr(),
+                    rows=be._d_rows.data_ptr(), S=be.capacity, stream=torch.cuda.current_stream(be.device).cuda_stream,
+                    threads=be.threads, cluster=nc), nc
+
+    def lift(self) -> None:
+        be, b = self.be, self.b
+        if be.on_gpu:
+            common, nc = self._common()
+            _C.transformer_step_cuda(be._dims_l, be._w_l.data_ptr(), x_T=be._d_xT.data_ptr(), cond=0,
+                                     cache=be._lstore.data_ptr(), packed=be._p_l.data_ptr() if nc > 1 else 0,
+                                     **common)
+        else:
+            _C.transformer_step(be._w_l.numpy(), be._dims_l, be._d_inp[:b].numpy(), be._d_x[:b].numpy(),
+                                be._d_xT[:b].numpy(), None, be._d_count[:b].numpy(), be._d_rows[:b].numpy(),
+                                be._lstore.numpy(), None)
+
+    def start(self) -> None:
+        pass  # the lifter's kernel wrote x as well as x_T
+
+    def shift(self) -> None:
+        self.be._shift_x(self.b)
+
+    def denoise(self, k: int) -> None:
+        be, b = self.be, self.b
+        coef, ds = be._coefs[k], be._dstore[k]
+        if be.on_gpu:
+            common, nc = self._common()
+            _C.transformer_step_cuda(be._dims_d, be._w_d.data_ptr(), x_T=0, cond=be._cond[k].data_ptr(),
+                                     cache=ds.data_ptr(), a=coef[0], b=coef[1], ap=coef[2], bp=coef[3],
+                                     packed=be._p_d.data_ptr() if nc > 1 else 0, pdl=be.pdl, **common)
+        else:
+            _C.transformer_step(be._w_d.numpy(), be._dims_d, be._d_inp[:b].numpy(), be._d_x[:b].numpy(), None,
+                                be._cond[k].numpy(), be._d_count[:b].numpy(), be._d_rows[:b].numpy(), ds.numpy(),
+                                be._coef_np[k])

@@ -1,25 +1,19 @@
 """Native CPU backend: each step of a tick is one call of posert's own fused C++ step kernel.
 
-A *fused* backend (``fused = True``): instead of returning a step's output and its keys/values
-for the pipeline to push into the ring caches (``lift_step``/``denoise_step``), each step is one
-``posert._C.transformer_step(..., fast=True)`` call (csrc/step_fast.cpp) that reads and writes the
-pipeline's caches in place and, for the denoiser, applies the DDIM update (D3PRefiner Eq. 9) to
-the state x_k in place:
+A *fused* backend (:class:`~posert.runtime.backends.base.FusedBackend`): instead of returning a
+step's output and its keys/values for the pipeline to push into the ring caches, each step is one
+``posert._C.transformer_step(..., fast=True)`` call (csrc/step/step_fast.cpp) that reads and
+writes the pipeline's caches in place and, for the denoiser, applies the DDIM update (D3PRefiner
+Eq. 9) to the state x_k in place:
 
-- ``lift_fused(inp, x, x_T, count, rows, cache, row0)``: x ← x_T ← lifter step;
+- ``lift_fused(inp, out, count, rows, cache, row0)``: out ← x_T ← lifter step;
 - ``denoise_fused(inp, x, t, coef, count, rows, cache, row0)``: x ← DDIM(x, ê(x, t), coef).
-
-Arrays: ``inp`` (B, 17, 3) float32 newest normalised frames, ``x``/``x_T`` (B, 17, 3) float32
-metres root-relative, ``count`` (B,) int64 frames already cached per row, ``rows`` (B,) int32
-(< 0: the row is computed but writes no cache), ``cache`` the pipeline's whole store
-(2·layers, S, 17, heads, M, C/heads) of ``cache_dtype`` (float16 by default, see the class) with
-batch row b at stream row0 + b.
 
 Why a kernel of our own on the CPU: a streaming step is ~60 small matrix products over (B·17, 64)
 activations with attention, LayerNorm and GELU between them. Run as 2L + 1 ONNX Runtime graphs
 (the split step), a 16-stream tick pays ~80 graph launches and their I/O per shard; the fused
 kernel runs the same arithmetic in one call per step, with the products register-blocked at
-≈ 75 % of an AVX2 core's FMA peak (benchmarks/RESULTS.md, session 18). The kernel is portable C++
+≈ 75 % of an AVX2 core's FMA peak (docs/kernels.md). The kernel is portable C++
 (GCC/Clang vector extensions: AVX2 + FMA chosen at run time, else SSE2 or NEON), so it runs
 wherever ``posert._C`` builds. FP32 only; ONNX Runtime stays the backend for FP16 and Q/DQ INT8.
 """
@@ -33,6 +27,7 @@ from posert.models.denoiser import Denoiser
 from posert.models.diffusion import CND, Schedule
 from posert.models.io import load_lifter, load_refiner
 from posert.models.lifter import Lifter
+from posert.runtime.backends.base import Capabilities
 
 
 class NativeBackend:
@@ -49,20 +44,20 @@ class NativeBackend:
             read; all arithmetic stays float32. A tick then reads half the cache bytes, which is
             what a long window costs on a CPU (N = 243: ≈ 6 MB of float32 keys/values per stream
             and tick). The poses move by ≤ 0.06 mm against float32 caches on real streams
-            (benchmarks/RESULTS.md, session 19). ``"float32"``: the caches of every other backend,
+            (docs/kernels.md). ``"float32"``: the caches of every other backend,
             poses equal to the torch backend's to float rounding.
 
     Calls on disjoint rows may run concurrently (the kernel releases the GIL and keeps per-thread
-    scratch), which :class:`~posert.runtime.pipeline.Pipeline` uses to run two shards of a tick.
+    scratch), which the pipeline uses to run two shards of a tick.
     Raises ValueError for an offline model, a denoiser conditioned on lifter features or another
     ``kv_dtype``.
     """
 
-    fused = True
-    concurrent_runs = True
+    name = "native"
+    capabilities = Capabilities(kind="fused", concurrent=True)
 
     def __init__(self, lifter: Lifter, denoiser: Denoiser, cnd: CND | None = None, kv_dtype: str = "float16"):
-        from posert.runtime.backends.cuda import pack_step, step_cond, step_dims
+        from posert.runtime.backends.packing import pack_step, step_cond, step_dims
 
         for m in (lifter, denoiser):
             if not m.causal:
@@ -89,12 +84,12 @@ class NativeBackend:
         den, cnd = load_refiner(refiner)
         return cls(load_lifter(lifter), den, cnd, kv_dtype)
 
-    def lift_fused(self, inp: np.ndarray, x: np.ndarray, x_T: np.ndarray, count: np.ndarray, rows: np.ndarray,
+    def lift_fused(self, inp: np.ndarray, out: np.ndarray, count: np.ndarray, rows: np.ndarray,
                    cache: np.ndarray, row0: int) -> None:
-        """The lifter step of B rows: x and x_T (B, 17, 3) ← the pose (metres, root-relative); the
-        rows with ``rows`` ≥ 0 write this frame's keys/values into ring slot count mod M of
-        cache rows row0 + b. Raises ValueError for shapes that do not match the model."""
-        _C.transformer_step(self._w_l, self._dims_l, inp, x, x_T, None, count, rows, cache, None, row0=row0,
+        """The lifter step of B rows: out (B, 17, 3) ← the pose (metres, root-relative); the rows
+        with ``rows`` ≥ 0 write this frame's keys/values into ring slot count mod M of cache rows
+        row0 + b. Raises ValueError for shapes that do not match the model."""
+        _C.transformer_step(self._w_l, self._dims_l, inp, out, None, None, count, rows, cache, None, row0=row0,
                             fast=True)
 
     def denoise_fused(self, inp: np.ndarray, x: np.ndarray, t: int, coef: np.ndarray, count: np.ndarray,

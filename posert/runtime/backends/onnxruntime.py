@@ -1,4 +1,4 @@
-"""ONNX Runtime CPU backend: the embedded default."""
+"""ONNX Runtime CPU backend: FP32, FP16 and Q/DQ INT8 step models on the CPU execution provider."""
 
 from __future__ import annotations
 
@@ -9,8 +9,10 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from posert.config import ATTENTION_MODES
 from posert.models.diffusion import CND, Schedule
 from posert.models.io import _load
+from posert.runtime.backends.base import Capabilities
 
 
 def session_options(threads: int | None = None) -> ort.SessionOptions:
@@ -42,12 +44,8 @@ def create_session(path: str | Path, threads: int | None = None) -> ort.Inferenc
                                 disabled_optimizers=["NchwcTransformer"])
 
 
-#: How the ONNX Runtime backend runs the attention cores of a step (:meth:`OrtBackend.from_checkpoints`).
-ATTENTION_MODES = ("auto", "kernel", "graph")
-
-
 class BoundStep:
-    """One ONNX Runtime session run through I/O bindings: inputs are read in place from the
+    """One ONNX Runtime InferenceSession run through I/O bindings: inputs are read in place from the
     caller's arrays and outputs are written into arrays allocated once per set of input buffers.
 
     A tick feeds the same buffers every time (views of the pipeline's preallocated storage), so
@@ -65,10 +63,10 @@ class BoundStep:
     threads at once.
     """
 
-    def __init__(self, session: ort.InferenceSession, capacity: int = 64):
-        self.session, self.capacity = session, capacity
-        self.input_names = [i.name for i in session.get_inputs()]
-        self.output_names = [o.name for o in session.get_outputs()]
+    def __init__(self, ort_session: ort.InferenceSession, capacity: int = 64):
+        self.ort_session, self.capacity = ort_session, capacity
+        self.input_names = [i.name for i in ort_session.get_inputs()]
+        self.output_names = [o.name for o in ort_session.get_outputs()]
         self._bindings: OrderedDict = OrderedDict()  # address key → (binding, outputs, arrays, id key)
         self._by_id: dict = {}  # ids of a binding's own (referenced) arrays → its address key
         self._lock = threading.Lock()  # guards the dicts, never a run
@@ -77,9 +75,9 @@ class BoundStep:
         arrays = [feeds[n] for n in self.input_names]
         entry = self.entry(arrays)
         if entry is None:  # not C-contiguous: a plain run on copies
-            return self.session.run(None, {n: np.ascontiguousarray(a) for n, a in zip(self.input_names, arrays)})
+            return self.ort_session.run(None, {n: np.ascontiguousarray(a) for n, a in zip(self.input_names, arrays)})
         binding, outputs = entry[0], entry[1]
-        self.session.run_with_iobinding(binding)
+        self.ort_session.run_with_iobinding(binding)
         return outputs
 
     def entry(self, arrays: list[np.ndarray]):
@@ -109,13 +107,13 @@ class BoundStep:
         return entry
 
     def _bind(self, arrays: list[np.ndarray]):
-        binding = self.session.io_binding()
+        binding = self.ort_session.io_binding()
         values = [ort.OrtValue.ortvalue_from_numpy(a) for a in arrays]  # CPU: shares the array's memory
         for name, v in zip(self.input_names, values):
             binding.bind_ortvalue_input(name, v)
         outputs = self._allocate_outputs(arrays[0].shape[0])
         if outputs is None:  # a graph whose output shapes are not (batch, fixed …): ask ORT once
-            outputs = [np.empty_like(o) for o in self.session.run(None, dict(zip(self.input_names, arrays)))]
+            outputs = [np.empty_like(o) for o in self.ort_session.run(None, dict(zip(self.input_names, arrays)))]
         for name, o in zip(self.output_names, outputs):
             binding.bind_ortvalue_output(name, ort.OrtValue.ortvalue_from_numpy(o))
         return binding, outputs, (arrays, values)  # the arrays and OrtValues stay referenced
@@ -126,7 +124,7 @@ class BoundStep:
         """Output arrays from the graph's declared shapes, the symbolic ``batch`` axis set to
         ``batch``; None if a shape has another unknown axis or a dtype is not listed."""
         out = []
-        for o in self.session.get_outputs():
+        for o in self.ort_session.get_outputs():
             dims = [batch if d == "batch" else d for d in o.shape]
             if not all(isinstance(d, int) and d > 0 for d in dims) or o.type not in self._DTYPES:
                 return None
@@ -142,7 +140,7 @@ class SplitStep:
 
     ONNX Runtime's CPU kernels run these cores as batched GEMMs of tiny matrices (1 × 16 × M per
     stream, joint and head for the cached one), with a Split/Squeeze/Transpose chain around
-    each: the larger part of a step's non-GEMM time (RESULTS.md, session 7). The C++ loops do
+    each: the larger part of a step's non-GEMM time (docs/kernels.md). The C++ loops do
     the same arithmetic in one call per core.
 
     Same interface as :class:`BoundStep`: ``run(feeds)`` with the single graph's input names
@@ -172,10 +170,10 @@ class SplitStep:
             raise ValueError(f"{folder}: {pieces} pieces for {self.layers} blocks (expected {2 * self.layers + 1})")
         self.segments = [BoundStep(create_session(folder / f"segment_{i}.onnx", threads), capacity)
                          for i in range(pieces)]
-        self._sessions = [seg.session for seg in self.segments]
+        self._graphs = [seg.ort_session for seg in self.segments]
         self.first_inputs = self.segments[0].input_names
         self.input_names = [*self.first_inputs, "lag", *(f"cache_{i}" for i in range(2 * self.layers))]
-        C = self.segments[0].session.get_outputs()[0].shape[-1]
+        C = self.segments[0].ort_session.get_outputs()[0].shape[-1]
         M = self.tables[0].shape[1] - 2
         #: per-stream (2L, 17, heads, M, C/heads), as :class:`OrtBackend` reports for a single graph
         self.cache_shape = (2 * self.layers, 17, self.heads, M, C // self.heads)
@@ -238,12 +236,12 @@ class SplitStep:
 
     def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         chain, out, kv = self._plan([feeds[n] for n in self.input_names])[:3]
-        sessions = self._sessions
-        sessions[0].run_with_iobinding(chain[0])
-        for k in range(1, len(sessions)):
+        graphs = self._graphs
+        graphs[0].run_with_iobinding(chain[0])
+        for k in range(1, len(graphs)):
             core, args = chain[2 * k - 1]
             core(*args)
-            sessions[k].run_with_iobinding(chain[2 * k])
+            graphs[k].run_with_iobinding(chain[2 * k])
         return [out, kv]
 
 
@@ -256,7 +254,9 @@ class OrtBackend:
     are thread-safe for runs), which :class:`~posert.runtime.pipeline.Pipeline` uses to run two
     shards of a tick concurrently."""
 
-    concurrent_runs = True
+    name = "onnxruntime"
+    capabilities = Capabilities(kind="step", concurrent=True, precisions=("fp32", "fp16", "int8"))
+    cache_dtype = np.dtype(np.float32)
 
     def __init__(self, lifter_onnx: str | Path, denoiser_onnx: str | Path, window: int, schedule: Schedule,
                  threads: int | None = None, cnd: CND | None = None):
@@ -273,7 +273,7 @@ class OrtBackend:
         if Path(path).is_dir():
             return SplitStep(path, threads)
         step = BoundStep(create_session(path, threads))
-        caches = [i for i in step.session.get_inputs() if i.name.startswith("cache_")]
+        caches = [i for i in step.ort_session.get_inputs() if i.name.startswith("cache_")]
         if not caches:
             raise ValueError(f"not a streaming step model: no cache_* inputs ({path})")
         step.cache_shape = (len(caches), *caches[0].shape[1:])

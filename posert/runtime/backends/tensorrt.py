@@ -11,8 +11,8 @@ is built; a step call allocates nothing. Engines come from :mod:`posert.runtime.
 Imported lazily by :func:`posert.runtime.backends.create_backend`; importing this module needs
 neither TensorRT nor cuda-python, building a backend needs both (ImportError says which is
 missing). The caches still live in the pipeline's host memory and cross PCIe on every call; the
-GPU-resident tick (caches on the device, ``posert._C`` CUDA kernels, one CUDA graph) is the GPU
-path of issue 5.
+GPU-resident tick (caches on the device, ``posert._C`` CUDA kernels, one CUDA graph) is the
+``cuda`` backend.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ import numpy as np
 from posert.errors import MissingDependency
 from posert.models.diffusion import CND, Schedule
 from posert.models.io import _load
+from posert.runtime.backends.base import Capabilities
 
 
 def import_cudart():
@@ -176,7 +177,12 @@ def _engines(onnx_paths, precision: str, max_batch: int, cache_dir) -> dict:
 
 
 class TrtBackend:
-    """The step API of :mod:`posert.runtime.backends` on two TensorRT engines (one CUDA stream)."""
+    """The step contract (:class:`~posert.runtime.backends.base.StepBackend`) on two TensorRT
+    engines (one CUDA stream)."""
+
+    name = "tensorrt"
+    capabilities = Capabilities(kind="step", device="cuda", precisions=("fp32", "fp16", "int8"))
+    cache_dtype = np.dtype(np.float32)
 
     def __init__(self, lifter_engine: bytes, denoiser_engine: bytes, window: int, schedule: Schedule,
                  cnd: CND | None = None, max_batch: int = 64):

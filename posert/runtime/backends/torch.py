@@ -9,6 +9,7 @@ from posert.models.denoiser import Denoiser
 from posert.models.diffusion import CND, Schedule
 from posert.models.io import load_lifter, load_refiner
 from posert.models.lifter import Lifter
+from posert.runtime.backends.base import Capabilities
 
 
 class TorchBackend:
@@ -16,6 +17,10 @@ class TorchBackend:
 
     Raises ValueError for an offline (non-causal) model: only causal models stream incrementally.
     """
+
+    name = "torch"
+    capabilities = Capabilities(kind="step")
+    cache_dtype = np.dtype(np.float32)
 
     def __init__(self, lifter: Lifter, denoiser: Denoiser, threads: int | None = None, cnd: CND | None = None):
         for m in (lifter, denoiser):
@@ -31,6 +36,7 @@ class TorchBackend:
 
     @classmethod
     def from_checkpoints(cls, lifter: str | None = None, refiner: str | None = None, threads: int | None = None):
+        """The committed (or given) checkpoints."""
         den, cnd = load_refiner(refiner)
         return cls(load_lifter(lifter), den, threads, cnd)
 
