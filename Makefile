@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.posert-installed
 
-.PHONY: setup demo test video lint clean
+.PHONY: setup demo test test-fast video lint clean
 
 $(STAMP): pyproject.toml CMakeLists.txt $(wildcard csrc/*/*)
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -20,13 +20,17 @@ demo: setup
 test: setup
 	$(PY) -m pytest -q
 
+# The same suite without the tests marked slow (ONNX split export, INT8 calibration, training, bench).
+test-fast: setup
+	$(PY) -m pytest -q -m "not slow"
+
 # A real video (the Sports2D demo clip, fetched once) → MediaPipe → refined 3D: MP4, PNG, JSON.
 video: setup
 	$(PY) -m pip install -q --no-build-isolation -e ".[dev,video]"
 	$(VENV)/bin/posert run --video demo --out out/video.mp4 --png out/video.png --json out/video.json
 
 lint: setup
-	$(VENV)/bin/ruff check posert tests benchmarks
+	$(VENV)/bin/ruff check posert tests benchmarks experiments
 
 clean:
 	rm -rf build out

@@ -1,4 +1,4 @@
-"""GPU path of issue 5: the CUDA-graph backend against its eager chain and the eager reference,
+"""The GPU path: the CUDA-graph backend against its eager chain and the eager reference,
 all on the same GPU in one run, on a real 2D stream (CMU motion through an H36M camera).
 
 For each variant of :class:`posert.runtime.backends.cuda.CudaBackend` (the torch modules'

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU checks of issue 5 in one go, on a machine with an NVIDIA GPU, nvcc, torch (CUDA),
+# The GPU checks in one go, on a machine with an NVIDIA GPU, nvcc, torch (CUDA),
 # pybind11, scikit-build-core and cuda-python: build posert._C with its CUDA kernels, run the
 # CUDA tests (kernels equal their CPU twins; the CUDA-graph backend equals the CPU torch backend),
 # then `posert bench --backend cuda` and benchmarks/gpu.py. Logs and JSON go to $1 (default out/gpu).
@@ -20,7 +20,7 @@ $py -m pip install -q --no-build-isolation --no-deps -C cmake.define.CMAKE_CUDA_
   >"$out/build.log" 2>&1 || { tail -40 "$out/build.log"; exit 1; }
 echo "build (sm_$arch): $(( $(date +%s) - t0 )) s"
 $py -c "from posert import _C; print('posert._C built_with_cuda:', _C.built_with_cuda())" | tee -a "$out/gpu.txt"
-$py -m pytest -q -p no:cacheprovider tests/test_cuda.py tests/test_kernels.py ${sel:+-k "$sel"} 2>&1 \
+$py -m pytest -q -p no:cacheprovider tests/kernels ${sel:+-k "$sel"} 2>&1 \
   | tee "$out/pytest_cuda.log" | tail -25
 posert bench --backend cuda --motion "$motion" --json "$out/bench_cuda.json" 2>&1 | tee "$out/bench_cuda.log" | tail -20
 $py benchmarks/gpu.py --motion "$motion" --json "$out/gpu.json" ${GPU_VARIANTS:+--variants $GPU_VARIANTS} 2>&1 \

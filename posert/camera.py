@@ -47,10 +47,10 @@ class Camera:
     def guess(cls, width: int, height: int) -> Camera:
         """Intrinsics for an uncalibrated ``width`` × ``height`` camera: focal length max(width,
         height) px (a 53° field of view across the longer side), principal point at the image
-        centre, no distortion; identity pose. Enough for the camera-aware correction, which
-        trades a wrong focal length for the pose's distance: on the validation motion through
-        the real H36M cameras it gives 98.9 mm against 98.6 with their calibration
-        (benchmarks/RESULTS.md, session 16). ValueError for a non-positive size."""
+        centre, no distortion; identity pose. Enough for the correction stage, which trades a
+        wrong focal length for the pose's distance: on the validation motion through the real
+        H36M cameras its lateral step gave 98.9 mm against 98.6 with their calibration
+        (experiments/README.md). ValueError for a non-positive size."""
         if width <= 0 or height <= 0:
             raise ValueError(f"image size must be positive, got {width}×{height}")
         f = float(max(width, height))

@@ -330,7 +330,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--folds", type=int, default=2, help="refiner: k of the k-fold cross-fitting")
     t.add_argument("--features", choices=["fold", "final"], default=None,
                    help="refiner: also condition on a lifter's per-joint features, from the fold lifters or from "
-                        "the final lifter (issue 3's variant; not streamable yet: "
+                        "the final lifter (not streamable yet: "
                         "benchmarks/feature_conditioning.py evaluates it)")
     t.add_argument("--loss", choices=["mse", "mpjpe"], default="mse",
                    help="refiner: squared error of ê (D3PRefiner) or its per-joint Euclidean norm (MPJPE)")

@@ -19,7 +19,7 @@
 // For each (b, j, h), with q = scale · qkv[b][j][0][h]:
 //   s_0 = q · k + table[h][0],   s_m = q · cache_k[b][j][h][m] + table[h][lag[b][m]]   (m = 1 … M)
 //   p = softmax(s),   out = p_0 · v + Σ_m p_m · cache_v[b][j][h][m]
-// (sliding-window attention with a learned relative-position bias; DESIGN.md, issue 5).
+// (sliding-window attention with a learned relative-position bias; docs/design.md).
 #pragma once
 #include <cstdint>
 

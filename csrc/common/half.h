@@ -1,6 +1,6 @@
 // IEEE 754 binary16 ("half", numpy's float16) keys and values for the CPU attention caches: the
 // native backend stores its key/value ring caches as half floats (half the bytes a tick reads;
-// benchmarks/RESULTS.md, session 19) and computes in float32.
+// docs/kernels.md) and computes in float32.
 //
 // - float_to_half: round to nearest, ties to even (numpy's astype(float16), F16C's vcvtps2ph with
 //   rounding mode 0), saturating at ±65504 instead of overflowing to ±inf; NaN stays NaN.

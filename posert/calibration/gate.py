@@ -54,7 +54,7 @@ def accuracy_gate(models: dict[str, dict], score: Callable[[dict[str, Path]], di
         score: maps ``{"lifter": onnx, "denoiser": onnx}`` to ``{"lifter": mm, "refined": mm, …}``;
             the gate holds every key (e.g. each 2D protocol of :func:`streaming_mpjpe`) within
             ``tol_mm`` of FP32.
-        tol_mm: the gate (issue 4: 1 mm).
+        tol_mm: the gate, mm (1 by default).
     Returns a report: ``fp32`` and ``int8`` scores, ``delta_mm``, ``kept_float`` ({model:
     [nodes]}), ``paths`` of the chosen INT8 models, ``trials`` and ``passed``.
     Raises RuntimeError if even all-float fails the gate (the scorer is not deterministic).

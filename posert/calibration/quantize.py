@@ -1,7 +1,7 @@
 """Explicit INT8 quantisation (Q/DQ) of the step models with ONNX Runtime's quantisation tool,
 and per-node sensitivity.
 
-Format (what TensorRT's explicit quantisation consumes, DESIGN.md): QuantizeLinear /
+Format (what TensorRT's explicit quantisation consumes, docs/design.md): QuantizeLinear /
 DequantizeLinear pairs on the *inputs* of every quantised Gemm and MatMul (outputs stay float,
 as NVIDIA recommends for explicit quantisation), int8 symmetric (zero point 0) activations with
 per-tensor scales from MinMax calibration on real motion, symmetric per-output-channel weights.
@@ -47,7 +47,7 @@ class FeedReader:
 
 def preprocess(fp32_path: str | Path, out_path: str | Path) -> Path:
     """ONNX Runtime's quantisation pre-processing (ONNX shape inference + basic graph
-    optimisation; symbolic shape inference skipped, DESIGN.md). Node names of the result are the
+    optimisation; symbolic shape inference skipped, docs/design.md). Node names of the result are the
     ones that :func:`quantize_int8`'s include/exclude lists refer to."""
     from onnxruntime.quantization.shape_inference import quant_pre_process
 

@@ -1,7 +1,7 @@
 """Export the streaming step models to ONNX (dynamo exporter, opset 17, dynamic batch) and verify
 ONNX Runtime against torch.
 
-The runtime runs one frame per tick (DESIGN.md, issue 5): the lifter step and one denoiser step
+The runtime runs one frame per tick (docs/design.md): the lifter step and one denoiser step
 each take the new frame plus their key/value ring caches and return the new frame's output and its
 keys/values. Every cache layer is its own graph input, so ONNX Runtime reads the pipeline's cache
 storage in place (a contiguous (B, 17, heads, M, C/heads) block per layer) with no copy.

@@ -23,7 +23,7 @@ class DenoiserConfig:
     T: int = 50
     K: int = 2
     #: > 0: also condition on the lifter's per-joint features (its backbone output, this many
-    #: channels; issue 3's "2D + lifter features" variant). 0: on the 2D only (D3PRefiner).
+    #: channels; the "2D + lifter features" variant). 0: on the 2D only (D3PRefiner).
     feat_dim: int = 0
 
 
@@ -44,7 +44,7 @@ class Denoiser(PoseSequenceModel):
         t:   (B,) float32 diffusion timestep in [0, T].
     Returns ê: (B, N, 17, 3) float32, metres; 0 at the pelvis, so poses stay root-relative.
 
-    Architecture (DESIGN.md): linear over [x_t, y, conf] (6 → C; the confidence tells the model
+    Architecture (docs/design.md): linear over [x_t, y, conf] (6 → C; the confidence tells the model
     which 2D joints are missing), ``depth`` spatial+temporal blocks with the timestep embedding
     added to every token before each block, linear C → 3.
     """

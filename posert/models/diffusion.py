@@ -72,7 +72,7 @@ class CND:
     Fit it on lifter errors from windows the lifter did not train on (cross-fitting).
 
     Two forms (``kind``), told apart by the shape of ``mean``:
-      - ``"joint"`` (D3PRefiner, DESIGN.md): one Gaussian per joint over [e (3), y (2), x (3)]:
+      - ``"joint"`` (D3PRefiner, docs/design.md): one Gaussian per joint over [e (3), y (2), x (3)]:
         mean (17, 8), cov (17, 8, 8). Each joint's error is drawn independently of the others'.
       - ``"pose"`` (posert): one Gaussian over the whole pose, [e (51), y (34), x (51)], joints in
         H36M-17 order inside each part: mean (1, 136), cov (1, 136, 136). A lifter's errors are

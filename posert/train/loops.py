@@ -1,6 +1,6 @@
 """Time-budgeted training of the lifter and the D3PRefiner denoiser (CPU-friendly).
 
-The refiner follows DESIGN.md: k fold lifters are trained with one temporal chunk of every
+The refiner follows docs/design.md: k fold lifters are trained with one temporal chunk of every
 training sequence held out each; each one's errors on the chunk it did not see are the
 cross-fitted lifter errors used to fit the CND and to train the denoiser.
 """
@@ -229,7 +229,7 @@ def train_refiner(sequences: dict[str, np.ndarray], cameras: list[Camera], cfg: 
     poses the takes do not hold (:func:`~posert.data.dataset.rotate_limbs`). The fold lifters
     (trained with ``cfg``, the final lifter's recipe) never saw such poses, so their errors there
     stand for the final lifter's errors on unfamiliar motion, and the denoiser's pose prior widens.
-    ``features``: also condition the denoiser on a lifter's per-joint features (issue 3's
+    ``features``: also condition the denoiser on a lifter's per-joint features (the
     "2D + lifter features" variant; ``model_cfg.feat_dim`` is set to the lifter's width), taken on
     the same frames from
        - ``"fold"``: the fold lifter that produced x_noisy. Independently trained networks do not

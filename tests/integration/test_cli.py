@@ -38,10 +38,9 @@ def test_eval_contract(clean_report):
 
 def test_refiner_beats_lifter_on_motion_it_was_trained_on(clean_report):
     """The fixture is CMU 01_01, part of the refiner's training motion, seen through a camera rig
-    it never saw: here the default pipeline lowers MPJPE, 69.9 against the lifter's 87.7 mm
-    (session 16's camera-aware correction with guessed intrinsics; the refiner alone gives 74.3
-    since session 14, 84.1 with session 13's refiner). It also does on the held-out validation
-    motion and on OMOMO, the held-out source, with the correction (benchmarks/RESULTS.md)."""
+    it never saw: here the default pipeline lowers MPJPE (the refiner alone with the committed
+    checkpoints also does, 74.3 against 87.7 mm). It also does on the held-out validation motion
+    and on OMOMO, the held-out source (benchmarks/RESULTS.md)."""
     assert clean_report["overall"]["refined"]["mpjpe"] < clean_report["overall"]["lifter"]["mpjpe"]
 
 
@@ -60,6 +59,7 @@ def test_eval_rejects_malformed_motion(tmp_path):
         main(["eval", "--motion", str(bad), "--json", str(tmp_path / "o.json"), "--cameras", "ring"])
 
 
+@pytest.mark.slow
 def test_bench_contract(motion_file, tmp_path):
     out = tmp_path / "bench.json"
     assert main(["bench", "--json", str(out), "--motion", str(motion_file), "--cameras", "ring",

@@ -1,4 +1,4 @@
-"""Video front-end (issue 6) on a real clip: the Sports2D demo's jumping jacks (tests/data)."""
+"""Video front-end on a real clip: the Sports2D demo's jumping jacks (tests/data)."""
 
 from __future__ import annotations
 
@@ -87,6 +87,7 @@ def test_recorded_detector_rejects_malformed_files(tmp_path):
         RecordedDetector(bad)
 
 
+@pytest.mark.slow
 def test_run_video_on_real_clip(tmp_path):
     pytest.importorskip("imageio_ffmpeg")
     import imageio.v3 as iio

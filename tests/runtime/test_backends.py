@@ -28,7 +28,7 @@ def test_ort_bindings_read_inputs_in_place_and_reuse_outputs(ort_pipe, real_view
     their new contents (the caches change every tick), writes into the same output arrays (no
     allocation), and equals a run on fresh copies; non-contiguous inputs fall back to a copy.
     Both ways of running the attention: the split step graphs with the C++ cores (default) and
-    the single step graph (checked against a plain ``session.run``)."""
+    the single step graph (checked against a plain ``InferenceSession.run``)."""
     from posert.runtime.backends.onnxruntime import OrtBackend
 
     for be in (ort_pipe.backend, OrtBackend.from_checkpoints(attention="graph")):

@@ -2,6 +2,7 @@
 
 import numpy as np
 import onnx
+import pytest
 import torch
 
 from posert.data.dataset import make_input
@@ -58,6 +59,7 @@ def test_exported_graph_contract(onnx_paths, models):
         assert all(inputs[f"cache_{g}"][1:] == [J, h, M, d] for g in range(G))  # static but for batch
 
 
+@pytest.mark.slow
 def test_split_step_matches_torch_and_the_single_graph(onnx_paths, models, real_views, cameras):
     """The split step (L + 1 graphs with the C++ attention cores between them, the ORT backend's
     default at fp32) computes the same step as torch and as the single graph, on real frames

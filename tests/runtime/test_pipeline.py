@@ -68,6 +68,7 @@ def test_cnd_mean_option(real_views):
     assert not Pipeline(backend=be, max_streams=1).config.refiner.cnd_mean
 
 
+@pytest.mark.slow
 def test_smoothed_cnd_mean_lowers_acceleration_error_under_detector_noise(ort_pipe, real_views):
     """The committed refiner subtracts a causal EMA of the CND's conditional mean (``mean_ema``
     0.3) instead of the mean of every frame (``mean_ema=1``): with detector-like 2D noise on real

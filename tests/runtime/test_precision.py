@@ -1,5 +1,5 @@
 """FP16 and INT8 (Q/DQ) step models on real motion, the accuracy gate, the static TensorRT
-compatibility check and the engine cache (everything of issue 4 that needs no GPU)."""
+compatibility check and the engine cache (everything of docs/precision.md that needs no GPU)."""
 
 from __future__ import annotations
 
@@ -108,6 +108,7 @@ def test_int8_qdq_format_is_tensorrt_style(prepared):
         assert check_tensorrt_compat(m) == [], name
 
 
+@pytest.mark.slow
 def test_int8_error_bounded_and_excluding_sensitive_nodes_helps(prepared, feeds):
     """On held-out real frames: all-INT8 stays within a few mm of FP32; keeping the nodes ranked
     most sensitive in float lowers the error; keeping every node in float is FP32 exactly."""
@@ -126,6 +127,7 @@ def test_int8_error_bounded_and_excluding_sensitive_nodes_helps(prepared, feeds)
         assert _err_mm(p["path"], none, held).max() < 1e-3, name
 
 
+@pytest.mark.slow
 def test_accuracy_gate_keeps_nodes_until_tolerance(prepared, tmp_path):
     """The gate on a deterministic stand-in score (MPJPE rises with every quantised node of a
     chosen set): it must find the smallest float set that passes, and report it."""

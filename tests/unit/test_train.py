@@ -61,6 +61,7 @@ def test_step_budget_runs_exactly_that_many_steps_and_repeats(motion):
         train_lifter(seqs, cams, TrainConfig(steps=0), tiny)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("noise,loss", [("cnd", "mse"), ("regressor", "mpjpe")])
 def test_refiner_training_reuses_cached_fold_lifters(motion, tmp_path, noise, loss):
     seqs = {"cmu": motion[:400]}
@@ -86,6 +87,7 @@ def test_refiner_training_reuses_cached_fold_lifters(motion, tmp_path, noise, lo
                       loss="l1")
 
 
+@pytest.mark.slow
 def test_refiner_conditioned_on_lifter_features(motion, tmp_path):
     """Issue 3's '2D + lifter features' variant: the denoiser takes the fold lifter's per-joint
     features in training, needs them at inference (and its output depends on them), and the

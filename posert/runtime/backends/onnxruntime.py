@@ -32,10 +32,10 @@ def session_options(threads: int | None = None) -> ort.SessionOptions:
 
 
 def create_session(path: str | Path, threads: int | None = None) -> ort.InferenceSession:
-    """A CPU session of one ONNX file (float32, FP16 or Q/DQ INT8) with :func:`session_options`.
+    """A CPU InferenceSession of one ONNX file (float32, FP16 or Q/DQ INT8) with :func:`session_options`.
 
     ORT's ``NchwcTransformer`` is disabled: it only rewrites Conv layouts (these models have
-    none), and ORT 1.31 crashes creating FP16 and Q/DQ sessions with it (DESIGN.md).
+    none), and ORT 1.31 crashes creating FP16 and Q/DQ sessions with it.
     Raises FileNotFoundError for a missing file.
     """
     if not Path(path).exists():
