@@ -54,7 +54,7 @@ def main() -> None:
                         i = frame + k
                         kp = np.stack([px[(i + 37 * s) % T] for s in range(S)])
                         t0 = time.perf_counter()
-                        p.push_many(ids, kp, conf, [float(i)] * S)
+                        p.push_many(ids, kp, conf, [i / 50.0] * S)
                         r = p.tick()
                         dt = (time.perf_counter() - t0) * 1e3
                         if i >= warm:

@@ -76,7 +76,7 @@ def pipeline_tick_ms(pipeline, px: np.ndarray, cam: Camera, frames: int, streams
         for i in range(frames + warmup):
             kp = np.stack([px[(i + 37 * s) % T] for s in range(streams)])
             t0 = time.perf_counter()
-            pipeline.push_many(ids, kp, conf, [float(i)] * streams)
+            pipeline.push_many(ids, kp, conf, [i / 50.0] * streams)
             res = pipeline.tick()
             dt = (time.perf_counter() - t0) * 1e3
             assert len(res) == streams
@@ -107,7 +107,7 @@ def interleaved_tick_ms(pipelines: Sequence, px: np.ndarray, cam: Camera, frames
             for j in range(P):
                 k = (i + j) % P
                 t0 = time.perf_counter()
-                pipelines[k].push_many(["bench0"], kp, conf, [float(i)])
+                pipelines[k].push_many(["bench0"], kp, conf, [i / 50.0])
                 res = pipelines[k].tick()
                 dt = (time.perf_counter() - t0) * 1e3
                 assert len(res) == 1

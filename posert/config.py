@@ -1,8 +1,9 @@
 """Configuration as data: what a :class:`~posert.runtime.Pipeline` runs, in frozen dataclasses.
 
-A :class:`PipelineConfig` holds three sections: :class:`BackendConfig` (where and how the models
-run), :class:`RefinerConfig` (the diffusion refiner's sampling) and :class:`CorrectionConfig`
-(the stage after the refiner that uses the 2D and the camera). Every default of the runtime lives
+A :class:`PipelineConfig` holds four sections: :class:`BackendConfig` (where and how the models
+run), :class:`RefinerConfig` (the diffusion refiner's sampling), :class:`CorrectionConfig` (the
+stage after the refiner that uses the 2D and the camera) and :class:`GuardConfig` (what input
+reaches the models and what every reported pose must be). Every default of the runtime lives
 here, once; the runtime, the C++ kernels' callers and the command line read it from here.
 
 A config round-trips through plain data: :meth:`PipelineConfig.to_dict` /
@@ -215,7 +216,43 @@ class CorrectionConfig:
         _positive_int(s, "undistort_iterations", self.undistort_iterations)
 
 
-_SECTIONS = {"backend": BackendConfig, "refiner": RefinerConfig, "correction": CorrectionConfig}
+@dataclass(frozen=True)
+class GuardConfig:
+    """What a stream's input must be to reach the models, and what every reported pose must be
+    (docs/design.md, "Trust").
+
+    Attributes:
+        view_margin: a visible keypoint farther than this many image widths (x) or heights (y)
+            outside the image is out of view (a detector's guess, or a point behind the camera):
+            it is treated as missing (confidence 0) and counted, never fed to the models.
+        min_joints: a frame with fewer visible joints carries no pose of its own: the stream
+            coasts (the models predict from its context) and the pose is not valid.
+        restart_after_s: a stream that coasted longer than this (seconds of its timestamps)
+            restarts at its next frame with a pose: caches, the CND mean and the correction's
+            state are cleared, so a person who walks out of view and back is a fresh track.
+        max_reach_mm: no reported joint is farther than this from the pelvis (a standing adult
+            with raised arms reaches ~1.2 m).
+        max_bone_ratio: no reported bone is longer than this multiple of the stream's running
+            length of that bone (a reference adult's before the stream has one).
+    """
+
+    view_margin: float = 2.0
+    min_joints: int = 6
+    restart_after_s: float = 0.5
+    max_reach_mm: float = 1300.0
+    max_bone_ratio: float = 2.0
+
+    def __post_init__(self):
+        s = "guard"
+        _number(s, "view_margin", self.view_margin, 0.0)
+        _positive_int(s, "min_joints", self.min_joints)
+        _number(s, "restart_after_s", self.restart_after_s, 0.0, allow_inf=True)
+        _number(s, "max_reach_mm", self.max_reach_mm, 0.0, lo_open=True)
+        _number(s, "max_bone_ratio", self.max_bone_ratio, 1.0, lo_open=True)
+
+
+_SECTIONS = {"backend": BackendConfig, "refiner": RefinerConfig, "correction": CorrectionConfig,
+             "guard": GuardConfig}
 
 
 @dataclass(frozen=True)
@@ -224,14 +261,15 @@ class PipelineConfig:
 
     Attributes:
         max_streams: capacity; every buffer and cache for this many streams is allocated once.
-        backend, refiner, correction: the sections (:class:`BackendConfig`,
-            :class:`RefinerConfig`, :class:`CorrectionConfig`).
+        backend, refiner, correction, guard: the sections (:class:`BackendConfig`,
+            :class:`RefinerConfig`, :class:`CorrectionConfig`, :class:`GuardConfig`).
     """
 
     max_streams: int = 64
     backend: BackendConfig = field(default_factory=BackendConfig)
     refiner: RefinerConfig = field(default_factory=RefinerConfig)
     correction: CorrectionConfig = field(default_factory=CorrectionConfig)
+    guard: GuardConfig = field(default_factory=GuardConfig)
 
     def __post_init__(self):
         _positive_int("pipeline", "max_streams", self.max_streams)

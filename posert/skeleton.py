@@ -28,6 +28,28 @@ FLIP_PERM: np.ndarray = np.arange(NUM_JOINTS)
 FLIP_PERM[list(LEFT)] = RIGHT
 FLIP_PERM[list(RIGHT)] = LEFT
 
+#: A reference adult's bone lengths, mm, in :data:`BONES` order: the mean over every frame of the
+#: training motion of ``posert data`` (CMU, climbing, mocapbank, DeepMimic, OMOMO).
+REFERENCE_BONES_MM: np.ndarray = np.array([88.0, 400.0, 432.0, 88.0, 397.0, 432.0, 205.0, 277.0, 127.0, 97.0,
+                                           172.0, 293.0, 238.0, 170.0, 296.0, 238.0])
+
+
+def _standing_pose() -> np.ndarray:
+    """That adult standing upright facing the camera, arms down: (17, 3) mm, camera frame (x right,
+    y down, z forward), root-relative."""
+    b = REFERENCE_BONES_MM
+    step = {1: (-b[0], 0, 0), 2: (0, b[1], 0), 3: (0, b[2], 0), 4: (b[3], 0, 0), 5: (0, b[4], 0), 6: (0, b[5], 0),
+            7: (0, -b[6], 0), 8: (0, -b[7], 0), 9: (0, -b[8], 0), 10: (0, -b[9], 0), 11: (b[10], 0, 0),
+            12: (0, b[11], 0), 13: (0, b[12], 0), 14: (-b[13], 0, 0), 15: (0, b[14], 0), 16: (0, b[15], 0)}
+    pose = np.zeros((17, 3))
+    for j in range(1, 17):
+        pose[j] = pose[PARENTS[j]] + step[j]
+    return pose
+
+
+#: :func:`_standing_pose`: what a stream reports before it has any valid pose of its own.
+STANDING_POSE_MM: np.ndarray = _standing_pose()
+
 #: Indices of the 17 joints kept from Human3.6M's 32 (as in VideoPose3D's ``remove_joints``).
 H36M32_TO_17: tuple[int, ...] = (0, 1, 2, 3, 6, 7, 8, 12, 13, 14, 15, 17, 18, 19, 25, 26, 27)
 

@@ -17,6 +17,7 @@ void bind_cache(py::module_& m);
 void bind_cache_cuda(py::module_& m);
 void bind_correction(py::module_& m);
 void bind_frames(py::module_& m);
+void bind_guard(py::module_& m);
 void bind_step(py::module_& m);
 void bind_step_cuda(py::module_& m);
 

@@ -52,7 +52,7 @@ void bind_cache(py::module_& m) {
 }
 
 void bind_cache_cuda(py::module_& m) {
-  m.def("kv_push_cuda", [](uintptr_t storage, int64_t G, int64_t S, int64_t R, int64_t M, int64_t D, uintptr_t fresh,
+  m.def("_kv_push_cuda", [](uintptr_t storage, int64_t G, int64_t S, int64_t R, int64_t M, int64_t D, uintptr_t fresh,
                            int64_t B, uintptr_t rows, uintptr_t pos, int64_t K, uintptr_t stream, int64_t first) {
         require_cuda_build();
 #ifdef POSERT_WITH_CUDA
@@ -62,8 +62,8 @@ void bind_cache_cuda(py::module_& m) {
 #endif
       }, py::arg("storage"), py::arg("G"), py::arg("S"), py::arg("R"), py::arg("M"), py::arg("D"), py::arg("fresh"),
       py::arg("B"), py::arg("rows"), py::arg("pos"), py::arg("K"), py::arg("stream") = 0, py::arg("first") = 0,
-      "CUDA twin of kv_push on device pointers (rows and pos on the device).");
-  m.def("ddim_update_cuda", [](uintptr_t x_k, uintptr_t e, uintptr_t out, int64_t n, float a, float b, float ap,
+      "(The cuda backend's.) CUDA twin of kv_push on device pointers (rows and pos on the device).");
+  m.def("_ddim_update_cuda", [](uintptr_t x_k, uintptr_t e, uintptr_t out, int64_t n, float a, float b, float ap,
                                float bp, uintptr_t stream) {
         require_cuda_build();
 #ifdef POSERT_WITH_CUDA
@@ -71,7 +71,7 @@ void bind_cache_cuda(py::module_& m) {
                          device_ptr<float>(out, "out"), n, a, b, ap, bp, reinterpret_cast<void*>(stream));
 #endif
       }, py::arg("x_k"), py::arg("e"), py::arg("out"), py::arg("n"), py::arg("a"), py::arg("b"), py::arg("ap"),
-      py::arg("bp"), py::arg("stream") = 0, "CUDA twin of ddim_update on device pointers.");
+      py::arg("bp"), py::arg("stream") = 0, "(The cuda backend's.) CUDA twin of ddim_update on device pointers.");
 }
 
 }  // namespace posert::bind

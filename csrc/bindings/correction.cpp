@@ -85,7 +85,7 @@ class CorrectionKernel {
            d(4), d(5), d(6), d(7), d(8), d(9), d(10), d(11), d(12)};
   }
 
-  void apply(const py::array& pose_arr, const I64& rows, const I64& slots, const I64& count) {
+  py::array_t<uint8_t> apply(const py::array& pose_arr, const I64& rows, const I64& slots, const I64& count) {
     F32 pose = as_out<float>(pose_arr, "pose");
     require_shape(pose, {-1, st_.J, 3}, "pose (B, J, 3)");
     const int64_t R = rows.shape(0);
@@ -96,7 +96,17 @@ class CorrectionKernel {
     require_indices(slots.data(), R, 0, st_.S, "slot");
     for (int64_t r = 0; r < R; ++r)
       if (count.data()[r] < 0) throw py::value_error("count must be >= 0");
-    correct_cpu(pose.mutable_data(), rows.data(), slots.data(), count.data(), R, st_, p_);
+    for (int64_t r = 0; r < R; ++r)
+      for (int64_t q = 0; q < r; ++q)
+        if (slots.data()[q] == slots.data()[r]) throw py::value_error("slots must be distinct");
+    py::array_t<uint8_t> reset(R);
+    correct_cpu(pose.mutable_data(), rows.data(), slots.data(), count.data(), R, st_, p_, reset.mutable_data());
+    return reset;
+  }
+
+  void reset(int64_t slot) {
+    require_indices(&slot, 1, 0, st_.S, "slot");
+    reset_correction_slot(st_, slot);
   }
 
   int64_t streams() const { return st_.S; }
@@ -144,9 +154,12 @@ void bind_correction(py::module_& m) {
       .def(py::init<const py::object&, const CorrectionParams&, const I64&, const py::object&>(), py::arg("state"),
            py::arg("params"), py::arg("parents"), py::arg("mirror") = py::none())
       .def("apply", &CorrectionKernel::apply, py::arg("pose"), py::arg("rows"), py::arg("slots"), py::arg("count"),
-           "Correct pose[rows[r]] (B, J, 3) float32 mm in place from the state of slots[r], for a stream that had "
-           "count[r] frames before this one (rows, slots, count (R,) int64). IndexError for a row or slot out of "
-           "range.")
+           "Correct pose[rows[r]] (B, J, 3) float32 mm in place from the state of slots[r] (distinct), for a stream "
+           "that had count[r] frames before this one (rows, slots, count (R,) int64). Returns reset (R,) uint8: 1 "
+           "where the row's state diverged and was cleared (its pose is left as given). IndexError for a row or slot "
+           "out of range.")
+      .def("reset", &CorrectionKernel::reset, py::arg("slot"),
+           "Clear a slot's state as for a new stream (its camera stays).")
       .def_property_readonly("streams", &CorrectionKernel::streams);
   m.def("alpha_beta_gains", [](double lam) {
         double a, b;

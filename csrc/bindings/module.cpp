@@ -3,7 +3,8 @@
 
 PYBIND11_MODULE(_C, m) {
   m.doc() = "posert native kernels: the fused transformer step, its attention cores, the key/value ring-cache "
-            "push, the fused DDIM update, the frame preparation and the correction stage (CPU + CUDA twins)";
+            "push, the fused DDIM update, the frame preparation, the correction stage and the output guard (CPU + CUDA "
+            "twins)";
   m.def("built_with_cuda", []() {
 #ifdef POSERT_WITH_CUDA
     return true;
@@ -16,6 +17,7 @@ PYBIND11_MODULE(_C, m) {
   posert::bind::bind_cache(m);
   posert::bind::bind_frames(m);
   posert::bind::bind_correction(m);
+  posert::bind::bind_guard(m);
   posert::bind::bind_step_cuda(m);
   posert::bind::bind_cache_cuda(m);
 }

@@ -22,6 +22,11 @@ StepDims step_dims(const py::tuple& t) {
       d.root < 0 || d.root >= d.J || d.in_ch != (d.denoiser ? 6 : 3))
     throw py::value_error("dims: need J, C, heads, depth, M, hidden > 0, heads | C, 0 <= root < J, in_ch 3 (lifter) "
                           "or 6 (denoiser)");
+  // bounds that keep every size of step_layout far from int64 overflow
+  if (d.J > 256 || d.C > 4096 || d.heads > 256 || d.depth > 256 || d.M > 65536 || d.hidden > 65536 ||
+      d.denoiser < 0 || d.denoiser > 1)
+    throw py::value_error("dims: J <= 256, C <= 4096, heads <= 256, depth <= 256, M <= 65536, hidden <= 65536, "
+                          "denoiser 0 or 1");
   return d;
 }
 
@@ -124,7 +129,7 @@ void bind_step(py::module_& m) {
 }
 
 void bind_step_cuda(py::module_& m) {
-  m.def("transformer_step_cuda", [](const py::tuple& dims, uintptr_t weights, int64_t B, uintptr_t inp, uintptr_t x,
+  m.def("_transformer_step_cuda", [](const py::tuple& dims, uintptr_t weights, int64_t B, uintptr_t inp, uintptr_t x,
                                     uintptr_t x_T, uintptr_t cond, uintptr_t count, uintptr_t rows, uintptr_t cache,
                                     int64_t S, float a, float b, float ap, float bp, uintptr_t stream,
                                     int threads, int cluster, uintptr_t packed, bool pdl) {
@@ -143,7 +148,7 @@ void bind_step_cuda(py::module_& m) {
       py::arg("cond"), py::arg("count"), py::arg("rows"), py::arg("cache"), py::arg("S"), py::arg("a") = 0.0f,
       py::arg("b") = 0.0f, py::arg("ap") = 0.0f, py::arg("bp") = 0.0f, py::arg("stream") = 0, py::arg("threads") = 512,
       py::arg("cluster") = 1, py::arg("packed") = 0, py::arg("pdl") = false,
-      "CUDA twin of transformer_step on device pointers (x_T may be 0; cond 0 for the lifter): `cluster` "
+      "(The cuda backend's.) CUDA twin of transformer_step on device pointers (x_T may be 0; cond 0 for the lifter): `cluster` "
       "thread blocks (1, 2, 4, 8, 16; > 1 needs sm_90 and `packed`, the device copy of "
       "transformer_step_cluster_pack(weights, dims, cluster)) of `threads` (256, 512, 1024) per row; `pdl`: a "
       "programmatic dependent launch after the stream's previous kernel (sm_90+).");

@@ -294,7 +294,41 @@ void distance_step(Row& w, const CorrectionState& st, int64_t s) {
     for (int e = 0; e < 3; ++e) w.Q[j * 3 + e] -= A[e];
 }
 
+// Whether slot s's state left finite values or human and camera bounds (step 5).
+bool diverged(const CorrectionState& st, int64_t s) {
+  const int64_t J = st.J;
+  auto bad = [](double v, double bound) { return !(std::fabs(v) <= bound); };  // NaN is bad too
+  for (int64_t i = 0; i < J * 3; ++i)
+    if (bad(st.lateral[s * J * 3 + i], kMaxOffsetMm)) return true;
+  for (int64_t i = 0; i < (J - 1) * 2; ++i)
+    if (bad(st.bone_length[s * (J - 1) * 2 + i], kMaxOffsetMm) || !std::isfinite(st.bone_count[s * (J - 1) * 2 + i]))
+      return true;
+  for (int64_t i = 0; i < J - 1; ++i)
+    if (bad(st.bone_delta[s * (J - 1) + i], kMaxOffsetMm)) return true;
+  const double* d = st.distance + s * 4;
+  if (!std::isfinite(d[1]) || !std::isfinite(d[2])) return true;
+  if (d[2] >= 1 && (!(d[0] > 0 && d[0] <= kMaxDistanceMm) || !(d[3] > 0 && d[3] <= kMaxDistanceMm))) return true;
+  for (int64_t i = 0; i < 2; ++i)  // the noise estimates: NaN (none yet) or finite and ≥ 0
+    if (std::isinf(st.noise_var[s * 2 + i]) || std::isinf(st.pixel_var[s * 2 + i]) ||
+        st.noise_var[s * 2] < 0 || st.pixel_var[s * 2] < 0)
+      return true;
+  return false;
+}
+
 }  // namespace
+
+void reset_correction_slot(const CorrectionState& st, int64_t s) {
+  const int64_t J = st.J;
+  std::fill(st.lateral + s * J * 3, st.lateral + (s + 1) * J * 3, 0.0);
+  std::fill(st.bone_length + s * (J - 1) * 2, st.bone_length + (s + 1) * (J - 1) * 2, 0.0);
+  std::fill(st.bone_count + s * (J - 1) * 2, st.bone_count + (s + 1) * (J - 1) * 2, 0.0);
+  std::fill(st.bone_delta + s * (J - 1), st.bone_delta + (s + 1) * (J - 1), 0.0);
+  std::fill(st.noise_hist + s * 2 * J * 2, st.noise_hist + (s + 1) * 2 * J * 2, kNaN);
+  std::fill(st.noise_var + s * 2, st.noise_var + (s + 1) * 2, kNaN);
+  std::fill(st.pixel_hist + s * 3 * J * 2, st.pixel_hist + (s + 1) * 3 * J * 2, kNaN);
+  std::fill(st.pixel_var + s * 2, st.pixel_var + (s + 1) * 2, kNaN);
+  std::fill(st.distance + s * 4, st.distance + (s + 1) * 4, 0.0);
+}
 
 void alpha_beta_gains(double lambda, double* alpha, double* beta) {
   if (!(lambda > 0)) {
@@ -314,7 +348,7 @@ double steady_state_gain(double lambda) {
 }
 
 void correct_cpu(float* pose, const int64_t* rows, const int64_t* slots, const int64_t* count, int64_t R,
-                 const CorrectionState& st, const CorrectionParams& p) {
+                 const CorrectionState& st, const CorrectionParams& p, uint8_t* reset) {
   const int64_t J = st.J;
   Row w(J);
   for (int64_t r = 0; r < R; ++r) {
@@ -325,6 +359,13 @@ void correct_cpu(float* pose, const int64_t* rows, const int64_t* slots, const i
     lateral_step(w, st, p, s, first);
     if (p.bone_depth) bone_depth_step(w, st, p, s, first);
     if (p.distance) distance_step(w, st, s);
+    bool ok = true;
+    for (int64_t j = 0; j < J * 3 && ok; ++j) ok = std::fabs(w.Q[j]) <= kMaxOffsetMm * 4;  // finite, and a body
+    reset[r] = !ok || diverged(st, s);
+    if (reset[r]) {
+      reset_correction_slot(st, s);  // P keeps the refiner's pose
+      continue;
+    }
     for (int64_t j = 0; j < J; ++j)
       for (int e = 0; e < 3; ++e) P[j * 3 + e] = (float)w.Q[j * 3 + e];
   }

@@ -37,6 +37,11 @@
 //      every joint moves along its own line of sight to depth P_jz + x':
 //      A_j ← (P_j + R'') (P_jz + x') / (P_jz + R''_z), P_j ← A_j − A_root. The projection does not
 //      change; the pose moves in depth as a whole.
+//   5. Divergence: a row whose corrected pose or whose slot's state after this frame is not finite,
+//      or whose state leaves human and camera bounds (an offset of Δ̄ or of a bone's depth, or a
+//      bone length, beyond kMaxOffsetMm; a tracked distance outside (0, kMaxDistanceMm]), has its
+//      slot's state cleared (as for a new stream; its camera is kept), keeps the refiner's pose,
+//      and is flagged in `reset`.
 #pragma once
 #include <cstdint>
 
@@ -100,7 +105,16 @@ struct CorrectionState {
 // e = R_z − x⁻ sets x = x⁻ + α e, v += β e. m, the distance step 2's EMA leaves the pose at:
 // m = R_z the first time, then m += β_r (R_z − m), β_r the row's lateral weight.
 void correct_cpu(float* pose, const int64_t* rows, const int64_t* slots, const int64_t* count, int64_t R,
-                 const CorrectionState& state, const CorrectionParams& params);
+                 const CorrectionState& state, const CorrectionParams& params, uint8_t* reset);
+
+// The bounds of step 5: no correction moves a joint, and no bone is, farther than a body's height;
+// no camera tracks a person beyond 100 m.
+constexpr double kMaxOffsetMm = 2000.0;
+constexpr double kMaxDistanceMm = 1e5;
+
+// Clear slot s of the state (as for a new stream: NaN noise estimates, zeros elsewhere); K, dist, px
+// and conf are inputs and stay.
+void reset_correction_slot(const CorrectionState& state, int64_t s);
 
 // The steady-state gains (α, β) of an α-β tracker with tracking index λ = σ_w T² / σ_v > 0 (Kalata,
 // "The tracking index", IEEE TAES 20(2), 1984): r = (4 + λ − √(8λ + λ²)) / 4, α = 1 − r²,

@@ -176,8 +176,7 @@ class _Block:
         b, mu = c._b[lo:hi], c._mu[lo:hi]
         b[:, :2 * J] = self.inp_l[..., :2].reshape(n, -1)
         b[:, 2 * J:] = self.x_T.reshape(n, -1)
-        np.matmul(b, A, out=mu.reshape(n, -1))
-        mu += cvec.reshape(J, 3)
+        _C.affine_rows(b, A, cvec, mu.reshape(n, -1))  # row by row: a stream's μ does not depend on the batch
         # μ̄ ← μ̄ + w (μ − μ̄), w = mean_ema for due streams and 0 for the others; at a stream's first
         # frame μ̄ = μ exactly (nothing of the slot's previous stream survives)
         w, mubar = c._w[lo:hi], c._mubar[lo:hi]
@@ -297,6 +296,17 @@ class HostChain:
             x_b, xT_b = other.result()  # never leave the worker writing after an error here
         return np.concatenate([x_a, x_b]), np.concatenate([xT_a, xT_b])
 
+    def reset(self, slot: int) -> None:
+        """Clear a slot's caches and per-stream state (a new stream, or one that restarts)."""
+        H = self.hypotheses
+        self._lcache[:, slot] = 0
+        for c in self._dcache:
+            c[:, slot * H:(slot + 1) * H] = 0
+        if self.shift_map is not None:
+            self._mubar[slot] = 0
+        if H > 1:
+            self._delta[slot] = 0
+
     def close(self) -> None:
         if self._pool is not None:
             self._pool.shutdown(wait=True)
@@ -320,6 +330,9 @@ class ResidentChain:
 
     def run(self, due: np.ndarray, count: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return self.backend.run(int(due[-1]) + 1, due, self._inp, count)
+
+    def reset(self, slot: int) -> None:
+        self.backend.reset(slot)
 
     def close(self) -> None:
         pass

@@ -6,11 +6,13 @@ A tick (docs/design.md, "The tick")::
     tick():  the chain for every stream with a new frame, batched (posert.runtime.chain):
              lift → x_T − μ̄ → K × (denoise, cache push, DDIM update)
              the correction stage (posert.runtime.correction), per stream, with its camera
+             the output guard (posert.runtime.guard): finite, possible poses, a health code each
              → TickResult: refined and lifted poses, mm, camera frame, root-relative
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field, replace
@@ -23,7 +25,8 @@ from posert.models.diffusion import Schedule
 from posert.runtime.backends.base import check_backend
 from posert.runtime.chain import HostChain, ResidentChain
 from posert.runtime.correction import Correction
-from posert.runtime.streams import StreamTable
+from posert.runtime.guard import Guard, Health
+from posert.runtime.streams import StreamInfo, StreamTable
 from posert.skeleton import NUM_JOINTS
 
 
@@ -34,18 +37,25 @@ class TickResult:
     Attributes:
         stream_ids: the streams served, in batch order.
         refined: (B, 17, 3) float32 refined poses, mm, camera frame, root-relative (pelvis = 0),
-            after the correction stage for the streams it serves.
+            after the correction stage for the streams it serves. Always finite and possible
+            (the output guard): see ``health``.
         lifted: (B, 17, 3) float32 lifter-only poses (x_T), same frame and units, uncorrected.
         timestamps: (B,) float64 timestamp of the reported frame of each stream.
+        health: (B,) uint8 :class:`~posert.runtime.guard.Health` code of each pose.
+        valid: (B,) bool, the pose comes from this frame and passed every check (OK or RESET).
+        dropped: (B,) int32 visible joints of the frame that were out of view, taken as missing.
         latency_ms: the tick's own cost, ms: ``lift`` (the lifter step; NaN where the backend runs
             the tick as one launch), ``refine`` (the rest of the chain), ``correct`` (the correction
-            stage) and ``tick`` (all of :meth:`Pipeline.tick`).
+            stage and the guard) and ``tick`` (all of :meth:`Pipeline.tick`).
     """
 
     stream_ids: list[Hashable]
     refined: np.ndarray
     lifted: np.ndarray
     timestamps: np.ndarray
+    health: np.ndarray = field(default_factory=lambda: np.zeros(0, np.uint8))
+    valid: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
+    dropped: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))
     latency_ms: dict[str, float] = field(default_factory=dict)
 
     def __len__(self) -> int:
@@ -71,16 +81,26 @@ class Pipeline:
         correction: a :class:`~posert.config.CorrectionConfig`, or its ``mode`` alone (``guess``,
             ``given``, ``off``).
 
-    Input per frame: keypoints in pixels of an image of the stream's size, H36M-17 order, and a
-    confidence per joint in [0, 1]; confidence 0 marks a missing joint (its coordinates are
-    ignored and may be NaN). A stream's first frames are lifted from the frames it has (no
-    padding), as the models see a sequence start in training. Bad input raises before anything
-    is written, so one stream's bad frame never touches another stream: KeyError for an unknown
-    stream, ValueError for a wrong shape, a NaN/inf coordinate on a visible joint, a confidence
-    outside [0, 1] or a timestamp that does not increase.
+    Input per frame (the input contract): keypoints as a float32 or float64 array in pixels of an
+    image of the stream's size, H36M-17 order, and a confidence per joint in [0, 1]; confidence 0
+    marks a missing joint (its coordinates are ignored and may be NaN). A visible keypoint more
+    than ``GuardConfig.view_margin`` image sizes outside the image is treated as missing and
+    counted (``TickResult.dropped``, :meth:`stream_info`). A stream's first frames are lifted from
+    the frames it has (no padding), as the models see a sequence start in training. Bad input
+    raises before anything is written, so one stream's bad frame never touches another stream:
+    KeyError for an unknown stream, TypeError for a dtype other than float, ValueError for a
+    wrong shape, a NaN/inf (or beyond float32) coordinate on a visible joint, a confidence outside
+    [0, 1] or a timestamp that does not increase.
 
-    One thread drives a pipeline. Use it as a context manager (or call :meth:`close`) to stop
-    its shard worker thread.
+    Output: every reported pose is finite and possible (the output guard), with a health code
+    and a validity mask (:class:`TickResult`). A stream that coasts (too few visible joints)
+    longer than ``GuardConfig.restart_after_s`` restarts when the person is back; a stream's
+    state never outlives it (a new stream in its slot starts clean) and a stream's output does
+    not depend on which other streams share its tick (bit for bit on the CPU backends).
+
+    Threads: one thread drives a pipeline, the first one that uses it; a call from another
+    thread raises RuntimeError (:meth:`adopt` hands it over). Use it as a context manager (or
+    call :meth:`close`) to stop its shard worker thread.
 
     Raises ValueError for a config the backend cannot run (hypotheses or the CND mean without the
     refiner's CND, hypotheses on a resident backend) and whatever
@@ -120,7 +140,7 @@ class Pipeline:
             A, c = cnd.mean_map()
             shift = (A.astype(np.float32), c.astype(np.float32))
         S = cfg.max_streams
-        self._streams = StreamTable(S)
+        self._streams = StreamTable(S, cfg.guard)
         if caps.kind == "resident":
             self._chain = ResidentChain(backend, S, self.schedule, shift, mean_ema)
         else:
@@ -128,6 +148,8 @@ class Pipeline:
             self._chain = HostChain(backend, S, self.schedule, shift, mean_ema, rc.hypotheses, rc.seed, cnd, workers_,
                                     cfg.backend.min_shard)
         self._correction = Correction(cfg.correction, S)
+        self._guard = Guard(cfg.guard, S)
+        self._owner: int | None = None
         #: the config as it runs: the checkpoint's K, CND mean and its EMA, and the workers filled in
         self.config = replace(cfg, refiner=replace(rc, steps=self.schedule.K, cnd_mean=cnd_mean,
                                                    mean_ema=float(mean_ema)),
@@ -142,6 +164,18 @@ class Pipeline:
     def close(self) -> None:
         """Stop the shard worker thread (also done at interpreter exit)."""
         self._chain.close()
+
+    def adopt(self) -> None:
+        """Make the calling thread the one that drives this pipeline."""
+        self._owner = threading.get_ident()
+
+    def _check_thread(self) -> None:
+        me = threading.get_ident()
+        if self._owner != me:
+            if self._owner is not None:
+                raise RuntimeError("this Pipeline is driven by another thread; one thread drives a pipeline (use "
+                                   "one pipeline per thread, or call adopt() from the thread that takes it over)")
+            self._owner = me
 
     @property
     def streams(self) -> list[Hashable]:
@@ -168,16 +202,26 @@ class Pipeline:
         capacity is reached or the camera is not a valid intrinsic matrix and 5 distortion
         coefficients; TypeError for an unhashable id.
         """
+        self._check_thread()
         slot = self._streams.add(stream_id, width, height)
         try:
             self._correction.attach(slot, width, height, camera)
         except ValueError:
             self._streams.remove(stream_id)
             raise
+        self._chain.reset(slot)  # nothing of the slot's previous stream survives
+        self._guard.state.reset(slot)
 
     def remove_stream(self, stream_id: Hashable) -> None:
         """Forget a stream and free its slot (KeyError if unknown)."""
+        self._check_thread()
         self._streams.remove(stream_id)
+
+    def stream_info(self, stream_id: Hashable) -> StreamInfo:
+        """What a stream has been through: frames, out-of-view joints, coasted frames, restarts,
+        resets, ticks without a pose (:class:`~posert.runtime.streams.StreamInfo`). KeyError if
+        unknown."""
+        return self._streams.stream_info(stream_id)
 
     def keypoint_noise(self, stream_id: Hashable) -> float:
         """The stream's 2D keypoint noise σ̂ (px, per axis) that sets its lateral β
@@ -193,7 +237,7 @@ class Pipeline:
         if kp.shape != (NUM_JOINTS, 2):
             raise ValueError(f"kp2d_px must have shape ({NUM_JOINTS}, 2), got {kp.shape}")
         self.push_many([stream_id], kp[None], None if conf is None else np.asarray(conf)[None],
-                       None if timestamp is None else [timestamp])
+                       None if timestamp is None else np.asarray([timestamp]))
 
     def push_many(self, stream_ids: Sequence[Hashable], kp2d_px: np.ndarray, conf: np.ndarray | None = None,
                   timestamps: Sequence[float] | None = None) -> None:
@@ -204,30 +248,45 @@ class Pipeline:
         KeyError for an unknown stream, ValueError for a stream named twice, a stream whose frame
         still waits for a tick, or a bad frame (the class docstring), naming the stream.
         """
+        self._check_thread()
         kp = np.asarray(kp2d_px)
         if kp.ndim != 3 or kp.shape[0] != len(stream_ids):
             raise ValueError(f"kp2d_px must have shape ({len(stream_ids)}, 17, 2), got {kp.shape}")
         slots = self._streams.slots_for_push(stream_ids)
-        frames, t = self._streams.prepare(slots, kp, conf, timestamps)
+        frames, t, dropped = self._streams.prepare(slots, kp, conf, timestamps)
         self._chain.store(slots, frames)
-        self._streams.mark_due(slots, t)
+        for slot in self._streams.mark_due(slots, frames, t, dropped):  # back after a long gap: a fresh start
+            self._chain.reset(slot)
+            self._correction.reset(slot)
+            self._guard.state.reset(slot)
         self._correction.store(slots, kp, frames[:, :, 2])
 
     def tick(self) -> TickResult:
         """Lift and refine the newest frame of every stream that received one since the last tick."""
         t0 = time.perf_counter()
-        due = self._streams.due_slots()
+        self._check_thread()
+        st = self._streams
+        due = st.due_slots()
         if len(due) == 0:
             empty = np.zeros((0, NUM_JOINTS, 3), np.float32)
             return TickResult([], empty, empty.copy(), np.zeros(0))
-        x, x_T = self._chain.run(due, self._streams.count)
+        x, x_T = self._chain.run(due, st.count)
         t1 = time.perf_counter()
-        refined = x * 1000.0
-        self._correction.apply(refined, due, self._streams.count)
-        self._streams.advance(due)
+        refined, lifted = x * 1000.0, x_T * 1000.0
+        health = np.where(st.coasting[due], Health.COASTING, np.where(st.restart[due], Health.RESET, Health.OK))
+        health = health.astype(np.uint8)
+        diverged = self._correction.apply(refined, due, st.count)
+        if diverged is not None:
+            health[diverged & (health != Health.COASTING)] = Health.RESET
+        due64 = due.astype(np.int64)
+        for r in np.flatnonzero(self._guard.apply(refined, lifted, st.conf[due], due64, health)):
+            self._correction.reset(int(due[r]))  # its refined pose was impossible: the correction restarts
+        st.advance(due, health)
         t2 = time.perf_counter()
         lift = self._chain.lift_ms
         latency = {"lift": lift, "refine": (t1 - t0) * 1e3 - (0.0 if np.isnan(lift) else lift),
                    "correct": (t2 - t1) * 1e3, "tick": (t2 - t0) * 1e3}
-        return TickResult(self._streams.ids_of(due), refined, x_T * 1000.0, self._streams.last_t[due].copy(), latency)
+        valid = (health == Health.OK) | (health == Health.RESET)
+        return TickResult(st.ids_of(due), refined, lifted, st.last_t[due].copy(), health, valid, st.dropped[due].copy(),
+                          latency)
 

@@ -107,7 +107,7 @@ def test_attention_cores_match_numpy_on_real_stream(real_views):
         step._cached, step._spatial = record, record_spatial
     pipe.add_stream("a", 1000, 1000)
     for t in range(30):  # past the lifter's and the denoiser's span: the rings wrap
-        pipe.push("a", real_views[0][0, t], timestamp=t)
+        pipe.push("a", real_views[0][0, t], timestamp=t / 50)
         pipe.tick()
     assert isinstance(pipe.backend, ortb.OrtBackend) and len(seen) == len(spatial) == 30 * 10
     for qkv, heads, scale, out in spatial[-20:]:

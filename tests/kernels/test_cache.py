@@ -35,7 +35,7 @@ def test_ddim_kernel_bit_exact_on_random_and_real(real_views):
 def test_cuda_entry_points_fail_clearly_without_gpu():
     if not _C.built_with_cuda():
         with pytest.raises(RuntimeError, match="without CUDA"):
-            _C.ddim_update_cuda(1, 1, 1, 1, 1.0, 0.0, 1.0, 0.0)
+            _C._ddim_update_cuda(1, 1, 1, 1, 1.0, 0.0, 1.0, 0.0)
         return
     try:
         from cuda.bindings import runtime as cudart
@@ -46,10 +46,10 @@ def test_cuda_entry_points_fail_clearly_without_gpu():
     if has_gpu:
         pytest.skip("a GPU is present: see test_cuda_kernels_equal_cpu_twins")
     with pytest.raises(RuntimeError, match="no usable GPU"):
-        _C.ddim_update_cuda(1, 1, 1, 1, 1.0, 0.0, 1.0, 0.0)
+        _C._ddim_update_cuda(1, 1, 1, 1, 1.0, 0.0, 1.0, 0.0)
     dims = (17, 64, 4, 4, 7, 3, 128, 0.25, 1e-5, 0, 0)
     with pytest.raises(RuntimeError, match="no usable GPU"):
-        _C.transformer_step_cuda(dims, 1, 1, 1, 1, 0, 0, 1, 1, 1, 1, cluster=8)
+        _C._transformer_step_cuda(dims, 1, 1, 1, 1, 0, 0, 1, 1, 1, 1, cluster=8)
 
 
 def test_kv_push_matches_numpy_and_rejects_bad_rows():

@@ -44,7 +44,7 @@ def test_ddim_cuda_equals_cpu(real_views):
         cpu = np.empty_like(x)
         _C.ddim_update(x, e, cpu, *coef)
         dx, de, do = Dev(x), Dev(e), Dev(np.zeros_like(x))
-        _C.ddim_update_cuda(int(dx.ptr), int(de.ptr), int(do.ptr), x.size, *coef)
+        _C._ddim_update_cuda(int(dx.ptr), int(de.ptr), int(do.ptr), x.size, *coef)
         _check(cudart.cudaDeviceSynchronize())
         np.testing.assert_array_equal(do.get(), cpu)
         for d in (dx, de, do):
@@ -63,7 +63,7 @@ def test_kv_push_cuda_equals_cpu():
         pos = rng.integers(0, M, len(rows)).astype(np.int32)
         _C.kv_push(storage, fresh, rows, pos)
         df, dr, dp = Dev(fresh), Dev(rows), Dev(pos)
-        _C.kv_push_cuda(int(d_storage.ptr), G, S, R, M, D, int(df.ptr), B, int(dr.ptr), int(dp.ptr), len(rows))
+        _C._kv_push_cuda(int(d_storage.ptr), G, S, R, M, D, int(df.ptr), B, int(dr.ptr), int(dp.ptr), len(rows))
         _check(cudart.cudaDeviceSynchronize())
         np.testing.assert_array_equal(d_storage.get(), storage)
         for d in (df, dr, dp):
@@ -73,7 +73,7 @@ def test_kv_push_cuda_equals_cpu():
     rows, pos = np.arange(first, S, dtype=np.int32)[::-1].copy(), rng.integers(0, M, B).astype(np.int32)
     _C.kv_push(storage, fresh, rows, pos, first)
     df, dr, dp = Dev(fresh), Dev(rows), Dev(pos)
-    _C.kv_push_cuda(int(d_storage.ptr), G, S, R, M, D, int(df.ptr), B, int(dr.ptr), int(dp.ptr), len(rows), 0, first)
+    _C._kv_push_cuda(int(d_storage.ptr), G, S, R, M, D, int(df.ptr), B, int(dr.ptr), int(dp.ptr), len(rows), 0, first)
     _check(cudart.cudaDeviceSynchronize())
     np.testing.assert_array_equal(d_storage.get(), storage)
     for d in (df, dr, dp):
@@ -177,7 +177,7 @@ def test_transformer_step_cuda_equals_cpu_twin(real_views, models, cluster, thre
             d_x.copy_(torch.from_numpy(x))
             d_inp, d_count, d_rows = (torch.from_numpy(a).cuda() for a in (inp, count, rows))
             _C.transformer_step(W, dims, inp, x, None, cond, count, rows, cache, coef if cond is not None else None)
-            _C.transformer_step_cuda(dims, d_W.data_ptr(), B, d_inp.data_ptr(), d_x.data_ptr(), 0,
+            _C._transformer_step_cuda(dims, d_W.data_ptr(), B, d_inp.data_ptr(), d_x.data_ptr(), 0,
                                      d_cond.data_ptr() if cond is not None else 0, d_count.data_ptr(),
                                      d_rows.data_ptr(), d_cache.data_ptr(), B + 1, *(coef if cond is not None else
                                                                                        (0, 0, 0, 0)),
@@ -206,11 +206,11 @@ def test_transformer_step_cuda_rejects_a_cluster_too_small(models):
     count, rows = torch.zeros(1, dtype=torch.int64, device="cuda"), torch.zeros(1, dtype=torch.int32, device="cuda")
     P2 = torch.from_numpy(_C.transformer_step_cluster_pack(W.cpu().numpy(), dims, 2)).cuda()
     with pytest.raises(RuntimeError, match="shared memory|compute capability"):
-        _C.transformer_step_cuda(dims, W.data_ptr(), 1, inp.data_ptr(), x.data_ptr(), 0, 0, count.data_ptr(),
+        _C._transformer_step_cuda(dims, W.data_ptr(), 1, inp.data_ptr(), x.data_ptr(), 0, 0, count.data_ptr(),
                                  rows.data_ptr(), cache.data_ptr(), 1, cluster=2, packed=P2.data_ptr())
     with pytest.raises(ValueError, match="packed"):  # a cluster without its packed weights
-        _C.transformer_step_cuda(dims, W.data_ptr(), 1, inp.data_ptr(), x.data_ptr(), 0, 0, count.data_ptr(),
+        _C._transformer_step_cuda(dims, W.data_ptr(), 1, inp.data_ptr(), x.data_ptr(), 0, 0, count.data_ptr(),
                                  rows.data_ptr(), cache.data_ptr(), 1, cluster=8)
     with pytest.raises(ValueError, match="cluster"):
-        _C.transformer_step_cuda(dims, W.data_ptr(), 1, inp.data_ptr(), x.data_ptr(), 0, 0, count.data_ptr(),
+        _C._transformer_step_cuda(dims, W.data_ptr(), 1, inp.data_ptr(), x.data_ptr(), 0, 0, count.data_ptr(),
                                  rows.data_ptr(), cache.data_ptr(), 1, cluster=3)

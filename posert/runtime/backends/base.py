@@ -122,6 +122,10 @@ class ResidentBackend(BackendInfo, Protocol):
         ``count`` (≥ hi,) int64 → copies of (x_0, x_T), each (n, 17, 3)."""
         ...
 
+    def reset(self, slot: int) -> None:
+        """Clear a slot's caches and per-stream state on the device."""
+        ...
+
 
 _KINDS = {"step": StepBackend, "fused": FusedBackend, "resident": ResidentBackend}
 

@@ -7,8 +7,8 @@ allocated once in :meth:`CudaBackend.allocate`, and runs the chain of a tick
 
     pinned host → device   newest frames (b, 17, 3), frame counts (b,), rows (b,) (−1 = not due)
     lag (b, M)             ← how old every ring slot is (ring_lags, as torch ops on the device)
-    lifter step            → x_T, keys/values → posert._C.kv_push_cuda (ring push, rows ≥ 0 only)
-    K × denoiser step      → ê, keys/values → kv_push_cuda; x ← posert._C.ddim_update_cuda (Eq. 9)
+    lifter step            → x_T, keys/values → posert._C._kv_push_cuda (ring push, rows ≥ 0 only)
+    K × denoiser step      → ê, keys/values → kv_push_cuda; x ← posert._C._ddim_update_cuda (Eq. 9)
     device → pinned host   x_0 and x_T (b, 17, 3)
 
 By default (``fused=True``) each step is one ``posert._C.transformer_step`` kernel
@@ -223,6 +223,17 @@ class CudaBackend:
         self._copies_in_graph = True  # the pinned-memory copies are graph nodes (see _capture)
         self._stages = (_FusedStages if self.fused else _TorchStages)(self)
 
+    def reset(self, slot: int) -> None:
+        """Clear a slot's key/value caches and its μ̄ on the device (a new or restarting stream)."""
+        if not 0 <= slot < self.capacity:
+            raise IndexError(f"slot {slot} out of range [0, {self.capacity})")
+        with torch.no_grad():
+            self._lstore[:, slot].zero_()
+            for ds in self._dstore:
+                ds[:, slot].zero_()
+            if self._A is not None:
+                self._d_mubar[slot].zero_()
+
     @staticmethod
     def _staged(buf: torch.Tensor, S: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Views (count (S,) int64, inp (S, 17, 3) float32, rows (S,) int32) of a staging buffer."""
@@ -241,7 +252,7 @@ class CudaBackend:
         b = kv.shape[1]
         kv = kv.contiguous()
         if self.on_gpu:
-            _C.kv_push_cuda(store.data_ptr(), G, S, J * h, M, d, kv.data_ptr(), b, rows.data_ptr(), pos.data_ptr(), b,
+            _C._kv_push_cuda(store.data_ptr(), G, S, J * h, M, d, kv.data_ptr(), b, rows.data_ptr(), pos.data_ptr(), b,
                             torch.cuda.current_stream(self.device).cuda_stream, 0)
         else:
             _C.kv_push(store.numpy().reshape(G, S, J * h, M, d), kv.numpy().reshape(G, b, J * h, d), rows.numpy(),
@@ -250,7 +261,7 @@ class CudaBackend:
     def _ddim(self, x: torch.Tensor, e: torch.Tensor, coef: tuple[float, float, float, float]) -> None:
         e = e.contiguous()
         if self.on_gpu:
-            _C.ddim_update_cuda(x.data_ptr(), e.data_ptr(), x.data_ptr(), x.numel(), *coef,
+            _C._ddim_update_cuda(x.data_ptr(), e.data_ptr(), x.data_ptr(), x.numel(), *coef,
                                 torch.cuda.current_stream(self.device).cuda_stream)
         else:
             xn = x.numpy()
@@ -408,7 +419,7 @@ class _FusedStages:
         be, b = self.be, self.b
         if be.on_gpu:
             common, nc = self._common()
-            _C.transformer_step_cuda(be._dims_l, be._w_l.data_ptr(), x_T=be._d_xT.data_ptr(), cond=0,
+            _C._transformer_step_cuda(be._dims_l, be._w_l.data_ptr(), x_T=be._d_xT.data_ptr(), cond=0,
                                      cache=be._lstore.data_ptr(), packed=be._p_l.data_ptr() if nc > 1 else 0,
                                      **common)
         else:
@@ -427,7 +438,7 @@ class _FusedStages:
         coef, ds = be._coefs[k], be._dstore[k]
         if be.on_gpu:
             common, nc = self._common()
-            _C.transformer_step_cuda(be._dims_d, be._w_d.data_ptr(), x_T=0, cond=be._cond[k].data_ptr(),
+            _C._transformer_step_cuda(be._dims_d, be._w_d.data_ptr(), x_T=0, cond=be._cond[k].data_ptr(),
                                      cache=ds.data_ptr(), a=coef[0], b=coef[1], ap=coef[2], bp=coef[3],
                                      packed=be._p_d.data_ptr() if nc > 1 else 0, pdl=be.pdl, **common)
         else:

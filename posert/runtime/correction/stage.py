@@ -96,16 +96,27 @@ class Correction:
             self.state.px[slots[on]] = px[on]
             self.state.conf[slots[on]] = conf[on]
 
-    def apply(self, poses: np.ndarray, slots: np.ndarray, count: np.ndarray) -> None:
+    def apply(self, poses: np.ndarray, slots: np.ndarray, count: np.ndarray) -> np.ndarray | None:
         """Correct poses (B, 17, 3) float32 mm in place: row b is the newest frame of ``slots[b]``
         (B,), a stream that had ``count`` (S,) int64 frames before it (rows of streams that are
-        not corrected stay as they are)."""
+        not corrected stay as they are). Returns (B,) bool, the rows whose state diverged (not
+        finite, or beyond human and camera bounds) and was cleared, leaving their pose as given;
+        None when no row diverged."""
         on = self.state.enabled[slots]
         if not on.any():
-            return
+            return None
         rows = self._rows[:len(slots)] if on.all() else np.flatnonzero(on)
         s = slots[rows].astype(np.int64)
-        self._kernel.apply(poses, rows.astype(np.int64, copy=False), s, count[s])
+        reset = self._kernel.apply(poses, rows.astype(np.int64, copy=False), s, count[s])
+        if not reset.any():
+            return None
+        out = np.zeros(len(slots), bool)
+        out[rows] = reset.astype(bool)
+        return out
+
+    def reset(self, slot: int) -> None:
+        """Clear a slot's state as for a new stream, keeping its camera."""
+        self._kernel.reset(slot)
 
     def keypoint_noise(self, slot: int) -> float:
         """The 2D keypoint noise σ̂ (px, per axis) that sets the slot's β with ``lateral_ema =
