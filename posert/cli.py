@@ -310,7 +310,15 @@ def cmd_run(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="posert", description=__doc__)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", help="on an error, show the traceback, not one line")
     sub = p.add_subparsers(dest="command", required=True)
+    _add = sub.add_parser
+
+    def add_parser(name, **kw):
+        return _add(name, parents=[common], **kw)
+
+    sub.add_parser = add_parser
 
     d = sub.add_parser("data", help="fetch real motion and build the dataset")
     d.add_argument("--force", action="store_true", help="rebuild even if the dataset exists")
@@ -461,9 +469,19 @@ def _config_arg(parser: argparse.ArgumentParser) -> None:
                              "other flags override it")
 
 
+def _one_line(e: BaseException) -> str:
+    text = " ".join(str(e).split()) if str(e).strip() else type(e).__name__
+    if isinstance(e, KeyError) and len(e.args) == 1 and isinstance(e.args[0], str):
+        text = e.args[0]  # KeyError's str() quotes its message
+    return text
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Run one ``posert`` command. A backend this machine cannot run (no GPU, no CUDA build of
-    ``posert._C``) or a missing optional package prints its reason and returns 2."""
+    """Run one ``posert`` command and return its exit status. Bad input (a file that is missing,
+    corrupt or of the wrong kind, a bad value) prints one line, ``posert: error: …``, and returns 1
+    (``--debug``: the traceback instead); a backend this machine cannot run (no GPU, no CUDA build of
+    ``posert._C``) or a missing optional package prints its reason and returns 2; an interrupt
+    returns 130."""
     from posert.errors import BackendUnavailable, MissingDependency
 
     args = build_parser().parse_args(argv)
@@ -472,8 +490,18 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.fn(args)
     except (BackendUnavailable, MissingDependency) as e:
-        print(f"posert {args.command}: {e}", file=sys.stderr)
+        if args.debug:
+            raise
+        print(f"posert {args.command}: {_one_line(e)}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("posert: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # every other failure, as one line for the user
+        if args.debug:
+            raise
+        print(f"posert: error: {_one_line(e)}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

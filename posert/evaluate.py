@@ -55,16 +55,47 @@ def bench_sequence(motion=None) -> tuple[str, np.ndarray]:
 
 
 def load_motion(path) -> dict[str, np.ndarray]:
-    """Read an ``--motion`` file: every array is one (T, 17, 3) sequence, mm, z-up world, 50 fps.
+    """Read an ``--motion`` file: an ``.npz`` archive in which every array is one (T, 17, 3) float
+    sequence, mm, z-up world, 50 fps.
 
-    Raises ValueError for an array of another shape or with non-finite values.
+    Raises FileNotFoundError for a missing file, ValueError for a file that is not an ``.npz``
+    archive (a single ``.npy`` array, a corrupt or foreign file), one without arrays, an array of
+    another shape, a dtype other than float, or non-finite values.
     """
+    import zipfile
+    from pathlib import Path
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no motion file at {path}")
+    if not path.is_file():
+        raise ValueError(f"{path} is not a file")
+    with open(path, "rb") as f:
+        magic = f.read(6)
+    if magic == b"\x93NUMPY":
+        raise ValueError(f"{path} holds a single array, not an .npz archive of named (T, 17, 3) sequences")
+    if not magic.startswith(b"PK"):
+        raise ValueError(f"{path} is not an .npz archive (a zip of named (T, 17, 3) arrays)")
+    try:
+        z = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
+        raise ValueError(f"{path} is not a readable .npz archive of sequences ({' '.join(str(e).split())})") from None
+    if not isinstance(z, np.lib.npyio.NpzFile):
+        raise ValueError(f"{path} holds a single array, not an .npz archive of named (T, 17, 3) sequences")
     out = {}
-    with np.load(path) as z:
+    with z:
+        if not z.files:
+            raise ValueError(f"{path} holds no sequences")
         for name in z.files:
-            seq = np.asarray(z[name], dtype=np.float32)
+            try:
+                seq = z[name]
+            except (ValueError, OSError, zipfile.BadZipFile) as e:
+                raise ValueError(f"{path}:{name}: unreadable ({' '.join(str(e).split())})") from None
+            if seq.dtype.kind != "f":
+                raise ValueError(f"{path}:{name}: expected float coordinates, got dtype {seq.dtype}")
             if seq.ndim != 3 or seq.shape[1:] != (NUM_JOINTS, 3) or len(seq) < 3:
                 raise ValueError(f"{path}:{name}: expected (T ≥ 3, 17, 3), got {seq.shape}")
+            seq = seq.astype(np.float32)
             if not np.all(np.isfinite(seq)):
                 raise ValueError(f"{path}:{name}: non-finite values")
             out[name] = seq

@@ -12,6 +12,7 @@ from pathlib import Path
 from posert.calibration.gate import accuracy_gate, streaming_mpjpe
 from posert.calibration.quantize import node_sensitivity, preprocess, quantize_int8
 from posert.calibration.windows import calibration_windows, record_step_inputs
+from posert.export.onnx import record_sha256
 
 INT8_REPORT = "int8_report.json"
 
@@ -57,6 +58,7 @@ def build_int8(fp32_paths: tuple[Path, Path], backend, train_sequences: dict, tr
     report = accuracy_gate(models, score, work, tol_mm, log)
     for name in ("lifter", "denoiser"):
         shutil.copyfile(report["paths"][name], folder / f"{name}_step.int8.onnx")
+        record_sha256(folder / f"{name}_step.int8.onnx")
         report["paths"][name] = str(folder / f"{name}_step.int8.onnx")
     report.update(calibration={"windows": len(windows), "frames_per_window": len(windows[0].px), "seed": seed,
                                "lifter_feeds": len(feeds["lifter"]), "denoiser_feeds": len(feeds["denoiser"]),

@@ -15,6 +15,7 @@ metres, ``kv`` (2L, B, 17, heads, C/heads).
 from __future__ import annotations
 
 import hashlib
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +24,7 @@ import torch
 
 from posert.models.blocks import PoseSequenceModel
 from posert.models.denoiser import Denoiser, timestep_embedding
+from posert.models.io import file_sha256
 from posert.models.lifter import Lifter
 
 OPSET = 17
@@ -186,14 +188,6 @@ def export_split_step(model: PoseSequenceModel, folder: str | Path) -> Path:
     return folder
 
 
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def max_abs_error_vs_torch(onnx_path: str | Path, model: PoseSequenceModel, inputs: dict[str, np.ndarray]) -> float:
     """Max |ORT − torch| over both outputs of a step model for named inputs (e.g. real frames)."""
     import onnxruntime as ort
@@ -215,10 +209,55 @@ def _export_code_sha256() -> str:
     return hashlib.sha256(b"".join(f.read_bytes() for f in files)).hexdigest()
 
 
+def _sidecar(path: Path) -> Path:
+    return path.with_name(path.name + ".sha256")
+
+
+def _content_sha256(path: Path) -> str:
+    """sha256 of a file, or of a folder's files (names and contents, sorted)."""
+    if path.is_dir():
+        parts = [f"{f.name}:{file_sha256(f)}" for f in sorted(path.iterdir()) if f.is_file()]
+        return hashlib.sha256("\n".join(parts).encode()).hexdigest()
+    return file_sha256(path)
+
+
+def record_sha256(path: str | Path) -> Path:
+    """Write ``<path>.sha256`` beside a cached model file (or split-model folder): the checksum that
+    :func:`verified` holds it to. Returns ``path``."""
+    path = Path(path)
+    tmp = _sidecar(path).with_suffix(".tmp")
+    tmp.write_text(_content_sha256(path) + "\n")
+    tmp.replace(_sidecar(path))
+    return path
+
+
+def verified(path: str | Path) -> bool:
+    """Whether a cached model file (or folder) exists and equals the checksum recorded when it was
+    written (False for a missing, corrupt or unrecorded one)."""
+    path, side = Path(path), _sidecar(Path(path))
+    if not (path.exists() and side.is_file()):
+        return False
+    try:
+        return side.read_text().strip() == _content_sha256(path)
+    except OSError:
+        return False
+
+
+def stale(path: Path) -> bool:
+    """Whether a cache entry must be (re)written: missing, or present but not as recorded (warned)."""
+    if verified(path):
+        return False
+    if path.exists():
+        warnings.warn(f"{path} does not match its recorded checksum (corrupt or unrecorded): re-creating it",
+                      stacklevel=3)
+    return True
+
+
 def cached_onnx(lifter_ckpt: str | Path | None = None, refiner_ckpt: str | Path | None = None,
                 cache: str | Path | None = None) -> tuple[Path, Path]:
     """ONNX files of the given (default: committed) checkpoints, exported once and cached under
-    ``<cache>/onnx/<sha256 of the checkpoints, torch version and export code>/``.
+    ``<cache>/onnx/<sha256 of the checkpoints, torch version and export code>/``, each with the
+    checksum it was written with (:func:`record_sha256`): a corrupt file is exported again.
     Returns (lifter_step.onnx, denoiser_step.onnx)."""
     from posert.data.sources import cache_dir
     from posert.models.io import default_checkpoint_dir, load_lifter, load_refiner
@@ -232,12 +271,11 @@ def cached_onnx(lifter_ckpt: str | Path | None = None, refiner_ckpt: str | Path 
     key = key.hexdigest()[:16]
     folder = Path(cache or cache_dir()) / "onnx" / key
     lifter_onnx, den_onnx = folder / "lifter_step.onnx", folder / "denoiser_step.onnx"
-    if not lifter_onnx.exists():
-        export_step(load_lifter(lp), lifter_onnx.with_suffix(".tmp"))
-        lifter_onnx.with_suffix(".tmp").rename(lifter_onnx)
-    if not den_onnx.exists():
-        export_step(load_refiner(rp)[0], den_onnx.with_suffix(".tmp"))
-        den_onnx.with_suffix(".tmp").rename(den_onnx)
+    for dst, load in ((lifter_onnx, lambda: load_lifter(lp)), (den_onnx, lambda: load_refiner(rp)[0])):
+        if stale(dst):
+            export_step(load(), dst.with_suffix(".tmp"))
+            dst.with_suffix(".tmp").replace(dst)
+            record_sha256(dst)
     return lifter_onnx, den_onnx
 
 
@@ -245,7 +283,7 @@ def cached_split_onnx(lifter_ckpt: str | Path | None = None, refiner_ckpt: str |
                       cache: str | Path | None = None) -> tuple[Path, Path]:
     """Split step models (:func:`export_split_step`) of the given (default: committed)
     checkpoints, exported once into the folder of :func:`cached_onnx` (same cache key).
-    Returns (lifter_step.split/, denoiser_step.split/) folders."""
+    Returns (lifter_step.split/, denoiser_step.split/) folders, checksummed as :func:`cached_onnx`'s files."""
     import shutil
 
     from posert.models.io import default_checkpoint_dir, load_lifter, load_refiner
@@ -256,10 +294,11 @@ def cached_split_onnx(lifter_ckpt: str | Path | None = None, refiner_ckpt: str |
     rp = Path(refiner_ckpt) if refiner_ckpt else default_checkpoint_dir() / "refiner.pt"
     out = folder / "lifter_step.split", folder / "denoiser_step.split"
     for dst, load in zip(out, (lambda: load_lifter(lp), lambda: load_refiner(rp)[0])):
-        if not (dst / "attention.npz").exists():
+        if stale(dst):
             tmp = dst.with_suffix(".tmp")
             shutil.rmtree(tmp, ignore_errors=True)
             export_split_step(load(), tmp)
             shutil.rmtree(dst, ignore_errors=True)
             tmp.rename(dst)
+            record_sha256(dst)
     return out

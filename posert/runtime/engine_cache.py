@@ -7,9 +7,10 @@ Every engine file ``<name>-<digest>.engine`` has a JSON sidecar with its full
 
 - no file, or a sidecar whose key differs (another TensorRT, another GPU, a re-exported model:
   a *stale or foreign* engine) → :meth:`EngineCache.load` returns None and the caller rebuilds;
-- a file whose bytes do not match the sha256 recorded when it was stored, or a missing or
-  unreadable sidecar next to an engine → :class:`EngineCacheError` (a *corrupt* engine is never
-  handed to the runtime, whose deserialiser may crash on it).
+- a file whose bytes do not match the sha256 recorded when it was stored, a missing, unreadable or
+  malformed sidecar next to an engine, or an engine path that is not a file →
+  :class:`EngineCacheError` (a *corrupt* engine is never handed to the runtime, whose deserialiser
+  may crash on it).
 """
 
 from __future__ import annotations
@@ -67,14 +68,21 @@ class EngineCache:
         path = self.path(name, key)
         if not path.exists():
             return None
+        if not path.is_file():
+            raise EngineCacheError(f"engine {path} is not a file; delete it to rebuild")
         meta_path = path.with_suffix(".json")
         try:
             meta = json.loads(meta_path.read_text())
         except (OSError, ValueError) as e:
             raise EngineCacheError(f"engine {path} has no readable metadata ({e}); delete it to rebuild") from e
+        if not isinstance(meta, dict):
+            raise EngineCacheError(f"engine {path}: its metadata is not a JSON object; delete it to rebuild")
         if meta.get("key") != asdict(key):
             return None  # same digest, other key: a foreign file under this name
-        data = path.read_bytes()
+        try:
+            data = path.read_bytes()
+        except OSError as e:
+            raise EngineCacheError(f"engine {path} cannot be read ({e}); delete it to rebuild") from e
         if hashlib.sha256(data).hexdigest() != meta.get("engine_sha256"):
             raise EngineCacheError(f"engine {path} is corrupt (sha256 differs from when it was built); delete it "
                                    "to rebuild")

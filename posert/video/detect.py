@@ -88,7 +88,20 @@ class RecordedDetector:
     """
 
     def __init__(self, path: str | Path, min_visibility: float = 0.3):
-        with np.load(path) as z:
+        import zipfile
+
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"no landmark recording at {path}")
+        try:
+            z = np.load(path, allow_pickle=False)
+        except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
+            raise ValueError(f"{path} is not a landmark recording ({' '.join(str(e).split())})") from None
+        if not isinstance(z, np.lib.npyio.NpzFile) or "landmarks" not in z.files:
+            raise ValueError(f"{path} is not a landmark recording (no `landmarks` array; see `posert run --record`)")
+        with z:
+            if z["landmarks"].dtype.kind != "f":
+                raise ValueError(f"{path}: landmarks must be float, got {z['landmarks'].dtype}")
             self.landmarks = np.asarray(z["landmarks"], np.float32)
             self.name = f"recorded:{z['detector']}" if "detector" in z.files else "recorded"
         if self.landmarks.ndim != 3 or self.landmarks.shape[1:] != (len(BLAZEPOSE33_NAMES), 3):

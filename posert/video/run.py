@@ -46,16 +46,20 @@ def demo_video() -> Path:
 def open_video(source: str | int) -> tuple[Iterator[np.ndarray], float, bool]:
     """Frames (H, W, 3) uint8 RGB of a file or of webcam number ``source`` (int), the frame rate
     (fps), and whether it is live. Uses imageio's FFmpeg plugin. Raises FileNotFoundError for a
-    missing file."""
+    missing file and ValueError for a file FFmpeg cannot read."""
     import imageio.v3 as iio
 
     if isinstance(source, int):
         uri = f"<video{source}>"
         return iter(iio.imiter(uri, plugin="FFMPEG")), 30.0, True
     path = Path(source)
-    if not path.exists():
+    if not path.is_file():
         raise FileNotFoundError(f"no video at {path}")
-    fps = float(iio.immeta(path, plugin="FFMPEG").get("fps") or 30.0)
+    try:
+        fps = float(iio.immeta(path, plugin="FFMPEG").get("fps") or 30.0)
+    except Exception as e:  # imageio/FFmpeg's own errors: keep FFmpeg's last line, not its banner
+        lines = [ln.strip() for ln in str(e).replace(". ", ".\n").splitlines() if ln.strip()]
+        raise ValueError(f"{path} is not a readable video ({lines[-1] if lines else type(e).__name__})") from None
     return iter(iio.imiter(path, plugin="FFMPEG")), fps, False
 
 

@@ -52,11 +52,16 @@ def test_eval_detector_noise_runs_and_is_worse_than_clean(motion_file, tmp_path)
     assert n["overall"]["lifter"]["accel"] > c["overall"]["lifter"]["accel"]
 
 
-def test_eval_rejects_malformed_motion(tmp_path):
+def test_eval_rejects_malformed_motion(tmp_path, capsys):
+    """A malformed motion file is one line on stderr and exit status 1; ``--debug`` raises it."""
     bad = tmp_path / "bad.npz"
     np.savez(bad, x=np.zeros((10, 16, 3)))
+    args = ["eval", "--motion", str(bad), "--json", str(tmp_path / "o.json"), "--cameras", "ring"]
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("posert: error: ") and err.count("\n") == 1 and "(T ≥ 3, 17, 3)" in err
     with pytest.raises(ValueError, match=r"\(T ≥ 3, 17, 3\)"):
-        main(["eval", "--motion", str(bad), "--json", str(tmp_path / "o.json"), "--cameras", "ring"])
+        main([*args, "--debug"])
 
 
 @pytest.mark.slow

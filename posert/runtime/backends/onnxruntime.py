@@ -36,12 +36,15 @@ def create_session(path: str | Path, threads: int | None = None) -> ort.Inferenc
 
     ORT's ``NchwcTransformer`` is disabled: it only rewrites Conv layouts (these models have
     none), and ORT 1.31 crashes creating FP16 and Q/DQ sessions with it.
-    Raises FileNotFoundError for a missing file.
+    Raises FileNotFoundError for a missing file and ValueError for a file ONNX Runtime cannot load.
     """
-    if not Path(path).exists():
+    if not Path(path).is_file():
         raise FileNotFoundError(f"ONNX model not found: {path}")
-    return ort.InferenceSession(str(path), session_options(threads), providers=["CPUExecutionProvider"],
-                                disabled_optimizers=["NchwcTransformer"])
+    try:
+        return ort.InferenceSession(str(path), session_options(threads), providers=["CPUExecutionProvider"],
+                                    disabled_optimizers=["NchwcTransformer"])
+    except Exception as e:  # ONNX Runtime's own error types (InvalidProtobuf, Fail, …)
+        raise ValueError(f"{path} is not a loadable ONNX model ({' '.join(str(e).split())[:200]})") from None
 
 
 class BoundStep:
@@ -261,6 +264,11 @@ class OrtBackend:
     def __init__(self, lifter_onnx: str | Path, denoiser_onnx: str | Path, window: int, schedule: Schedule,
                  threads: int | None = None, cnd: CND | None = None):
         self._lift, self._den = self._step(lifter_onnx, threads), self._step(denoiser_onnx, threads)
+        for step, path, want, other in ((self._lift, lifter_onnx, "lifter", "denoiser"),
+                                        (self._den, denoiser_onnx, "denoiser", "lifter")):
+            inputs = set(step.first_inputs if isinstance(step, SplitStep) else step.input_names)
+            if ("x_t" in inputs) != (want == "denoiser"):
+                raise ValueError(f"{path} is a {other} step model, given as the {want}'s")
         self.split = isinstance(self._lift, SplitStep)
         self.window, self.schedule, self.cnd = window, schedule, cnd
         self.lifter_cache_shape = self._lift.cache_shape
@@ -274,8 +282,8 @@ class OrtBackend:
             return SplitStep(path, threads)
         step = BoundStep(create_session(path, threads))
         caches = [i for i in step.ort_session.get_inputs() if i.name.startswith("cache_")]
-        if not caches:
-            raise ValueError(f"not a streaming step model: no cache_* inputs ({path})")
+        if not caches or not {"inp", "lag"} <= set(step.input_names):
+            raise ValueError(f"not a streaming step model: no inp, lag and cache_* inputs ({path})")
         step.cache_shape = (len(caches), *caches[0].shape[1:])
         return step
 

@@ -155,8 +155,8 @@ def build_engines(onnx_paths, precision: str, max_batch: int = 64, cache_dir: st
 
 def _engines(onnx_paths, precision: str, max_batch: int, cache_dir) -> dict:
     from posert.data.sources import cache_dir as default_cache
-    from posert.export.onnx import file_sha256
     from posert.export.tensorrt import build_serialized_engine, import_tensorrt
+    from posert.models.io import file_sha256
     from posert.runtime.engine_cache import EngineCache, EngineKey
 
     trt = import_tensorrt()
