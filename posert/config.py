@@ -233,7 +233,8 @@ class GuardConfig:
         max_reach_mm: no reported joint is farther than this from the pelvis (a standing adult
             with raised arms reaches ~1.2 m).
         max_bone_ratio: no reported bone is longer than this multiple of the stream's running
-            length of that bone (a reference adult's before the stream has one).
+            length of that bone, nor of the reference adult's
+            (:data:`~posert.skeleton.REFERENCE_BONES_MM`).
     """
 
     view_margin: float = 2.0

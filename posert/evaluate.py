@@ -12,6 +12,7 @@ from tqdm import tqdm
 from posert.camera import Camera
 from posert.data.dataset import center_on_floor, render
 from posert.metrics import accel_error, mpjpe, p_mpjpe
+from posert.runtime.guard import Health, impossible
 from posert.skeleton import NUM_JOINTS, ROOT
 
 #: The Human3.6M subjects whose camera extrinsics render the training motion, and the one whose
@@ -21,6 +22,8 @@ EVAL_SUBJECT = "S9"
 #: ``posert eval --cameras``: the four real H36M cameras of :data:`EVAL_SUBJECT`, or a fixed
 #: synthetic four-camera rig (no download: tests).
 CAMERA_SETS = ("h36m", "ring")
+#: A joint nearer the image plane than this (mm, camera z), or behind the camera, is not seen.
+NEAR_MM = 100.0
 
 
 def h36m_cameras(subjects) -> list[Camera]:
@@ -102,11 +105,31 @@ def load_motion(path) -> dict[str, np.ndarray]:
     return out
 
 
+def in_view(px: np.ndarray, cam3d: np.ndarray, cam: Camera) -> np.ndarray:
+    """Which joints a detector looking through ``cam`` could see: (..., 17) bool for px (..., 17, 2)
+    pixels and cam3d (..., 17, 3) mm, camera frame: at least :data:`NEAR_MM` in front of the
+    camera and inside the image (0 ≤ u < width, 0 ≤ v < height)."""
+    u, v = px[..., 0], px[..., 1]
+    return (cam3d[..., 2] >= NEAR_MM) & (u >= 0) & (u < cam.width) & (v >= 0) & (v < cam.height)
+
+
 def _scores(pred: np.ndarray, gt: np.ndarray) -> dict[str, float]:
-    """pred, gt: (C, T, 17, 3) mm root-relative, C cameras."""
-    return {"mpjpe": mpjpe(pred, gt),
-            "p_mpjpe": float(np.mean([p_mpjpe(p, g) for p, g in zip(pred, gt)])),
-            "accel": float(np.mean([accel_error(p, g) for p, g in zip(pred, gt)]))}
+    """pred, gt: (C, T, 17, 3) mm root-relative, C cameras. Frames whose prediction is not finite
+    are left out (``score`` counts them); the acceleration uses the triples of finite frames."""
+    ok = np.isfinite(pred).all(axis=(-1, -2))
+    if not ok.any():
+        return {"mpjpe": float("nan"), "p_mpjpe": float("nan"), "accel": float("nan")}
+    pm = [p_mpjpe(p[o], g[o]) for p, g, o in zip(pred, gt, ok) if o.any()]
+    acc = []
+    for p, g, o in zip(pred, gt, ok):
+        if len(p) >= 3:
+            three = o[2:] & o[1:-1] & o[:-2]
+            with np.errstate(invalid="ignore", over="ignore"):
+                a = np.linalg.norm((p[2:] - 2 * p[1:-1] + p[:-2]) - (g[2:] - 2 * g[1:-1] + g[:-2]), axis=-1)
+            if three.any():
+                acc.append(float(a[three].mean()) if not three.all() else accel_error(p, g))
+    return {"mpjpe": mpjpe(pred[ok], gt[ok]), "p_mpjpe": float(np.mean(pm)),
+            "accel": float(np.mean(acc)) if acc else float("nan")}
 
 
 def stream_sequences(pipeline, sequences: dict[str, np.ndarray], cameras: list[Camera],
@@ -120,9 +143,13 @@ def stream_sequences(pipeline, sequences: dict[str, np.ndarray], cameras: list[C
         camera_aware: add every stream with its calibrated camera, for the pipeline's camera-aware
             correction (:meth:`~posert.runtime.Pipeline.add_stream`); otherwise without one (the
             pipeline then guesses intrinsics, or does not correct: its ``reprojection``).
+    Joints a camera cannot see (:func:`in_view`: behind it, or outside its image) are pushed as
+    missing (confidence 0), as a real detector would give them.
+
     Returns (results, tick_ms): results[name] = dict of (C, T, 17, 3) arrays ``lifted``,
     ``refined``, ``gt`` (mm, camera frame, root-relative), ``px`` (C, T, 17, 2) the pushed 2D
-    (pixels, after ``noise``) and ``conf`` (C, T, 17); tick_ms = per-tick latencies.
+    (pixels, after ``noise``), ``conf`` (C, T, 17), ``out_of_view`` (C, T, 17) bool and
+    ``health`` (C, T) uint8 (:class:`~posert.runtime.guard.Health`); tick_ms = per-tick latencies.
     """
     rng = np.random.default_rng(seed)
     streams = []
@@ -130,15 +157,17 @@ def stream_sequences(pipeline, sequences: dict[str, np.ndarray], cameras: list[C
         world = center_on_floor(seq)
         for ci, cam in enumerate(cameras):
             px, cam3d = render(world, cam)
+            unseen = ~in_view(px, cam3d, cam)
             conf = np.ones(px.shape[:2], np.float32)
             if noise is not None:
                 px, conf = noise(px, rng)
+            conf = np.where(unseen, 0.0, conf).astype(np.float32)
             sid = (name, ci)
             pipeline.add_stream(sid, cam.width, cam.height, cam if camera_aware else None)
-            streams.append((sid, px, conf, cam3d - cam3d[:, ROOT:ROOT + 1]))
+            streams.append((sid, px, conf, cam3d - cam3d[:, ROOT:ROOT + 1], unseen))
     T_max = max(len(s[1]) for s in streams)
-    out = {sid: (np.zeros((len(px), NUM_JOINTS, 3), np.float32), np.zeros((len(px), NUM_JOINTS, 3), np.float32))
-           for sid, px, _, _ in streams}
+    out = {s[0]: (np.zeros((len(s[1]), NUM_JOINTS, 3), np.float32), np.zeros((len(s[1]), NUM_JOINTS, 3), np.float32),
+                  np.zeros(len(s[1]), np.uint8)) for s in streams}
     tick_ms = []
     for t in tqdm(range(T_max), desc="streaming", unit="frame", disable=not progress):
         live = [s for s in streams if t < len(s[1])]
@@ -151,6 +180,7 @@ def stream_sequences(pipeline, sequences: dict[str, np.ndarray], cameras: list[C
         for i, sid in enumerate(res.stream_ids):
             out[sid][0][t] = res.lifted[i]
             out[sid][1][t] = res.refined[i]
+            out[sid][2][t] = res.health[i]
     for sid, *_ in streams:
         pipeline.remove_stream(sid)
     results = {}
@@ -160,7 +190,9 @@ def stream_sequences(pipeline, sequences: dict[str, np.ndarray], cameras: list[C
                          "refined": np.stack([out[s[0]][1] for s in mine]),
                          "gt": np.stack([s[3] for s in mine]).astype(np.float32),
                          "px": np.stack([s[1] for s in mine]).astype(np.float32),
-                         "conf": np.stack([s[2] for s in mine])}
+                         "conf": np.stack([s[2] for s in mine]),
+                         "out_of_view": np.stack([s[4] for s in mine]),
+                         "health": np.stack([out[s[0]][2] for s in mine])}
     return results, np.array(tick_ms)
 
 
@@ -170,11 +202,14 @@ def score(results: dict) -> dict:
         {"overall": {"lifter": {mpjpe, p_mpjpe, accel}, "refined": {...}},
          "sequences": {name: {"lifter": {...}, "refined": {...}, "frames": T}}}
 
-    mpjpe/p_mpjpe in mm, accel in mm/frame²; overall = frame-weighted mean over sequences.
+    mpjpe/p_mpjpe in mm, accel in mm/frame²; overall = frame-weighted mean over sequences, over
+    the frames whose output is finite. ``overall["trust"]`` counts, over all streams' frames:
+    ``frames``, ``nonfinite`` and ``impossible`` (:func:`~posert.runtime.guard.impossible`) lifter
+    and refined poses (both must be 0), the fraction of joints ``out_of_view`` (pushed as missing)
+    and the frames of each :class:`~posert.runtime.guard.Health` code (when recorded).
     When some joints are missing (confidence 0), ``overall["missing"]`` adds the fraction of
     frames with a missing joint and the MPJPE of lifter and refined output on the frames where
-    every joint is visible, and on those with a missing joint; ``nan_frames`` counts frames
-    whose output was not finite (it must be 0).
+    every joint is visible, and on those with a missing joint.
     """
     report: dict = {"sequences": {}}
     for name, r in results.items():
@@ -184,17 +219,29 @@ def score(results: dict) -> dict:
     report["overall"] = {
         kind: {m: float(np.average([v[kind][m] for v in report["sequences"].values()], weights=frames))
                for m in ("mpjpe", "p_mpjpe", "accel")} for kind in ("lifter", "refined")}
+    rs = list(results.values())
+    trust = {"frames": int(sum(r["gt"].shape[0] * r["gt"].shape[1] for r in rs))}
+    for k, name in (("lifted", "lifter"), ("refined", "refined")):
+        trust[f"{name}_nonfinite"] = int(sum((~np.isfinite(r[k]).all((-1, -2))).sum() for r in rs))
+        trust[f"{name}_impossible"] = int(sum(impossible(r[k]).sum() for r in rs))
+    if all("out_of_view" in r for r in rs):
+        trust["out_of_view"] = float(np.mean(np.concatenate([r["out_of_view"].reshape(-1) for r in rs])))
+    if all("health" in r for r in rs):
+        codes = np.concatenate([r["health"].reshape(-1) for r in rs])
+        trust["health"] = {h.name.lower(): int((codes == h).sum()) for h in Health}
+    report["overall"]["trust"] = trust
     conf = np.concatenate([r["conf"].reshape(-1, NUM_JOINTS) for r in results.values()])
     if (conf == 0).any():
         vis = (conf > 0).all(axis=-1)
-        err = {k: np.concatenate([np.linalg.norm(r[k] - r["gt"], axis=-1).mean(-1).reshape(-1)
-                                  for r in results.values()]) for k in ("lifted", "refined")}
+        with np.errstate(invalid="ignore", over="ignore"):
+            err = {k: np.concatenate([np.linalg.norm(r[k] - r["gt"], axis=-1).mean(-1).reshape(-1)
+                                      for r in results.values()]) for k in ("lifted", "refined")}
         names = (("lifted", "lifter"), ("refined", "refined"))
+        fin = {k: np.isfinite(e) for k, e in err.items()}
         report["overall"]["missing"] = {
             "frames_with_missing_joint": float(1 - vis.mean()),
-            "nan_frames": int(sum((~np.isfinite(err[k])).sum() for k in err)),
-            **{f"{name}_mpjpe_visible_frames": float(err[k][vis].mean()) for k, name in names},
-            **{f"{name}_mpjpe_missing_frames": float(err[k][~vis].mean()) for k, name in names}}
+            **{f"{name}_mpjpe_visible_frames": float(err[k][vis & fin[k]].mean()) for k, name in names},
+            **{f"{name}_mpjpe_missing_frames": float(err[k][~vis & fin[k]].mean()) for k, name in names}}
     return report
 
 

@@ -33,7 +33,7 @@ def p_mpjpe(pred: np.ndarray, target: np.ndarray) -> float:
     p0, t0 = pred - mu_p, target - mu_t
     norm_p = np.sqrt((p0 ** 2).sum(axis=(1, 2), keepdims=True))
     norm_t = np.sqrt((t0 ** 2).sum(axis=(1, 2), keepdims=True))
-    p0, t0 = p0 / norm_p, t0 / norm_t
+    p0, t0 = p0 / np.maximum(norm_p, 1e-12), t0 / np.maximum(norm_t, 1e-12)  # a collapsed pose stays finite
     H = np.swapaxes(p0, 1, 2) @ t0
     U, s, Vt = np.linalg.svd(H)
     V = np.swapaxes(Vt, 1, 2)

@@ -7,14 +7,15 @@ namespace posert {
 
 namespace {
 
-// Is every coordinate of P finite and every joint within reach of joint 0?
+// Is every coordinate of P finite and every joint within reach of the origin (the pelvis of a
+// root-relative pose: a pose whose pelvis is not at the origin is out of reach too)?
 bool within_reach(const float* P, int64_t J, double max_reach_mm) {
   const double r2 = max_reach_mm * max_reach_mm;
   for (int64_t j = 0; j < J; ++j) {
     double d2 = 0;
     for (int e = 0; e < 3; ++e) {
       if (!std::isfinite(P[j * 3 + e])) return false;
-      const double d = (double)P[j * 3 + e] - (double)P[e];
+      const double d = P[j * 3 + e];
       d2 += d * d;
     }
     if (!(d2 <= r2)) return false;
@@ -36,7 +37,12 @@ bool repair(float* P, const GuardState& st, const GuardParams& p, int64_t s, dou
       b2 += v[e] * v[e];
     }
     if (!std::isfinite(b2)) return false;
-    const double bound = p.max_bone_ratio * st.bone_ref[s * (J - 1) + j - 1];
+    double r2 = 0;  // the reference adult's bone: rest is that adult's pose
+    for (int e = 0; e < 3; ++e) {
+      const double d = (double)st.rest[j * 3 + e] - (double)st.rest[q * 3 + e];
+      r2 += d * d;
+    }
+    const double bound = p.max_bone_ratio * std::fmin(st.bone_ref[s * (J - 1) + j - 1], std::sqrt(r2));
     const bool shorten = b2 > bound * bound;
     moved[j] = moved[q] || shorten;
     if (!moved[j]) continue;  // untouched joints keep their exact values

@@ -3,10 +3,13 @@
 // posert/runtime/guard.py holds its NumPy definition.
 //
 // First every bone (j, parents[j]) of a pose P (J, 3) float32, mm, root-relative, longer than
-// max_bone_ratio × bone_ref[s, j − 1] is shortened to that length along its direction, parents first,
+// bound_j = max_bone_ratio × min(bone_ref[s, j − 1], |rest_j − rest_p|) (the slot's running length,
+// capped at the reference adult's, whose pose `rest` is: the running length of a short bone grows
+// with the models' noise) is shortened to that length along its direction, parents first,
 // its child's subtree moving with it: P'_0 = P_0, P'_j = P'_p + v_j · min(1, bound_j / |v_j|),
 // v_j = P_j − P_p (a hidden joint's guess can put a head a metre from its neck). Then P' is plausible
-// when every coordinate is finite and every joint lies within max_reach_mm of joint 0 ("within reach").
+// when every coordinate is finite and every joint lies within max_reach_mm of the origin, the pelvis of
+// a root-relative pose ("within reach").
 // For each row r, slot s = slots[r]:
 //   - refined[r] not plausible: lifted[r], repaired, takes its place if it is plausible (refit[r] = 1:
 //     the caller clears the slot's correction state; health RESET unless the row coasts), else the

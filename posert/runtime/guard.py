@@ -3,7 +3,8 @@
 Each tick, after the correction stage, every reported pose is repaired and checked
 (``posert._C.GuardKernel``, csrc/guard; :func:`guard_reference` is its NumPy definition): a bone
 longer than ``GuardConfig.max_bone_ratio`` times the stream's running length of that bone (learnt
-from the bones it saw whole) is shortened to that length along its direction, its child's subtree
+from the bones it saw whole, and at most the reference adult's: a short bone's running length grows
+with the models' noise) is shortened to that length along its direction, its child's subtree
 following (the models' guess for a hidden joint can be far off); then every coordinate must be
 finite and every joint within ``max_reach_mm`` of the pelvis. A refined pose that fails is
 replaced by the lifter's pose of the same frame (and the stream's correction state is cleared),
@@ -93,9 +94,10 @@ class Guard:
 
 
 def repair(pose: np.ndarray, bone_ref: np.ndarray, max_reach_mm: float, max_bone_ratio: float) -> bool:
-    """Shorten every bone of ``pose`` (17, 3) float32 mm longer than ``max_bone_ratio`` × bone_ref
-    (16,) in place (parents first, the child's subtree following), then: is it finite and within
-    ``max_reach_mm`` of its pelvis?"""
+    """Shorten every bone of ``pose`` (17, 3) float32 mm longer than ``max_bone_ratio`` × the
+    smaller of bone_ref (16,) and the reference adult's length (:data:`REFERENCE_BONES_MM`) in place
+    (parents first, the child's subtree following), then: is it finite and within ``max_reach_mm``
+    of its pelvis?"""
     orig = pose.astype(np.float64)
     moved = np.zeros(NUM_JOINTS, bool)
     for j in range(1, NUM_JOINTS):
@@ -104,7 +106,7 @@ def repair(pose: np.ndarray, bone_ref: np.ndarray, max_reach_mm: float, max_bone
         b2 = float(v @ v)
         if not np.isfinite(b2):
             return False
-        bound = max_bone_ratio * bone_ref[j - 1]
+        bound = max_bone_ratio * min(bone_ref[j - 1], REFERENCE_BONES_MM[j - 1])
         shorten = b2 > bound * bound
         moved[j] = moved[q] or shorten
         if moved[j]:
@@ -114,11 +116,25 @@ def repair(pose: np.ndarray, bone_ref: np.ndarray, max_reach_mm: float, max_bone
 
 
 def within_reach(pose: np.ndarray, max_reach_mm: float) -> bool:
-    """Is every coordinate of ``pose`` (17, 3) mm finite and every joint within ``max_reach_mm`` of
-    the pelvis?"""
+    """Is every coordinate of ``pose`` (17, 3) mm, root-relative, finite and every joint within
+    ``max_reach_mm`` of the origin (its pelvis: a pose whose pelvis is elsewhere is out of reach)?"""
     with np.errstate(invalid="ignore", over="ignore"):
-        d = pose.astype(np.float64) - pose[0].astype(np.float64)
+        d = pose.astype(np.float64)
         return bool(np.isfinite(pose).all() and ((d * d).sum(-1) <= max_reach_mm * max_reach_mm).all())
+
+
+def impossible(poses: np.ndarray, max_reach_mm: float = GuardConfig.max_reach_mm,
+               max_bone_ratio: float = GuardConfig.max_bone_ratio) -> np.ndarray:
+    """Which of ``poses`` (..., 17, 3) mm, root-relative, no person could take: a coordinate that
+    is not finite, a joint more than ``max_reach_mm`` from the origin (the pelvis), or a bone longer than
+    ``max_bone_ratio`` × its length in :data:`~posert.skeleton.REFERENCE_BONES_MM`. Returns a
+    (...,) bool array; what ``posert eval`` counts and the roaming benchmark asserts is 0."""
+    p = np.asarray(poses, np.float64)
+    with np.errstate(invalid="ignore", over="ignore"):
+        reach = np.linalg.norm(p, axis=-1).max(-1)
+        bones = np.linalg.norm(p[..., 1:, :] - p[..., _PARENTS[1:], :], axis=-1)
+        too_long = (bones > max_bone_ratio * REFERENCE_BONES_MM * (1 + 1e-6)).any(-1)  # float32 rounding
+        return ~np.isfinite(p).all((-1, -2)) | ~(reach <= max_reach_mm) | too_long
 
 
 def guard_reference(refined: np.ndarray, lifted: np.ndarray, conf: np.ndarray, slots: np.ndarray,

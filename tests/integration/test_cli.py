@@ -81,8 +81,10 @@ def test_bench_contract(motion_file, tmp_path):
 def test_eval_missing_joints_protocol_never_nan(motion_file, tmp_path):
     out = tmp_path / "occ.json"
     main(["eval", "--motion", str(motion_file), "--json", str(out), "--cameras", "ring", "--noise", "occlusion"])
-    miss = json.loads(out.read_text())["overall"]["missing"]
-    assert miss["nan_frames"] == 0
+    overall = json.loads(out.read_text())["overall"]
+    miss, trust = overall["missing"], overall["trust"]
+    assert trust["refined_nonfinite"] == trust["refined_impossible"] == trust["lifter_nonfinite"] == 0
+    assert sum(trust["health"].values()) == trust["frames"] > 0 and trust["health"]["ok"] > 0.9 * trust["frames"]
     assert 0.05 < miss["frames_with_missing_joint"] < 0.95
     assert np.isfinite(miss["refined_mpjpe_visible_frames"])
 
