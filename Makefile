@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.posert-installed
 
-.PHONY: setup demo test test-fast video lint clean
+.PHONY: setup demo test test-fast video lint sanitize clean
 
 $(STAMP): pyproject.toml CMakeLists.txt $(wildcard csrc/*/*)
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -28,6 +28,20 @@ test-fast: setup
 video: setup
 	$(PY) -m pip install -q --no-build-isolation -e ".[dev,video]"
 	$(VENV)/bin/posert run --video demo --out out/video.mp4 --png out/video.png --json out/video.json
+
+# posert._C under ASan + UBSan (CPU kernels; build/sanitize), then the kernel tests, the bindings
+# fuzz and the streaming API's state machine against it.
+SAN := build/sanitize
+sanitize: setup
+	$(VENV)/bin/cmake -S . -B $(SAN) -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DPOSERT_CUDA=OFF -DPOSERT_SANITIZE=ON \
+		-DPython_EXECUTABLE=$(abspath $(PY)) -Dpybind11_DIR=$$($(PY) -c "import pybind11; print(pybind11.get_cmake_dir())")
+	$(VENV)/bin/cmake --build $(SAN)
+	rm -rf $(SAN)/site && mkdir -p $(SAN)/site && cp -r posert $(SAN)/site/ && rm -f $(SAN)/site/posert/_C*.so
+	cp $(SAN)/_C*.so $(SAN)/site/posert/ && ln -s $(abspath checkpoints) $(SAN)/site/checkpoints
+	LD_PRELOAD="$$(gcc -print-file-name=libasan.so) $$(gcc -print-file-name=libubsan.so)" \
+	ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+		$(PY) -m tests.run_sanitized $(abspath $(SAN)/site) -q -p no:cacheprovider tests/kernels \
+		tests/runtime/test_state_machine.py -k "not OnnxRuntime" tests/runtime/test_trust.py
 
 lint: setup
 	$(VENV)/bin/ruff check posert tests benchmarks experiments
