@@ -14,12 +14,12 @@ code covered, and how long a stream takes to be as good again as it would be wit
 Recovery: a return is the first frame with at least ``GuardConfig.min_joints`` joints in view
 after frames with fewer (the input is good again). The recovery time is the time from the return
 until the stream's MPJPE stays within :data:`RECOVERY_TOL_MM` of a reference's on every later
-frame of its stretch in view (at most ``horizon_s``) that shows every joint (on partial views both
-are far off, by hundreds of mm at the image edge, and the difference says nothing): after a blackout, the reference is the same view
-streamed without blackouts (what the stream would have given without the bad input); after the
-person was out of the camera's view, a fresh stream started at the return. A stream that was
-out of view longer than ``GuardConfig.restart_after_s`` restarts at its return: it is the
-fresh stream.
+frame of its stretch in view (at most ``horizon_s``) that shows every joint (on partial views
+both are far off, by hundreds of mm at the image edge, and the difference says nothing). After a
+blackout the reference is the same view streamed without blackouts (what the stream would have
+given without the bad input); after the person was out of the camera's view, a fresh stream
+started at the return. A stream that was out of view longer than ``GuardConfig.restart_after_s``
+restarts at its return: it is the fresh stream.
 """
 
 from __future__ import annotations
