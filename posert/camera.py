@@ -33,6 +33,10 @@ class Camera:
         K: (3, 3) float64 intrinsic matrix, pixels.
         dist: (5,) float64 distortion (k1, k2, p1, p2, k3), OpenCV order.
         width, height: image size in pixels.
+        oriented: ``R`` is the camera's real orientation in a z-up world (a calibration's
+            extrinsics, an IMU, a robot's kinematics): the pipeline then levels its view
+            (:func:`level_rotation`) and reports world-frame poses. False for
+            :meth:`guess` and for intrinsics-only calibrations.
     """
 
     name: str
@@ -42,6 +46,7 @@ class Camera:
     dist: np.ndarray
     width: int
     height: int
+    oriented: bool = True
 
     @classmethod
     def guess(cls, width: int, height: int) -> Camera:
@@ -55,7 +60,7 @@ class Camera:
             raise ValueError(f"image size must be positive, got {width}×{height}")
         f = float(max(width, height))
         K = np.array([[f, 0.0, width / 2.0], [0.0, f, height / 2.0], [0.0, 0.0, 1.0]])
-        return cls("guess", np.eye(3), np.zeros(3), K, np.zeros(5), int(width), int(height))
+        return cls("guess", np.eye(3), np.zeros(3), K, np.zeros(5), int(width), int(height), oriented=False)
 
     def world_to_camera(self, X: np.ndarray) -> np.ndarray:
         """Map (..., 3) world points (mm, z-up) to the camera frame (mm, OpenCV axes)."""
@@ -119,6 +124,27 @@ def pixels_to_rays(px: np.ndarray, K: np.ndarray, dist: np.ndarray, iterations: 
         x, y = ((xd - (2 * p1 * x * y + p2 * (r2 + 2 * x * x))) / radial,
                 (yd - (p1 * (r2 + 2 * y * y) + 2 * p2 * x * y)) / radial)
     return np.stack([x, y], axis=-1)
+
+
+#: World → camera rotation of a level camera looking along world +y (x right, y down, z forward):
+#: how a stream's poses are turned into the world frame when its camera's orientation is unknown.
+LEVEL_R = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, -1.0], [0.0, 1.0, 0.0]])
+
+
+def level_rotation(R: np.ndarray) -> np.ndarray:
+    """The level camera at a camera's place: world → camera rotation (3, 3) of the camera with
+    ``R``'s heading (the horizontal direction it looks along) but no pitch and no roll, its image
+    x axis horizontal and its y axis straight down (world z up). For a camera that looks (nearly)
+    straight down or up, the heading is its image's up direction. ``R_level @ R.T`` turns the
+    camera's rays into the level camera's: the rectification of posert's level view (the pose
+    comes back through its transpose)."""
+    R = np.asarray(R, np.float64)
+    fwd, down = R[2], R[1]
+    heading = fwd[:2] if np.hypot(*fwd[:2]) > 1e-3 else -down[:2] * np.sign(fwd[2] or 1.0)
+    yaw = np.arctan2(heading[1], heading[0])
+    f = np.array([np.cos(yaw), np.sin(yaw), 0.0])
+    right = np.array([np.sin(yaw), -np.cos(yaw), 0.0])
+    return np.stack([right, np.cross(f, right), f])
 
 
 def normalize_screen(px: np.ndarray, width: int, height: int) -> np.ndarray:
@@ -212,3 +238,115 @@ def ring_rig(intrinsics: Camera | None = None, distance: float = 4500.0, height:
         pos = np.array([distance * np.cos(a), distance * np.sin(a), height])
         cams.append(look_at_camera(pos, np.array([0.0, 0.0, 900.0]), intrinsics, f"ring{i}"))
     return cams
+
+
+_CALIB_KEYS = {
+    "K": ("K", "camera_matrix", "cameraMatrix", "intrinsics", "intrinsic_matrix", "M", "mtx"),
+    "dist": ("dist", "distortion", "distortion_coefficients", "dist_coeffs", "distCoeffs", "D"),
+    "R": ("R", "rotation", "rotation_matrix"),
+    "rvec": ("rvec", "rvecs", "rotation_vector", "om"),
+    "t": ("t", "T", "tvec", "tvecs", "translation"),
+    "width": ("width", "image_width", "imageWidth", "w"),
+    "height": ("height", "image_height", "imageHeight", "h"),
+}
+
+
+def _read_calibration_file(path: Path) -> dict:
+    """A calibration file's top-level mapping: JSON, YAML, or OpenCV FileStorage YAML (``%YAML:1.0``
+    with ``!!opencv-matrix`` nodes, read as arrays)."""
+    import yaml
+
+    text = path.read_text()
+    if path.suffix.lower() == ".json":
+        data = json.loads(text)
+    else:
+        if text.startswith("%YAML:"):
+            text = text.split("\n", 1)[1] if "\n" in text else ""
+            if text.startswith("---"):
+                text = text[3:]
+
+        class Loader(yaml.SafeLoader):
+            pass
+
+        def matrix(loader, node):
+            m = loader.construct_mapping(node, deep=True)
+            return np.asarray(m["data"], np.float64).reshape(int(m["rows"]), int(m["cols"]))
+
+        Loader.add_constructor("tag:yaml.org,2002:opencv-matrix", matrix)
+        Loader.add_constructor("!opencv-matrix", matrix)
+        data = yaml.load(text, Loader=Loader)
+    if isinstance(data, dict) and len(data) == 1 and isinstance(next(iter(data.values())), dict):
+        data = next(iter(data.values()))  # one named camera: {"cam0": {...}}
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: a calibration is a mapping of K, dist, R/rvec, t, width, height")
+    return data
+
+
+def load_calibration(path: str | Path, width: int | None = None, height: int | None = None) -> Camera:
+    """Read a camera calibration: JSON or YAML (OpenCV's FileStorage YAML included) with the
+    intrinsic matrix ``K`` (or ``camera_matrix``, …), the distortion ``dist`` (k1 k2 p1 p2 [k3]; or
+    ``distortion_coefficients``, ``D``, …), optionally the extrinsics ``R`` (3 × 3) or ``rvec``
+    (Rodrigues) and ``t``/``tvec``, and the image ``width``/``height``.
+
+    The extrinsics map a z-up world (gravity along −z) to the camera, ``x_cam = R X + t``, t in mm
+    (a top-level ``"units": "m"`` scales it): then the camera is ``oriented`` and the pipeline
+    levels its view and reports world-frame poses. Without them the camera is not oriented.
+    ``width``/``height`` fill in a file without the image size. Raises FileNotFoundError, and
+    ValueError for a file that is not such a calibration (one line naming what is wrong).
+    """
+    from scipy.spatial.transform import Rotation
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no calibration at {path}")
+    try:
+        data = _read_calibration_file(path)
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path} is not a readable calibration ({' '.join(str(e).split())})") from None
+    except Exception as e:  # yaml's own parser errors
+        raise ValueError(f"{path} is not a readable calibration ({type(e).__name__})") from None
+
+    def get(kind):
+        for k in _CALIB_KEYS[kind]:
+            if k in data:
+                return data[k]
+        return None
+
+    def arr(kind, shape):
+        v = get(kind)
+        if v is None:
+            return None
+        try:
+            a = np.asarray(v, np.float64)
+        except (TypeError, ValueError):
+            raise ValueError(f"{path}: {kind} is not numeric") from None
+        if a.size != int(np.prod(shape)) or not np.isfinite(a).all():
+            raise ValueError(f"{path}: {kind} must be {shape} finite numbers, got {a.shape}")
+        return a.reshape(shape)
+
+    K = arr("K", (3, 3))
+    if K is None:
+        raise ValueError(f"{path}: no intrinsic matrix (K or camera_matrix)")
+    d = get("dist")
+    dist = np.zeros(5)
+    if d is not None:
+        dv = np.asarray(d, np.float64).reshape(-1)
+        if not (4 <= dv.size <= 14) or not np.isfinite(dv).all():
+            raise ValueError(f"{path}: dist must hold 4 to 14 finite coefficients (OpenCV order), got {dv.size}")
+        if np.any(dv[5:] != 0):
+            raise ValueError(f"{path}: only k1 k2 p1 p2 k3 distortion is modelled (the rational and thin-prism "
+                             "coefficients must be 0)")
+        dist[:min(5, dv.size)] = dv[:5]
+    R = arr("R", (3, 3))
+    if R is None and get("rvec") is not None:
+        R = Rotation.from_rotvec(arr("rvec", (3,))).as_matrix()
+    oriented = R is not None
+    if oriented and not (np.allclose(R @ R.T, np.eye(3), atol=1e-4) and np.linalg.det(R) > 0):
+        raise ValueError(f"{path}: R is not a rotation matrix")
+    t = arr("t", (3,))
+    metres = str(data.get("units", "mm")).lower() in ("m", "meter", "metre", "meters", "metres")
+    t = np.zeros(3) if t is None else t * (1000.0 if metres else 1.0)
+    w, h = get("width") or width, get("height") or height
+    if not w or not h:
+        raise ValueError(f"{path}: no image size (width, height)")
+    return Camera(path.stem, np.eye(3) if R is None else R, t, K, dist, int(w), int(h), oriented=oriented)

@@ -42,7 +42,8 @@ def cmd_train(args) -> int:
     out_dir = Path(args.out) if args.out else default_checkpoint_dir()
     out_dir.mkdir(parents=True, exist_ok=True)
     cfg = TrainConfig(minutes=args.minutes, steps=args.steps, batch=args.batch, seed=args.seed, threads=args.threads,
-                      p_occlusion=args.occlusion, p_pose_aug=args.pose_aug if args.model == "lifter" else 0.0)
+                      p_occlusion=args.occlusion, p_pose_aug=args.pose_aug if args.model == "lifter" else 0.0,
+                      p_class_camera=args.class_cameras)
     lifter_cfg = LifterConfig(window=args.window, causal=not args.offline)
     meta = {"sequences": sorted(seqs), "holdout": args.holdout}
     if args.model == "lifter":
@@ -131,13 +132,14 @@ def _ensure_int8(lifter: str | None = None, refiner: str | None = None, force: b
 
 def cmd_eval(args) -> int:
     from posert.data.dataset import NoiseModel, OcclusionModel
-    from posert.evaluate import eval_cameras, evaluate, load_motion
+    from posert.evaluate import eval_camera_sets, evaluate, load_motion
     from posert.runtime import Pipeline
 
     seqs = load_motion(args.motion)
-    cams = eval_cameras(args.cameras)
+    cams = eval_camera_sets(args.cameras)
     cfg = _pipeline_config(args, **{
-        "max_streams": len(seqs) * len(cams), "backend.name": args.backend, "backend.precision": args.precision,
+        "max_streams": len(seqs) * max(len(c) for c in cams.values()), "backend.name": args.backend,
+        "backend.precision": args.precision,
         "backend.lifter": args.lifter, "backend.refiner": args.refiner, "refiner.steps": args.steps,
         "refiner.hypotheses": args.hypotheses, "correction.mode": args.correction})
     if cfg.backend.precision == "int8":
@@ -170,6 +172,10 @@ def _print_accuracy(report: dict) -> None:
             m = r[kind]
             label = name if kind == "lifter" else ""
             print(f"{label:<28}{kind:>9}{m['mpjpe']:9.1f}{m['p_mpjpe']:9.1f}{m['accel']:8.2f}")
+    for cls, r in report.get("classes", {}).items():
+        L, R = r["lifter"], r["refined"]
+        print(f"{'cameras: ' + cls:<28}{'refined':>9}{R['mpjpe']:9.1f}{R['p_mpjpe']:9.1f}{R['accel']:8.2f}   "
+              f"rotation {R['rotation_deg']:.1f}° (lifter {L['mpjpe']:.1f} mm, {L['rotation_deg']:.1f}°)")
 
 
 def cmd_bench(args) -> int:
@@ -294,10 +300,15 @@ def cmd_run(args) -> int:
     source = args.camera if args.camera is not None else (
         str(demo_video()) if args.video == "demo" else args.video)
     detector = RecordedDetector(args.detections) if args.detections else None
+    camera = None
+    if args.calib:
+        from posert.camera import load_calibration
+
+        camera = load_calibration(args.calib)
     cfg = _pipeline_config(args, **{"backend.name": args.backend, "backend.lifter": args.lifter,
                                     "backend.refiner": args.refiner})
     run = run_video(source, out_mp4=args.out, out_json=args.json, out_png=args.png, detector=detector, config=cfg,
-                    max_frames=args.max_frames, record=args.record)
+                    max_frames=args.max_frames, record=args.record, camera=camera)
     print(f"{run.frames} frames at {run.fps:g} fps, {run.size[0]}×{run.size[1]} px; person found in "
           f"{int(run.detected.sum())}; {run.model_frames} model frames at 50 fps; front-end {run.detector}")
     print(f"{'stage':<10}{'p50 ms':>9}{'p99 ms':>9}{'mean ms':>9}   (per video frame)")
@@ -361,6 +372,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--pose-aug", type=float, default=0.0,
                    help="share of training windows with limb chains turned to unseen poses (lifter: its windows; "
                         "refiner: the denoiser's and the CND's windows, the fold lifters keep the plain recipe)")
+    t.add_argument("--class-cameras", type=float, default=0.0,
+                   help="share of training windows seen by a camera class real users mount (posert.rigs: pitched, "
+                        "rolled, portrait, phone, level; half of them in the level view); taken from the random "
+                        "cameras' share")
     t.add_argument("--batch", type=int, default=32)
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--threads", type=int, default=2)
@@ -398,7 +413,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--precision", choices=PRECISIONS, default=None,
                    help="model precision (int8: built with calibration and the accuracy gate on first use)")
     e.add_argument("--cameras", choices=CAMERA_SETS, default="h36m",
-                   help="h36m: the 4 real H36M cameras (S9); ring: a fixed synthetic 4-camera rig (offline)")
+                   help="h36m: the 4 real H36M cameras (S9); ring: a fixed synthetic 4-camera rig (offline); "
+                        "level, pitched, rolled, portrait, phone: 8 cameras of that class (posert.rigs); all: "
+                        "every class, reported per class")
     e.add_argument("--lifter", default=None)
     e.add_argument("--refiner", default=None)
     e.add_argument("--seed", type=int, default=0, help="seed of the 2D noise protocols")
@@ -414,7 +431,7 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser("bench", help="per-tick latency vs the PyTorch eager reference")
     b.add_argument("--json", required=True)
     b.add_argument("--motion", default=None, help="default: the validation motion of `posert data`")
-    b.add_argument("--cameras", choices=CAMERA_SETS, default="h36m")
+    b.add_argument("--cameras", choices=[c for c in CAMERA_SETS if c != "all"], default="h36m")
     b.add_argument("--frames", type=int, default=300)
     b.add_argument("--streams", type=int, default=16)
     b.add_argument("--threads", type=int, default=2, help="torch threads of the eager reference")
@@ -445,6 +462,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--detections", default=None,
                    help="replay BlazePose landmarks recorded with --record instead of running MediaPipe")
     r.add_argument("--record", default=None, help="save the front-end's landmarks (.npz) for --detections")
+    r.add_argument("--calib", default=None, metavar="FILE",
+                   help="the camera's calibration (JSON or OpenCV YAML: K, distortion, R or rvec, t, image size): "
+                        "its intrinsics for the correction and, with R (z-up world), the level view and world-frame "
+                        "poses in the JSON")
     r.add_argument("--max-frames", type=int, default=None)
     r.add_argument("--backend", choices=["auto", "native", "onnxruntime", "torch"], default=None)
     r.add_argument("--lifter", default=None)

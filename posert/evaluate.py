@@ -11,7 +11,9 @@ from tqdm import tqdm
 
 from posert.camera import Camera
 from posert.data.dataset import center_on_floor, render
-from posert.metrics import accel_error, mpjpe, p_mpjpe
+from posert.metrics import accel_error, alignment_rotation, mpjpe, p_mpjpe
+from posert.rigs import CAMERA_SETS as RIG_SETS
+from posert.rigs import CLASSES, class_rig
 from posert.runtime.guard import Health, impossible
 from posert.skeleton import NUM_JOINTS, ROOT
 
@@ -19,9 +21,14 @@ from posert.skeleton import NUM_JOINTS, ROOT
 #: four cameras render every evaluation (``posert eval --cameras h36m``).
 TRAIN_SUBJECTS = ("S1", "S5", "S6", "S7", "S8")
 EVAL_SUBJECT = "S9"
-#: ``posert eval --cameras``: the four real H36M cameras of :data:`EVAL_SUBJECT`, or a fixed
-#: synthetic four-camera rig (no download: tests).
-CAMERA_SETS = ("h36m", "ring")
+#: ``posert eval --cameras``: the four real H36M cameras of :data:`EVAL_SUBJECT`, a fixed
+#: synthetic four-camera rig (no download: tests), the eight cameras of one class of
+#: :mod:`posert.rigs` (level, pitched, rolled, portrait, phone), or every class.
+CAMERA_SETS = RIG_SETS
+#: What :func:`score` reports of the lifter and the refined output (mm; accel mm/frame²; degrees).
+METRICS = ("mpjpe", "p_mpjpe", "accel", "rotation_deg", "mpjpe_rotated")
+#: Cameras per class in a class's evaluation rig.
+CLASS_RIG_SIZE = 8
 #: A joint nearer the image plane than this (mm, camera z), or behind the camera, is not seen.
 NEAR_MM = 100.0
 
@@ -36,12 +43,23 @@ def h36m_cameras(subjects) -> list[Camera]:
 
 
 def eval_cameras(kind: str = "h36m") -> list[Camera]:
-    """The cameras of an evaluation protocol (:data:`CAMERA_SETS`). ValueError for another kind."""
+    """The cameras of an evaluation protocol (:data:`CAMERA_SETS` but ``all``: see
+    :func:`eval_camera_sets`). ValueError for another kind."""
     from posert.camera import ring_rig
 
-    if kind not in CAMERA_SETS:
-        raise ValueError(f"cameras must be one of {CAMERA_SETS}, got {kind!r}")
+    if kind not in CAMERA_SETS or kind == "all":
+        raise ValueError(f"cameras must be one of {tuple(k for k in CAMERA_SETS if k != 'all')}, got {kind!r}")
+    if kind in CLASSES:
+        return class_rig(kind, CLASS_RIG_SIZE)
     return h36m_cameras([EVAL_SUBJECT]) if kind == "h36m" else ring_rig()
+
+
+def eval_camera_sets(kind: str = "h36m") -> dict[str, list[Camera]]:
+    """{name: cameras} of ``posert eval --cameras kind``: one set, or with ``all`` one per camera
+    class of :mod:`posert.rigs`. ValueError for an unknown kind."""
+    if kind == "all":
+        return {c: eval_cameras(c) for c in CLASSES}
+    return {kind: eval_cameras(kind)}
 
 
 def bench_sequence(motion=None) -> tuple[str, np.ndarray]:
@@ -118,8 +136,15 @@ def _scores(pred: np.ndarray, gt: np.ndarray) -> dict[str, float]:
     are left out (``score`` counts them); the acceleration uses the triples of finite frames."""
     ok = np.isfinite(pred).all(axis=(-1, -2))
     if not ok.any():
-        return {"mpjpe": float("nan"), "p_mpjpe": float("nan"), "accel": float("nan")}
+        return dict.fromkeys(("mpjpe", "p_mpjpe", "accel", "rotation_deg", "mpjpe_rotated"), float("nan"))
     pm = [p_mpjpe(p[o], g[o]) for p, g, o in zip(pred, gt, ok) if o.any()]
+    rot, rotated = [], []  # one rotation per stream (camera) aligns its whole sequence
+    for p, g, o in zip(pred, gt, ok):
+        if o.any():
+            R, angle = alignment_rotation(p[o], g[o])
+            rot.append((R, angle))
+            rotated.append(np.linalg.norm(p[o] @ R.T - g[o], axis=-1).reshape(-1))
+    rotated = np.concatenate(rotated)
     acc = []
     for p, g, o in zip(pred, gt, ok):
         if len(p) >= 3:
@@ -129,7 +154,8 @@ def _scores(pred: np.ndarray, gt: np.ndarray) -> dict[str, float]:
             if three.any():
                 acc.append(float(a[three].mean()) if not three.all() else accel_error(p, g))
     return {"mpjpe": mpjpe(pred[ok], gt[ok]), "p_mpjpe": float(np.mean(pm)),
-            "accel": float(np.mean(acc)) if acc else float("nan")}
+            "accel": float(np.mean(acc)) if acc else float("nan"),
+            "rotation_deg": float(np.mean([a for _, a in rot])), "mpjpe_rotated": float(rotated.mean())}
 
 
 def stream_sequences(pipeline, sequences: dict[str, np.ndarray], cameras: list[Camera],
@@ -199,11 +225,13 @@ def stream_sequences(pipeline, sequences: dict[str, np.ndarray], cameras: list[C
 def score(results: dict) -> dict:
     """Score the output of :func:`stream_sequences`. Returns::
 
-        {"overall": {"lifter": {mpjpe, p_mpjpe, accel}, "refined": {...}},
+        {"overall": {"lifter": {mpjpe, p_mpjpe, accel, rotation_deg, mpjpe_rotated}, "refined": {...}},
          "sequences": {name: {"lifter": {...}, "refined": {...}, "frames": T}}}
 
-    mpjpe/p_mpjpe in mm, accel in mm/frame²; overall = frame-weighted mean over sequences, over
-    the frames whose output is finite. ``overall["trust"]`` counts, over all streams' frames:
+    mpjpe/p_mpjpe in mm, accel in mm/frame²; rotation_deg: the angle of the one rotation that best
+    aligns a stream's whole output to the truth (:func:`~posert.metrics.alignment_rotation`: its
+    global orientation error), mpjpe_rotated the MPJPE after it; overall = frame-weighted mean over
+    sequences, over the frames whose output is finite. ``overall["trust"]`` counts, over all streams' frames:
     ``frames``, ``nonfinite`` and ``impossible`` (:func:`~posert.runtime.guard.impossible`) lifter
     and refined poses (both must be 0), the fraction of joints ``out_of_view`` (pushed as missing)
     and the frames of each :class:`~posert.runtime.guard.Health` code (when recorded).
@@ -218,7 +246,7 @@ def score(results: dict) -> dict:
     frames = np.array([v["frames"] for v in report["sequences"].values()], np.float64)
     report["overall"] = {
         kind: {m: float(np.average([v[kind][m] for v in report["sequences"].values()], weights=frames))
-               for m in ("mpjpe", "p_mpjpe", "accel")} for kind in ("lifter", "refined")}
+               for m in METRICS} for kind in ("lifter", "refined")}
     rs = list(results.values())
     trust = {"frames": int(sum(r["gt"].shape[0] * r["gt"].shape[1] for r in rs))}
     for k, name in (("lifted", "lifter"), ("refined", "refined")):
@@ -257,12 +285,27 @@ def markdown_cells(overall: dict) -> str:
             f"{R['accel'] / L['accel']:.2f} | {vis}")
 
 
-def evaluate(pipeline, sequences: dict[str, np.ndarray], cameras: list[Camera], noise=None,
-             seed: int = 0, progress: bool = True, camera_aware: bool = False) -> dict:
+def evaluate(pipeline, sequences: dict[str, np.ndarray], cameras: list[Camera] | dict[str, list[Camera]],
+             noise=None, seed: int = 0, progress: bool = True, camera_aware: bool = False) -> dict:
     """Stream ``sequences`` through ``pipeline`` (:func:`stream_sequences`) and :func:`score` them;
-    adds ``"tick_ms": {"p50", "p99", "streams"}``, the latency of the batched ticks."""
-    results, tick_ms = stream_sequences(pipeline, sequences, cameras, noise, seed, progress, camera_aware)
-    report = score(results)
+    adds ``"tick_ms": {"p50", "p99", "streams"}``, the latency of the batched ticks.
+
+    ``cameras`` may be {class: cameras} (:func:`eval_camera_sets`): each set is streamed in turn
+    and the report gains ``"classes": {class: score(...)["overall"]}``; ``overall`` and
+    ``sequences`` then cover every set. The pipeline needs ``len(sequences)`` × the largest set's
+    cameras streams."""
+    sets = cameras if isinstance(cameras, dict) else {"": cameras}
+    merged, classes, ticks = {}, {}, []
+    for k, (cls, cams) in enumerate(sets.items()):
+        results, tick_ms = stream_sequences(pipeline, sequences, cams, noise, seed + k, progress, camera_aware)
+        if len(sets) > 1:
+            classes[cls] = score(results)["overall"]
+        merged.update({f"{name}@{cls}" if cls else name: r for name, r in results.items()})
+        ticks.append(tick_ms)
+    report = score(merged)
+    if classes:
+        report["classes"] = classes
+    tick_ms = np.concatenate(ticks)
     report["tick_ms"] = {"p50": float(np.percentile(tick_ms, 50)), "p99": float(np.percentile(tick_ms, 99)),
-                         "streams": len(sequences) * len(cameras)}
+                         "streams": len(sequences) * max(len(c) for c in sets.values())}
     return report

@@ -54,3 +54,17 @@ def accel_error(pred: np.ndarray, target: np.ndarray) -> float:
     a_p = pred[2:] - 2 * pred[1:-1] + pred[:-2]
     a_t = target[2:] - 2 * target[1:-1] + target[:-2]
     return float(np.linalg.norm(a_p - a_t, axis=-1).mean())
+
+
+def alignment_rotation(pred: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, float]:
+    """The one rotation R (3, 3) that best aligns a whole sequence ``pred`` to ``target`` (T, J, 3)
+    root-relative (least squares over every frame and joint: Kabsch 1976, with the reflection fix)
+    and its angle in degrees: how far the output's global orientation is off, e.g. too upright
+    for a camera that looks down. Returns (R, angle_deg); apply as ``pred @ R.T``."""
+    p = np.asarray(pred, np.float64).reshape(-1, 3)
+    t = np.asarray(target, np.float64).reshape(-1, 3)
+    U, _, Vt = np.linalg.svd(p.T @ t)
+    d = np.sign(np.linalg.det(Vt.T @ U.T)) or 1.0
+    R = Vt.T @ np.diag([1.0, 1.0, d]) @ U.T
+    angle = np.degrees(np.arccos(np.clip((np.trace(R) - 1.0) / 2.0, -1.0, 1.0)))
+    return R, float(angle)

@@ -208,13 +208,30 @@ def rotate_limbs(seq: np.ndarray, rng: np.random.Generator, p_chain: float = 0.5
     return out
 
 
+def class_camera(rng: np.random.Generator, target: np.ndarray) -> Camera:
+    """A camera of a random class of :mod:`posert.rigs` (level, pitched, rolled, portrait, phone)
+    around ``target`` (mm, world), and half the time the level camera at its place instead
+    (:func:`~posert.camera.level_rotation`): the view the pipeline lifts when a stream's camera
+    orientation is known (:mod:`posert.runtime.level`)."""
+    from posert.camera import level_rotation
+    from posert.rigs import CLASSES, sample_camera
+
+    cam = sample_camera(rng, target, list(CLASSES)[rng.integers(len(CLASSES))])
+    if rng.random() < 0.5:
+        pos = -cam.R.T @ cam.t
+        R = level_rotation(cam.R)
+        cam = Camera("level view", R, -R @ pos, cam.K, cam.dist, cam.width, cam.height)
+    return cam
+
+
 class WindowSampler:
     """Random training windows with the augmentations of DATA.md.
 
     Each sample: a window of ``window`` frames from a random sequence (chosen ∝ length); random
     yaw, optional mirroring, bone-length scaling ±10 %; a camera that is either one of the real
-    H36M cameras (``h36m_cameras``; motion placed near the capture-volume origin) or a random one
-    with real intrinsics; detector noise with probability ``p_noise``; runs of missing joints and
+    H36M cameras (``h36m_cameras``; motion placed near the capture-volume origin), with probability
+    ``p_class_camera`` one of the camera classes real users mount (:func:`class_camera`), or a
+    random one with real intrinsics; detector noise with probability ``p_noise``; runs of missing joints and
     limbs (:class:`OcclusionModel`) with probability ``p_occlusion``; limb chains turned to poses
     the takes do not hold (:func:`rotate_limbs`) with probability ``p_pose_aug``.
 
@@ -224,7 +241,8 @@ class WindowSampler:
 
     def __init__(self, sequences: dict[str, np.ndarray], window: int, h36m_cameras: list[Camera],
                  seed: int = 0, p_noise: float = 0.7, p_real_camera: float = 0.5,
-                 noise: NoiseModel | None = None, p_occlusion: float = 0.0, p_pose_aug: float = 0.0):
+                 noise: NoiseModel | None = None, p_occlusion: float = 0.0, p_pose_aug: float = 0.0,
+                 p_class_camera: float = 0.0):
         self.seqs = [s for s in sequences.values() if len(s) >= 2]
         if not self.seqs:
             raise ValueError("WindowSampler: no sequences")
@@ -236,6 +254,9 @@ class WindowSampler:
         self.noise = noise or NoiseModel()
         self.p_occlusion = p_occlusion
         self.p_pose_aug = p_pose_aug
+        if not 0.0 <= p_class_camera <= 1.0 - p_real_camera:
+            raise ValueError(f"p_class_camera must be in [0, 1 - p_real_camera], got {p_class_camera}")
+        self.p_class_camera = p_class_camera
         self.occlusion = OcclusionModel(p_start=0.08)
         lengths = np.array([len(s) for s in self.seqs], dtype=np.float64)
         self.prob = lengths / lengths.sum()
@@ -264,9 +285,12 @@ class WindowSampler:
         tgt = np.empty((batch, self.window, NUM_JOINTS, 3), np.float32)
         for b in range(batch):
             w = self._window()
-            if rng.random() < self.p_real_camera:
+            u = rng.random()
+            if u < self.p_real_camera:
                 w[..., :2] += rng.uniform(-1000, 1000, 2)
                 cam = self.cams[rng.integers(len(self.cams))]
+            elif u < self.p_real_camera + self.p_class_camera:
+                cam = class_camera(rng, w[:, ROOT].mean(axis=0))
             else:
                 cam = random_camera(rng, w[:, ROOT].mean(axis=0), self.cams)
             px, cam3d = render(w, cam)

@@ -26,6 +26,7 @@ from posert.runtime.backends.base import check_backend
 from posert.runtime.chain import HostChain, ResidentChain
 from posert.runtime.correction import Correction
 from posert.runtime.guard import Guard, Health
+from posert.runtime.level import LevelView
 from posert.runtime.streams import StreamInfo, StreamTable
 from posert.skeleton import NUM_JOINTS
 
@@ -40,6 +41,9 @@ class TickResult:
             after the correction stage for the streams it serves. Always finite and possible
             (the output guard): see ``health``.
         lifted: (B, 17, 3) float32 lifter-only poses (x_T), same frame and units, uncorrected.
+        world: (B, 17, 3) float32 the refined poses in the world frame (z up), root-relative, mm:
+            through the stream's camera orientation when it is known (``Camera.oriented``), else
+            as a level camera sees them (:mod:`posert.runtime.level`).
         timestamps: (B,) float64 timestamp of the reported frame of each stream.
         health: (B,) uint8 :class:`~posert.runtime.guard.Health` code of each pose.
         valid: (B,) bool, the pose comes from this frame and passed every check (OK or RESET).
@@ -57,6 +61,7 @@ class TickResult:
     valid: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
     dropped: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))
     latency_ms: dict[str, float] = field(default_factory=dict)
+    world: np.ndarray = field(default_factory=lambda: np.zeros((0, NUM_JOINTS, 3), np.float32))
 
     def __len__(self) -> int:
         return len(self.stream_ids)
@@ -149,6 +154,7 @@ class Pipeline:
                                     cfg.backend.min_shard)
         self._correction = Correction(cfg.correction, S)
         self._guard = Guard(cfg.guard, S)
+        self._level = LevelView(S)
         self._owner: int | None = None
         #: the config as it runs: the checkpoint's K, CND mean and its EMA, and the workers filled in
         self.config = replace(cfg, refiner=replace(rc, steps=self.schedule.K, cnd_mean=cnd_mean,
@@ -198,7 +204,9 @@ class Pipeline:
         ``camera``: the calibrated camera the keypoints come from, for the correction stage (its
         ``K`` and ``dist`` are used); without one, :meth:`Camera.guess
         <posert.camera.Camera.guess>` for the image size stands in when the correction's mode is
-        ``guess`` (the default). Raises ValueError if the id exists, the size is not positive,
+        ``guess`` (the default). When its orientation is known (``camera.oriented``: ``R`` from
+        extrinsics, world z up) the stream is lifted in the level view and its world-frame poses
+        follow ``R`` (:mod:`posert.runtime.level`). Raises ValueError if the id exists, the size is not positive,
         capacity is reached or the camera is not a valid intrinsic matrix and 5 distortion
         coefficients; TypeError for an unhashable id.
         """
@@ -209,6 +217,7 @@ class Pipeline:
         except ValueError:
             self._streams.remove(stream_id)
             raise
+        self._level.attach(slot, camera)
         self._chain.reset(slot)  # nothing of the slot's previous stream survives
         self._guard.state.reset(slot)
 
@@ -254,6 +263,7 @@ class Pipeline:
             raise ValueError(f"kp2d_px must have shape ({len(stream_ids)}, 17, 2), got {kp.shape}")
         slots = self._streams.slots_for_push(stream_ids)
         frames, t, dropped = self._streams.prepare(slots, kp, conf, timestamps)
+        self._level.rectify(slots, kp.astype(np.float64, copy=False), frames, self._streams.size[slots])
         self._chain.store(slots, frames)
         for slot in self._streams.mark_due(slots, frames, t, dropped):  # back after a long gap: a fresh start
             self._chain.reset(slot)
@@ -273,6 +283,8 @@ class Pipeline:
         x, x_T = self._chain.run(due, st.count)
         t1 = time.perf_counter()
         refined, lifted = x * 1000.0, x_T * 1000.0
+        self._level.to_camera(due, refined)
+        self._level.to_camera(due, lifted)
         health = np.where(st.coasting[due], Health.COASTING, np.where(st.restart[due], Health.RESET, Health.OK))
         health = health.astype(np.uint8)
         diverged = self._correction.apply(refined, due, st.count)
@@ -282,11 +294,12 @@ class Pipeline:
         for r in np.flatnonzero(self._guard.apply(refined, lifted, st.conf[due], due64, health)):
             self._correction.reset(int(due[r]))  # its refined pose was impossible: the correction restarts
         st.advance(due, health)
-        t2 = time.perf_counter()
         lift = self._chain.lift_ms
+        valid = (health == Health.OK) | (health == Health.RESET)
+        world = self._level.world(due, refined)
+        t2 = time.perf_counter()
         latency = {"lift": lift, "refine": (t1 - t0) * 1e3 - (0.0 if np.isnan(lift) else lift),
                    "correct": (t2 - t1) * 1e3, "tick": (t2 - t0) * 1e3}
-        valid = (health == Health.OK) | (health == Health.RESET)
         return TickResult(st.ids_of(due), refined, lifted, st.last_t[due].copy(), health, valid, st.dropped[due].copy(),
-                          latency)
+                          latency, world)
 

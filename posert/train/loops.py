@@ -38,6 +38,7 @@ class TrainConfig:
     threads: int = 2
     p_occlusion: float = 0.0  # share of training windows with runs of missing joints/limbs
     p_pose_aug: float = 0.0  # share of training windows with limb chains turned (rotate_limbs)
+    p_class_camera: float = 0.0  # share of training windows seen by a camera class of posert.rigs
 
 
 def _lr_at(cfg: TrainConfig, frac: float) -> float:
@@ -86,7 +87,7 @@ def train_lifter(sequences: dict[str, np.ndarray], cameras: list[Camera], cfg: T
     torch.manual_seed(cfg.seed)
     model = Lifter(model_cfg).train()
     sampler = WindowSampler(sequences, model_cfg.window, cameras, seed=cfg.seed, p_occlusion=cfg.p_occlusion,
-                            p_pose_aug=cfg.p_pose_aug)
+                            p_pose_aug=cfg.p_pose_aug, p_class_camera=cfg.p_class_camera)
 
     def step():
         inp, tgt = sampler.sample(cfg.batch)
@@ -255,7 +256,7 @@ def train_refiner(sequences: dict[str, np.ndarray], cameras: list[Camera], cfg: 
     n_den = model_cfg.window
     span = lifter_cfg.window - 1 + n_den
     samplers = [WindowSampler(held, span, cameras, seed=cfg.seed + 10 + f, p_occlusion=cfg.p_occlusion,
-                              p_pose_aug=pose_aug)
+                              p_pose_aug=pose_aug, p_class_camera=cfg.p_class_camera)
                 for f, (_, held) in enumerate(fitted)]
     parts = [collect_errors(lifter, samplers[f], cnd_windows // folds, keep=n_den)
              for f, (lifter, _) in enumerate(fitted)]

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from posert.camera import Camera
 from posert.config import PipelineConfig
 from posert.skeleton import NUM_JOINTS
 from posert.video.detect import Detection, save_recording
@@ -93,6 +94,9 @@ class VideoRun:
         kp2d: (F, 17, 2) float32 px (NaN where none), conf: (F, 17) float32.
         refined, lifted: (F, 17, 3) float32 mm, camera frame, root-relative: the pose of the
             newest model frame at that video frame (NaN before the first detection).
+        world: (F, 17, 3) float32 mm, the refined pose in the world frame (z up), root-relative:
+            through the calibration's orientation when one is given, else as a level camera.
+        calibrated: a calibrated camera (K, distortion; ``oriented``: with its orientation) was used.
         stage_ms: stage → (F,) per-video-frame cost in ms (decode, detect, lift, refine, render).
         model_frames: 50 fps frames streamed through the pipeline.
         stream_restarts: times the stream restarted (person lost > ``MAX_GAP_S`` or switched).
@@ -112,6 +116,8 @@ class VideoRun:
     model_frames: int
     detector: str
     stream_restarts: int = 0
+    world: np.ndarray | None = None
+    calibrated: str = "none"
     outputs: dict[str, str] = field(default_factory=dict)
     config: dict = field(default_factory=dict)
 
@@ -135,18 +141,23 @@ class VideoRun:
                 "detector": self.detector, "model_fps": 50.0, "model_frames": self.model_frames,
                 "stream_restarts": self.stream_restarts,
                 "frames_with_person": int(self.detected.sum()),
-                "units": {"kp2d": "px", "pose3d": "mm, camera frame (x right, y down, z forward), root-relative"},
+                "camera": self.calibrated,
+                "units": {"kp2d": "px", "pose3d": "mm, camera frame (x right, y down, z forward), root-relative",
+                          "world_mm": "mm, world frame (z up), root-relative: the calibration's orientation, or "
+                                      "a level camera's when none is given"},
                 "latency_ms": self.latency_table(), "outputs": self.outputs, "config": self.config,
                 "frames": [{"index": i, "t": round(float(self.times[i]), 4), "detected": bool(self.detected[i]),
-                            "kp2d": r2, "conf": np.round(self.conf[i], 3).tolist(), "refined_mm": r3, "lifted_mm": l3}
-                           for i, (r2, r3, l3) in enumerate(zip(rows(self.kp2d), rows(self.refined),
-                                                                rows(self.lifted)))]}
+                            "kp2d": r2, "conf": np.round(self.conf[i], 3).tolist(), "refined_mm": r3, "lifted_mm": l3,
+                            "world_mm": w3}
+                           for i, (r2, r3, l3, w3) in enumerate(zip(rows(self.kp2d), rows(self.refined),
+                                                                    rows(self.lifted), rows(self.world)))]}
 
 
 def run_video(source: str | int, out_mp4: str | Path | None = None, out_json: str | Path | None = None,
               out_png: str | Path | None = None, detector: Callable[[np.ndarray], Detection | None] | None = None,
               config: PipelineConfig | None = None, max_frames: int | None = None, render_height: int = 480,
-              record: str | Path | None = None, follow_person: bool = True, progress: bool = True) -> VideoRun:
+              record: str | Path | None = None, follow_person: bool = True, progress: bool = True,
+              camera: Camera | None = None) -> VideoRun:
     """Run a video (file path, or webcam number) through ``detector`` and the streaming pipeline.
 
     Args:
@@ -157,6 +168,9 @@ def run_video(source: str | int, out_mp4: str | Path | None = None, out_json: st
         record: write the front-end's raw keypoints (``.npz``) for :class:`RecordedDetector`.
         follow_person: render a smoothed crop around the person (:class:`PersonCrop`) instead of
             the whole frame.
+        camera: the video's calibrated camera (:func:`posert.camera.load_calibration`): its K and
+            distortion for the correction stage and, when it is ``oriented``, its orientation for the
+            level view and the world-frame poses. Its image size must be the video's (ValueError).
     Detections are converted causally to the models' 50 fps (:class:`RateConverter`); a person
     lost for more than ``MAX_GAP_S``, or a 2D pelvis jump of more than ``MAX_JUMP`` of the image
     width (the front-end switched to another person), restarts the stream. Returns a :class:`VideoRun`.
@@ -180,13 +194,13 @@ def run_video(source: str | int, out_mp4: str | Path | None = None, out_json: st
         Path(out_mp4).parent.mkdir(parents=True, exist_ok=True)
         writer = iio2.get_writer(str(out_mp4), fps=fps, codec="libx264", quality=7, macro_block_size=2,
                                  ffmpeg_log_level="error")
-    cols: dict[str, list] = {k: [] for k in ("t", "det", "kp", "conf", "ref", "lif", "raw")}
+    cols: dict[str, list] = {k: [] for k in ("t", "det", "kp", "conf", "ref", "lif", "wld", "raw")}
     stage: dict[str, list[float]] = {s: [] for s in STAGES}
     follow = PersonCrop() if follow_person else None
     kept: list[tuple[int, np.ndarray]] = []  # every ``stride``-th rendered frame at half size, for the PNG
     stride = 3
     nan3 = np.full((NUM_JOINTS, 3), np.nan, np.float32)
-    last_ref, last_lif, last_seen, stream_on, model_frames = nan3, nan3, -np.inf, False, 0
+    last_ref, last_lif, last_wld, last_seen, stream_on, model_frames = nan3, nan3, nan3, -np.inf, False, 0
     last_pelvis, restarts = None, 0
     size = (0, 0)
     t_start = time.perf_counter()
@@ -215,7 +229,10 @@ def run_video(source: str | int, out_mp4: str | Path | None = None, out_json: st
                     if stream_on:
                         pipe.remove_stream("video")
                         restarts += 1
-                    pipe.add_stream("video", *size)
+                    if camera is not None and (camera.width, camera.height) != size:
+                        raise ValueError(f"the calibration is for {camera.width}×{camera.height} images, the video "
+                                         f"is {size[0]}×{size[1]}")
+                    pipe.add_stream("video", *size, camera)
                     stream_on = True
                     conv.reset()
                 last_seen = t
@@ -224,13 +241,13 @@ def run_video(source: str | int, out_mp4: str | Path | None = None, out_json: st
                     res = pipe.tick()
                     lift_ms += res.latency_ms["lift"]
                     tick_ms += res.latency_ms["tick"]
-                    last_ref, last_lif = res.refined[0], res.lifted[0]
+                    last_ref, last_lif, last_wld = res.refined[0], res.lifted[0], res.world[0]
                     model_frames += 1
             t_model = time.perf_counter()
             kp = det.kp2d if det is not None else np.full((NUM_JOINTS, 2), np.nan, np.float32)
             conf = det.conf if det is not None else np.zeros(NUM_JOINTS, np.float32)
             for k, v in (("t", t), ("det", det is not None), ("kp", kp), ("conf", conf), ("ref", last_ref),
-                         ("lif", last_lif), ("raw", None if det is None else det.raw)):
+                         ("lif", last_lif), ("wld", last_wld), ("raw", None if det is None else det.raw)):
                 cols[k].append(v)
             if render:
                 show = det is not None or np.all(np.isfinite(last_ref))
@@ -267,7 +284,8 @@ def run_video(source: str | int, out_mp4: str | Path | None = None, out_json: st
                    conf=np.stack(cols["conf"]), refined=np.stack(cols["ref"]), lifted=np.stack(cols["lif"]),
                    stage_ms={s: np.array(v) for s, v in stage.items()}, model_frames=model_frames,
                    detector=getattr(detector, "name", type(detector).__name__), stream_restarts=restarts,
-                   config=pipe.config.to_dict())
+                   config=pipe.config.to_dict(), world=np.stack(cols["wld"]),
+                   calibrated="none" if camera is None else ("oriented" if camera.oriented else "intrinsics"))
     if out_mp4 is not None:
         run.outputs["mp4"] = str(out_mp4)
     if out_png is not None and kept:

@@ -166,3 +166,29 @@ def test_bad_detections_never_reach_the_pipeline(tmp_path):
     assert run.detected.sum() == 54 and run.conf[2, 13] == 0.0 and run.conf[2, 16] == 1.0
     with pytest.raises(ValueError, match="kp2d"):
         run_video(CLIP, detector=lambda f: Detection(np.zeros((33, 2)), np.ones(33)), progress=False)
+
+
+def test_run_with_a_calibration_reports_world_frame_poses(tmp_path, capsys):
+    """`posert run --calib` on the committed clip with its (assumed, level) calibration: the JSON
+    says the camera was oriented and carries world-frame poses (z up) that are the camera-frame
+    poses turned by the calibration's R; the jumping person stands upright in it."""
+    pytest.importorskip("imageio_ffmpeg")
+    from posert.camera import load_calibration
+    from posert.cli import main
+
+    calib = Path(__file__).parents[1] / "data" / "sports2d_clip_calib.yaml"
+    out = tmp_path / "run.json"
+    assert main(["run", "--video", str(CLIP), "--detections", str(LANDMARKS), "--calib", str(calib),
+                 "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["camera"] == "oriented" and "world_mm" in report["units"]
+    cam = np.array([f["refined_mm"] for f in report["frames"]])
+    world = np.array([f["world_mm"] for f in report["frames"]])
+    R = load_calibration(calib).R
+    np.testing.assert_allclose(world, cam @ R, atol=0.02)  # mm: the JSON's 2-decimal rounding
+    head_above_pelvis = world[:, 10, 2] - world[:, 0, 2]
+    assert np.all(head_above_pelvis > 400)  # upright, world z up
+    bad = tmp_path / "wrong_size.yaml"
+    bad.write_text(calib.read_text().replace("image_width: 320", "image_width: 640"))
+    assert main(["run", "--video", str(CLIP), "--detections", str(LANDMARKS), "--calib", str(bad)]) == 1
+    assert "640×240" in capsys.readouterr().err

@@ -1,0 +1,84 @@
+"""The level view: streams whose camera orientation is known are lifted as a level camera sees them.
+
+A camera that looks down or rolls shows a person the models must turn upright themselves, and a
+2D pose alone leaves that turn ambiguous. When a stream's camera has a real orientation
+(``Camera.oriented``: a calibration's extrinsics, an IMU, a robot's kinematics), its keypoints are
+rectified to the level camera at the same place (:func:`posert.camera.level_rotation`: same
+heading and intrinsics, no pitch, no roll): each keypoint's ray (distortion removed) is turned by
+``R_rect = R_level Rᵀ`` and projected through the camera's K, a homography for a pinhole camera.
+The models lift that view; the pose comes back to the real camera frame through ``R_rectᵀ``
+before the correction stage, which works on the real keypoints. Every stream's pose is also
+reported in the world frame (z up, root-relative, mm): through its camera's ``R`` when the
+orientation is known, else as a level camera would have it (:data:`posert.camera.LEVEL_R`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from posert.camera import LEVEL_R, Camera, level_rotation, normalize_screen, pixels_to_rays
+
+#: A rectified ray must point this far in front of the level camera (z of a unit-focal ray); a
+#: keypoint beyond it (more than ~84° off the level camera's axis) is taken as missing.
+MIN_RAY_Z = 0.1
+
+
+class LevelView:
+    """The level view of ``streams`` slots: per slot the rectification ``rect`` (S, 3, 3) float64,
+    whether it is on (S,) bool, the camera's ``K`` (S, 3, 3) and ``dist`` (S, 5), and the world →
+    camera rotation ``world_R`` (S, 3, 3) used for world-frame poses."""
+
+    def __init__(self, streams: int):
+        S = int(streams)
+        self.rect = np.tile(np.eye(3), (S, 1, 1))
+        self.on = np.zeros(S, bool)
+        self.K = np.tile(np.eye(3), (S, 1, 1))
+        self.dist = np.zeros((S, 5))
+        self.world_R = np.tile(LEVEL_R, (S, 1, 1))
+
+    def attach(self, slot: int, camera: Camera | None) -> None:
+        """Give ``slot`` its stream's camera (None: unknown)."""
+        if camera is not None and camera.oriented:
+            R = np.asarray(camera.R, np.float64)
+            self.rect[slot] = level_rotation(R) @ R.T
+            self.K[slot], self.dist[slot] = camera.K, camera.dist
+            self.world_R[slot] = R
+            self.on[slot] = True
+        else:
+            self.rect[slot], self.world_R[slot], self.on[slot] = np.eye(3), LEVEL_R, False
+
+    def rectify(self, slots: np.ndarray, kp: np.ndarray, frames: np.ndarray, size: np.ndarray) -> None:
+        """Rewrite the normalised 2D of ``frames`` (B, 17, 3) float32, in place, for the rows whose
+        slot is levelled: kp (B, 17, 2) float64 the pixels they were made from, size (B, 2) the
+        image sizes. A visible joint whose rectified ray leaves the level camera's front
+        (:data:`MIN_RAY_Z`) becomes missing."""
+        rows = np.flatnonzero(self.on[slots])
+        if len(rows) == 0:
+            return
+        s = slots[rows]
+        with np.errstate(invalid="ignore", over="ignore"):
+            xy = pixels_to_rays(kp[rows], self.K[s], self.dist[s])  # (n, 17, 2)
+            ray = np.concatenate([xy, np.ones(xy.shape[:-1] + (1,))], axis=-1)
+            v = np.einsum("nij,nkj->nki", self.rect[s], ray)  # R_rect @ ray, per joint
+            z = v[..., 2] / np.linalg.norm(v, axis=-1)
+            K = self.K[s]
+            px = np.stack([K[:, None, 0, 0] * v[..., 0] / v[..., 2] + K[:, None, 0, 1] * v[..., 1] / v[..., 2]
+                           + K[:, None, 0, 2], K[:, None, 1, 1] * v[..., 1] / v[..., 2] + K[:, None, 1, 2]], axis=-1)
+        seen = (frames[rows, :, 2] > 0) & (z > MIN_RAY_Z) & np.isfinite(px).all(-1)
+        for i, r in enumerate(rows):
+            w, h = size[r]
+            xy = normalize_screen(np.where(seen[i, :, None], px[i], 0.0), w, h)
+            frames[r, :, :2] = np.where(seen[i, :, None], xy, frames[r, :, :2])
+            frames[r, :, 2] = np.where(seen[i], frames[r, :, 2], 0.0)
+
+    def to_camera(self, slots: np.ndarray, poses: np.ndarray) -> None:
+        """Turn the poses (B, 17, 3) of levelled slots from the level camera's frame back to their
+        camera's, in place."""
+        rows = np.flatnonzero(self.on[slots])
+        if len(rows):
+            poses[rows] = np.einsum("nkj,nji->nki", poses[rows].astype(np.float64),
+                                    self.rect[slots[rows]]).astype(poses.dtype)
+
+    def world(self, slots: np.ndarray, poses: np.ndarray) -> np.ndarray:
+        """(B, 17, 3) float32 world-frame (z up) root-relative poses of camera-frame ``poses``."""
+        return np.einsum("nkj,nji->nki", poses.astype(np.float64), self.world_R[slots]).astype(np.float32)
