@@ -126,7 +126,8 @@ def _ensure_int8(lifter: str | None = None, refiner: str | None = None, force: b
     val = load_motion(build_dataset().parent / VAL_MOTION_NAME)
     report = build_int8(fp32, OrtBackend.from_checkpoints(lifter, refiner), training_sequences(),
                         h36m_cameras(TRAIN_SUBJECTS), val, h36m_cameras([EVAL_SUBJECT]))
-    print(_json.dumps({k: report[k] for k in ("fp32", "int8", "delta_mm", "kept_float", "quantized_nodes")}, indent=2))
+    keys = ("fp32", "int8", "delta_mm", "accel_excess", "kept_float", "quantized_nodes")
+    print(_json.dumps({k: report[k] for k in keys}, indent=2))
     return precision_onnx("int8", lifter, refiner)
 
 
@@ -307,8 +308,19 @@ def cmd_run(args) -> int:
         camera = load_calibration(args.calib)
     cfg = _pipeline_config(args, **{"backend.name": args.backend, "backend.lifter": args.lifter,
                                     "backend.refiner": args.refiner})
-    run = run_video(source, out_mp4=args.out, out_json=args.json, out_png=args.png, detector=detector, config=cfg,
-                    max_frames=args.max_frames, record=args.record, camera=camera)
+    log = None
+    if args.viewer or args.rrd:
+        from posert.viz import RerunLog
+
+        log = RerunLog(rrd=args.rrd, spawn=args.viewer == "spawn", serve=args.viewer == "web")
+    try:
+        run = run_video(source, out_mp4=args.out, out_json=args.json, out_png=args.png, detector=detector,
+                        config=cfg, max_frames=args.max_frames, record=args.record, camera=camera, log=log)
+    finally:
+        if log is not None:
+            log.close()
+    if args.rrd:
+        run.outputs["rrd"] = args.rrd
     print(f"{run.frames} frames at {run.fps:g} fps, {run.size[0]}×{run.size[1]} px; person found in "
           f"{int(run.detected.sum())}; {run.model_frames} model frames at 50 fps; front-end {run.detector}")
     print(f"{'stage':<10}{'p50 ms':>9}{'p99 ms':>9}{'mean ms':>9}   (per video frame)")
@@ -466,6 +478,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the camera's calibration (JSON or OpenCV YAML: K, distortion, R or rvec, t, image size): "
                         "its intrinsics for the correction and, with R (z-up world), the level view and world-frame "
                         "poses in the JSON")
+    r.add_argument("--viewer", nargs="?", const="spawn", choices=["spawn", "web"], default=None,
+                   help="live view in Rerun: spawn the viewer (default) or serve the web viewer (extra 'viz')")
+    r.add_argument("--rrd", default=None, metavar="FILE", help="record the live view to a Rerun .rrd file")
     r.add_argument("--max-frames", type=int, default=None)
     r.add_argument("--backend", choices=["auto", "native", "onnxruntime", "torch"], default=None)
     r.add_argument("--lifter", default=None)

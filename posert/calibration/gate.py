@@ -1,11 +1,13 @@
 """INT8 accuracy gate: keep the most sensitive nodes in float until streaming MPJPE on
-validation motion is within a tolerance of FP32.
+validation motion is within a tolerance of FP32, and its acceleration error within a ratio.
 
 Procedure (``accuracy_gate``):
 1. rank every Gemm/MatMul of both step models by its one-node sensitivity
    (:func:`posert.calibration.quantize.node_sensitivity`, mm of output change);
-2. quantise all of them and score; while |MPJPE_int8 − MPJPE_fp32| (lifter and refined, the
-   larger) exceeds ``tol_mm``, keep the top 1, 2, 4, 8 … nodes in float;
+2. quantise all of them and score; while |MPJPE_int8 − MPJPE_fp32| (lifter and refined, every
+   protocol, the largest) exceeds ``tol_mm`` or an acceleration error exceeds FP32's by more
+   than ``accel_tol`` (a quantised model can keep its MPJPE and still jitter from frame to
+   frame), keep the top 1, 2, 4, 8 … nodes in float;
 3. once a count passes, bisect between it and the last failing count for the fewest float nodes.
 """
 
@@ -22,10 +24,11 @@ GATE_PROTOCOLS = ("none", "detector", "occlusion")
 def streaming_mpjpe(lifter_onnx: Path, denoiser_onnx: Path, window: int, schedule, cnd, sequences: dict,
                     cameras: list, threads: int | None = None,
                     protocols: tuple[str, ...] = GATE_PROTOCOLS) -> dict[str, float]:
-    """Overall MPJPE (mm) of the lifter and of the refined output when ``sequences`` are streamed
-    through an ONNX Runtime pipeline of the two given step models, exactly as ``posert eval
-    --noise P`` does (same seed), for each 2D protocol P. Keys: ``lifter`` and ``refined`` for
-    ground-truth 2D ("none"), ``lifter/P`` and ``refined/P`` for the others."""
+    """Overall MPJPE (mm) and acceleration error (mm/frame²) of the lifter and of the refined
+    output when ``sequences`` are streamed through an ONNX Runtime pipeline of the two given step
+    models, exactly as ``posert eval --noise P`` does (same seed), for each 2D protocol P. Keys:
+    ``lifter`` and ``refined`` for ground-truth 2D ("none"), ``lifter/P`` and ``refined/P`` for
+    the others; the acceleration errors under the same keys prefixed ``accel:``."""
     from posert.data.dataset import NoiseModel, OcclusionModel
     from posert.evaluate import score, stream_sequences
     from posert.runtime import Pipeline
@@ -39,13 +42,22 @@ def streaming_mpjpe(lifter_onnx: Path, denoiser_onnx: Path, window: int, schedul
             results, _ = stream_sequences(pipe, sequences, cameras, noise, seed=0, progress=False)
         overall = score(results)["overall"]
         suffix = "" if proto == "none" else f"/{proto}"
-        out[f"lifter{suffix}"] = overall["lifter"]["mpjpe"]
-        out[f"refined{suffix}"] = overall["refined"]["mpjpe"]
+        for kind in ("lifter", "refined"):
+            out[f"{kind}{suffix}"] = overall[kind]["mpjpe"]
+            out[f"accel:{kind}{suffix}"] = overall[kind]["accel"]
     return out
 
 
+def gate_deltas(got: dict[str, float], ref: dict[str, float]) -> tuple[float, float]:
+    """(the largest |MPJPE difference| in mm, the largest relative excess of an acceleration error
+    over FP32's: max(accel / accel_fp32) − 1) of a score against the FP32 one."""
+    mm = max(abs(got[k] - ref[k]) for k in ref if not k.startswith("accel:"))
+    accel = max((got[k] / ref[k] - 1.0 for k in ref if k.startswith("accel:")), default=0.0)
+    return mm, accel
+
+
 def accuracy_gate(models: dict[str, dict], score: Callable[[dict[str, Path]], dict[str, float]], workdir: Path,
-                  tol_mm: float = 1.0, log: Callable[[str], None] = print) -> dict:
+                  tol_mm: float = 1.0, log: Callable[[str], None] = print, accel_tol: float = 0.10) -> dict:
     """Choose the nodes to keep in float.
 
     Args:
@@ -53,10 +65,12 @@ def accuracy_gate(models: dict[str, dict], score: Callable[[dict[str, Path]], di
             step model), ``calibration_cache`` (MinMax ranges) and ``sensitivity`` ({node: mm}).
         score: maps ``{"lifter": onnx, "denoiser": onnx}`` to ``{"lifter": mm, "refined": mm, …}``;
             the gate holds every key (e.g. each 2D protocol of :func:`streaming_mpjpe`) within
-            ``tol_mm`` of FP32.
-        tol_mm: the gate, mm (1 by default).
-    Returns a report: ``fp32`` and ``int8`` scores, ``delta_mm``, ``kept_float`` ({model:
-    [nodes]}), ``paths`` of the chosen INT8 models, ``trials`` and ``passed``.
+            ``tol_mm`` of FP32, and every ``accel:`` key within ``accel_tol`` of FP32's.
+        tol_mm: the MPJPE gate, mm (1 by default).
+        accel_tol: the acceleration gate, a ratio (0.10: at most 10 % above FP32's).
+    Returns a report: ``fp32`` and ``int8`` scores, ``delta_mm``, ``accel_excess``,
+    ``kept_float`` ({model: [nodes]}), ``paths`` of the chosen INT8 models, ``trials`` and
+    ``passed``.
     Raises RuntimeError if even all-float fails the gate (the scorer is not deterministic).
     """
     workdir = Path(workdir)
@@ -72,15 +86,16 @@ def accuracy_gate(models: dict[str, dict], score: Callable[[dict[str, Path]], di
                                      m["calibration_cache"], nodes_to_exclude=keep[name])
                  for name, m in models.items()}
         got = score(paths)
-        delta = max(abs(got[key] - ref[key]) for key in ref)
-        trials[k] = {"float_nodes": k, "int8": got, "delta_mm": delta, "kept_float": keep, "paths": paths}
+        delta, excess = gate_deltas(got, ref)
+        trials[k] = {"float_nodes": k, "int8": got, "delta_mm": delta, "accel_excess": excess, "kept_float": keep,
+                     "paths": paths, "passes": delta <= tol_mm and excess <= accel_tol}
         log(f"{k:3d} nodes kept in float: lifter {got['lifter']:.2f}, refined {got['refined']:.2f}, "
-            f"|Δ| {delta:.2f} mm")
+            f"|Δ| {delta:.2f} mm, acceleration error {excess:+.1%} of FP32's")
         return trials[k]
 
     n, last_fail, k = len(ranked), None, 0
     while True:
-        if trial(k)["delta_mm"] <= tol_mm:
+        if trial(k)["passes"]:
             break
         if k >= n:
             raise RuntimeError("the all-float model fails the gate: the score is not reproducible")
@@ -89,14 +104,15 @@ def accuracy_gate(models: dict[str, dict], score: Callable[[dict[str, Path]], di
     lo = last_fail
     while lo is not None and best - lo > 1:  # fewest float nodes that pass
         mid = (lo + best) // 2
-        if trial(mid)["delta_mm"] <= tol_mm:
+        if trial(mid)["passes"]:
             best = mid
         else:
             lo = mid
     chosen = trials[best]
     return {"fp32": ref, "int8": chosen["int8"], "delta_mm": chosen["delta_mm"], "tol_mm": tol_mm,
+            "accel_excess": chosen["accel_excess"], "accel_tol": accel_tol,
             "kept_float": chosen["kept_float"], "paths": {k2: str(p) for k2, p in chosen["paths"].items()},
             "quantized_nodes": {name: len(m["sensitivity"]) - len(chosen["kept_float"][name])
                                 for name, m in models.items()},
-            "passed": chosen["delta_mm"] <= tol_mm,
+            "passed": chosen["passes"],
             "trials": [{k2: v for k2, v in t.items() if k2 != "paths"} for _, t in sorted(trials.items())]}

@@ -157,7 +157,7 @@ def run_video(source: str | int, out_mp4: str | Path | None = None, out_json: st
               out_png: str | Path | None = None, detector: Callable[[np.ndarray], Detection | None] | None = None,
               config: PipelineConfig | None = None, max_frames: int | None = None, render_height: int = 480,
               record: str | Path | None = None, follow_person: bool = True, progress: bool = True,
-              camera: Camera | None = None) -> VideoRun:
+              camera: Camera | None = None, log=None) -> VideoRun:
     """Run a video (file path, or webcam number) through ``detector`` and the streaming pipeline.
 
     Args:
@@ -171,6 +171,8 @@ def run_video(source: str | int, out_mp4: str | Path | None = None, out_json: st
         camera: the video's calibrated camera (:func:`posert.camera.load_calibration`): its K and
             distortion for the correction stage and, when it is ``oriented``, its orientation for the
             level view and the world-frame poses. Its image size must be the video's (ValueError).
+        log: a :class:`posert.viz.RerunLog` (live view or ``.rrd``): every frame's image, 2D,
+            refined and lifted 3D, world-frame 3D with an oriented camera, health and latency.
     Detections are converted causally to the models' 50 fps (:class:`RateConverter`); a person
     lost for more than ``MAX_GAP_S``, or a 2D pelvis jump of more than ``MAX_JUMP`` of the image
     width (the front-end switched to another person), restarts the stream. Returns a :class:`VideoRun`.
@@ -201,7 +203,7 @@ def run_video(source: str | int, out_mp4: str | Path | None = None, out_json: st
     stride = 3
     nan3 = np.full((NUM_JOINTS, 3), np.nan, np.float32)
     last_ref, last_lif, last_wld, last_seen, stream_on, model_frames = nan3, nan3, nan3, -np.inf, False, 0
-    last_pelvis, restarts = None, 0
+    last_pelvis, restarts, last_health = None, 0, None
     size = (0, 0)
     t_start = time.perf_counter()
     bar = tqdm(desc="posert run", unit="frame", disable=not progress)
@@ -242,6 +244,7 @@ def run_video(source: str | int, out_mp4: str | Path | None = None, out_json: st
                     lift_ms += res.latency_ms["lift"]
                     tick_ms += res.latency_ms["tick"]
                     last_ref, last_lif, last_wld = res.refined[0], res.lifted[0], res.world[0]
+                    last_health = int(res.health[0])
                     model_frames += 1
             t_model = time.perf_counter()
             kp = det.kp2d if det is not None else np.full((NUM_JOINTS, 2), np.nan, np.float32)
@@ -268,6 +271,12 @@ def run_video(source: str | int, out_mp4: str | Path | None = None, out_json: st
             for s, v in (("decode", (t_dec - t0) * 1e3), ("detect", (t_det - t_dec) * 1e3), ("lift", lift_ms),
                          ("refine", tick_ms - lift_ms), ("render", (t_ren - t_model) * 1e3)):
                 stage[s].append(v)
+            if log is not None:
+                log.frame("video", i, t, frame, kp if det is not None else None, conf)
+                if np.all(np.isfinite(last_ref)):
+                    oriented = camera is not None and camera.oriented
+                    log.pose("video", i, last_ref, last_lif, last_wld if oriented else None, last_health, t)
+                log.latency(i, {s: stage[s][-1] for s in STAGES}, t)
             i += 1
             bar.update(1)
     finally:

@@ -140,17 +140,39 @@ def test_accuracy_gate_keeps_nodes_until_tolerance(prepared, tmp_path):
     def score(paths):
         extra = 0.0
         for name, path in paths.items():
-            m = onnx.load(str(path))
-            qd = {n.output[0] for n in m.graph.node if n.op_type == "DequantizeLinear"}
-            quantised = {n.name for n in m.graph.node if n.op_type in ("Gemm", "MatMul") and set(n.input) & qd}
-            extra += 0.6 * len(quantised & bad[name]) + 0.01 * len(quantised - bad[name])
-        return {"lifter": 100.0 + extra, "refined": 98.0 + extra}
+            extra += 0.6 * len(_quantised(path) & bad[name]) + 0.01 * len(_quantised(path) - bad[name])
+        return {"lifter": 100.0 + extra, "refined": 98.0 + extra, "accel:refined": 2.0}
 
     report = accuracy_gate(models, score, tmp_path, tol_mm=1.0, log=lambda s: None)
-    assert report["passed"] and report["delta_mm"] <= 1.0
+    assert report["passed"] and report["delta_mm"] <= 1.0 and report["accel_excess"] == 0.0
     kept = {n for nodes in report["kept_float"].values() for n in nodes}
     assert kept == bad["lifter"] | bad["denoiser"]
     assert [t["float_nodes"] for t in report["trials"]][:4] == [0, 1, 2, 4]
+
+
+def _quantised(path) -> set[str]:
+    m = onnx.load(str(path))
+    qd = {n.output[0] for n in m.graph.node if n.op_type == "DequantizeLinear"}
+    return {n.name for n in m.graph.node if n.op_type in ("Gemm", "MatMul") and set(n.input) & qd}
+
+
+@pytest.mark.slow
+def test_accuracy_gate_watches_the_acceleration_error_too(prepared, tmp_path):
+    """A node whose quantisation leaves MPJPE as it is but makes the output jitter (acceleration
+    error ×3, as INT8 once did) must stay in float: the gate holds acceleration within 10 %."""
+    jitter = quantizable_nodes(prepared["lifter"]["path"])[1]
+    models = {name: {"path": p["path"], "calibration_cache": p["calibration_cache"],
+                     "sensitivity": {n: (5.0 if n == jitter else 0.1) for n in quantizable_nodes(p["path"])}}
+              for name, p in prepared.items()}
+
+    def score(paths):
+        shaky = jitter in _quantised(paths["lifter"])
+        return {"lifter": 100.0, "refined": 98.0, "accel:lifter": 3.6 * (3 if shaky else 1), "accel:refined": 2.5}
+
+    report = accuracy_gate(models, score, tmp_path, tol_mm=1.0, log=lambda s: None)
+    assert report["passed"] and report["kept_float"] == {"lifter": [jitter], "denoiser": []}
+    assert report["trials"][0]["delta_mm"] == 0.0 and report["trials"][0]["accel_excess"] > 1.9
+    assert report["accel_excess"] == 0.0
 
 
 def _unsupported_model(onnx_paths, tmp_path):
