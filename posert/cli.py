@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
 
 from posert.config import ATTENTION_MODES, BACKENDS, CORRECTION_MODES, PRECISIONS
@@ -308,19 +309,26 @@ def cmd_run(args) -> int:
         camera = load_calibration(args.calib)
     cfg = _pipeline_config(args, **{"backend.name": args.backend, "backend.lifter": args.lifter,
                                     "backend.refiner": args.refiner})
-    log = None
+    log = recorder = None
     if args.viewer or args.rrd:
         from posert.viz import RerunLog
 
         log = RerunLog(rrd=args.rrd, spawn=args.viewer == "spawn", serve=args.viewer == "web")
+    if args.mcap:
+        from posert.serve.mcap import McapRecorder
+
+        recorder = McapRecorder(args.mcap)
     try:
         run = run_video(source, out_mp4=args.out, out_json=args.json, out_png=args.png, detector=detector,
-                        config=cfg, max_frames=args.max_frames, record=args.record, camera=camera, log=log)
+                        config=cfg, max_frames=args.max_frames, record=args.record, camera=camera, log=log,
+                        on_tick=None if recorder is None else recorder.tick)
     finally:
-        if log is not None:
-            log.close()
-    if args.rrd:
-        run.outputs["rrd"] = args.rrd
+        for sink in (log, recorder):
+            if sink is not None:
+                sink.close()
+    for kind in ("rrd", "mcap"):
+        if getattr(args, kind):
+            run.outputs[kind] = getattr(args, kind)
     print(f"{run.frames} frames at {run.fps:g} fps, {run.size[0]}×{run.size[1]} px; person found in "
           f"{int(run.detected.sum())}; {run.model_frames} model frames at 50 fps; front-end {run.detector}")
     print(f"{'stage':<10}{'p50 ms':>9}{'p99 ms':>9}{'mean ms':>9}   (per video frame)")
@@ -328,6 +336,33 @@ def cmd_run(args) -> int:
         print(f"{stage:<10}{v['p50']:>9.2f}{v['p99']:>9.2f}{v['mean']:>9.2f}")
     for kind, path in run.outputs.items():
         print(f"{kind}: {path}")
+    return 0
+
+
+def cmd_serve(args) -> int:
+    from posert.serve import PoseServer, zenoh_config
+
+    cfg = _pipeline_config(args, **{"backend.name": args.backend, "max_streams": args.max_streams})
+    recorder = None
+    if args.mcap:
+        from posert.serve.mcap import McapRecorder
+
+        recorder = McapRecorder(args.mcap)
+    server = PoseServer(cfg, zconfig=zenoh_config(args.listen, args.connect), prefix=args.prefix,
+                        stream_timeout_s=args.timeout, on_tick=None if recorder is None else recorder.tick)
+    print(f"posert serve: {args.prefix}/in/<stream> → {args.prefix}/out/<stream> on {args.listen + args.connect}, "
+          f"up to {cfg.max_streams} streams; Ctrl-C stops")
+    t0 = time.monotonic()
+    try:
+        with server:
+            while args.seconds is None or time.monotonic() - t0 < args.seconds:
+                time.sleep(0.2)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if recorder is not None:
+            recorder.close()
+    print("posert serve:", json.dumps(server.stats()))
     return 0
 
 
@@ -481,12 +516,27 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--viewer", nargs="?", const="spawn", choices=["spawn", "web"], default=None,
                    help="live view in Rerun: spawn the viewer (default) or serve the web viewer (extra 'viz')")
     r.add_argument("--rrd", default=None, metavar="FILE", help="record the live view to a Rerun .rrd file")
+    r.add_argument("--mcap", default=None, metavar="FILE",
+                   help="record the world-frame 3D to an MCAP file in Foxglove's schemas (extra 'serve')")
     r.add_argument("--max-frames", type=int, default=None)
     r.add_argument("--backend", choices=["auto", "native", "onnxruntime", "torch"], default=None)
     r.add_argument("--lifter", default=None)
     r.add_argument("--refiner", default=None)
     _config_arg(r)
     r.set_defaults(fn=cmd_run)
+
+    sv = sub.add_parser("serve", help="the pipeline as a service over Eclipse Zenoh (posert/in/*, posert/out/*)")
+    sv.add_argument("--listen", nargs="*", default=["tcp/0.0.0.0:7447"], metavar="ENDPOINT",
+                    help="Zenoh endpoints to listen on (default tcp/0.0.0.0:7447)")
+    sv.add_argument("--connect", nargs="*", default=[], metavar="ENDPOINT", help="Zenoh endpoints to connect to")
+    sv.add_argument("--prefix", default="posert", help="the key expressions' first chunk")
+    sv.add_argument("--timeout", type=float, default=2.0, help="remove a stream silent this long, s")
+    sv.add_argument("--max-streams", type=int, default=None)
+    sv.add_argument("--mcap", default=None, metavar="FILE", help="record every pose to an MCAP file (Foxglove)")
+    sv.add_argument("--seconds", type=float, default=None, help="stop after this long (default: until Ctrl-C)")
+    sv.add_argument("--backend", choices=["auto", "native", "onnxruntime", "torch"], default=None)
+    _config_arg(sv)
+    sv.set_defaults(fn=cmd_serve)
 
     m = sub.add_parser("demo", help="the main job: real motion → runtime → numbers and a PNG")
     m.add_argument("--out", default="out/demo.png")

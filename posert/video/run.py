@@ -157,7 +157,7 @@ def run_video(source: str | int, out_mp4: str | Path | None = None, out_json: st
               out_png: str | Path | None = None, detector: Callable[[np.ndarray], Detection | None] | None = None,
               config: PipelineConfig | None = None, max_frames: int | None = None, render_height: int = 480,
               record: str | Path | None = None, follow_person: bool = True, progress: bool = True,
-              camera: Camera | None = None, log=None) -> VideoRun:
+              camera: Camera | None = None, log=None, on_tick: Callable | None = None) -> VideoRun:
     """Run a video (file path, or webcam number) through ``detector`` and the streaming pipeline.
 
     Args:
@@ -173,6 +173,8 @@ def run_video(source: str | int, out_mp4: str | Path | None = None, out_json: st
             level view and the world-frame poses. Its image size must be the video's (ValueError).
         log: a :class:`posert.viz.RerunLog` (live view or ``.rrd``): every frame's image, 2D,
             refined and lifted 3D, world-frame 3D with an oriented camera, health and latency.
+        on_tick: called with every :class:`~posert.runtime.pipeline.TickResult` (e.g.
+            :meth:`posert.serve.mcap.McapRecorder.tick`).
     Detections are converted causally to the models' 50 fps (:class:`RateConverter`); a person
     lost for more than ``MAX_GAP_S``, or a 2D pelvis jump of more than ``MAX_JUMP`` of the image
     width (the front-end switched to another person), restarts the stream. Returns a :class:`VideoRun`.
@@ -245,6 +247,8 @@ def run_video(source: str | int, out_mp4: str | Path | None = None, out_json: st
                     tick_ms += res.latency_ms["tick"]
                     last_ref, last_lif, last_wld = res.refined[0], res.lifted[0], res.world[0]
                     last_health = int(res.health[0])
+                    if on_tick is not None:
+                        on_tick(res)
                     model_frames += 1
             t_model = time.perf_counter()
             kp = det.kp2d if det is not None else np.full((NUM_JOINTS, 2), np.nan, np.float32)
