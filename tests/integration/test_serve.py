@@ -86,7 +86,7 @@ def test_a_served_pipeline_gives_what_an_in_process_one_gives(views):
                     client.session.put("posert/in/cam0", b"garbage")  # not a record
                     bad = px[1][t].copy()
                     bad[3] = np.nan
-                assert _wait(lambda: len(got["cam0"]) == t + 1 and len(got["cam1"]) == t + 1), t
+                assert _wait(lambda n=t + 1: len(got["cam0"]) == n and len(got["cam1"]) == n), t
             client.send("cam2", px[2][0], np.ones(17), 0.0, 1000, 1000)  # no free slot
             assert _wait(lambda: server.stats().get("refused", 0) == 1)
             client.send("cam1", bad, np.ones(17), 41 / 50, 1000, 1000)  # NaN on a visible joint
