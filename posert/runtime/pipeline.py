@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -51,6 +51,8 @@ class TickResult:
         latency_ms: the tick's own cost, ms: ``lift`` (the lifter step; NaN where the backend runs
             the tick as one launch), ``refine`` (the rest of the chain), ``correct`` (the correction
             stage and the guard) and ``tick`` (all of :meth:`Pipeline.tick`).
+        output_time: ``time.time()`` when the tick returned, s: with wall-clock capture times as
+            the timestamps, ``output_time - timestamps`` is each stream's capture→output latency.
     """
 
     stream_ids: list[Hashable]
@@ -62,6 +64,8 @@ class TickResult:
     dropped: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))
     latency_ms: dict[str, float] = field(default_factory=dict)
     world: np.ndarray = field(default_factory=lambda: np.zeros((0, NUM_JOINTS, 3), np.float32))
+    output_time: float = 0.0
+    _buffers: dict[str, np.ndarray] | None = field(default=None, repr=False)
 
     def __len__(self) -> int:
         return len(self.stream_ids)
@@ -156,6 +160,8 @@ class Pipeline:
         self._guard = Guard(cfg.guard, S)
         self._level = LevelView(S)
         self._owner: int | None = None
+        #: called with every non-empty TickResult at the end of :meth:`tick` (on the driving thread)
+        self.on_tick: Callable[[TickResult], None] | None = None
         #: the config as it runs: the checkpoint's K, CND mean and its EMA, and the workers filled in
         self.config = replace(cfg, refiner=replace(rc, steps=self.schedule.K, cnd_mean=cnd_mean,
                                                    mean_ema=float(mean_ema)),
@@ -271,22 +277,42 @@ class Pipeline:
             self._guard.state.reset(slot)
         self._correction.store(slots, kp, frames[:, :, 2])
 
-    def tick(self) -> TickResult:
-        """Lift and refine the newest frame of every stream that received one since the last tick."""
+    def result_buffers(self) -> TickResult:
+        """An empty :class:`TickResult` with arrays for ``max_streams`` streams, for
+        ``tick(out=...)``: a control loop that reuses one never allocates a result per tick."""
+        S = self._streams.capacity
+        bufs = {"refined": np.zeros((S, NUM_JOINTS, 3), np.float32), "lifted": np.zeros((S, NUM_JOINTS, 3), np.float32),
+                "world": np.zeros((S, NUM_JOINTS, 3), np.float32), "timestamps": np.zeros(S),
+                "health": np.zeros(S, np.uint8), "valid": np.zeros(S, bool), "dropped": np.zeros(S, np.int32)}
+        return TickResult([], bufs["refined"][:0], bufs["lifted"][:0], bufs["timestamps"][:0], _buffers=bufs)
+
+    def tick(self, out: TickResult | None = None) -> TickResult:
+        """Lift and refine the newest frame of every stream that received one since the last tick.
+
+        ``out``: a :meth:`result_buffers` result to fill and return instead of a new one (its
+        arrays are views of its buffers, valid until the next tick that reuses it). Calls
+        ``self.on_tick(result)`` when set."""
         t0 = time.perf_counter()
         self._check_thread()
         st = self._streams
         due = st.due_slots()
-        if len(due) == 0:
+        B = len(due)
+        if out is not None and out._buffers is None:
+            raise ValueError("tick(out=...) takes a TickResult from Pipeline.result_buffers()")
+        if B == 0:
             empty = np.zeros((0, NUM_JOINTS, 3), np.float32)
             return TickResult([], empty, empty.copy(), np.zeros(0))
         x, x_T = self._chain.run(due, st.count)
         t1 = time.perf_counter()
-        refined, lifted = x * 1000.0, x_T * 1000.0
+        if out is None:
+            refined, lifted = x * 1000.0, x_T * 1000.0
+        else:
+            refined = np.multiply(x, 1000.0, out=out._buffers["refined"][:B])
+            lifted = np.multiply(x_T, 1000.0, out=out._buffers["lifted"][:B])
         self._level.to_camera(due, refined)
         self._level.to_camera(due, lifted)
-        health = np.where(st.coasting[due], Health.COASTING, np.where(st.restart[due], Health.RESET, Health.OK))
-        health = health.astype(np.uint8)
+        health = np.empty(B, np.uint8) if out is None else out._buffers["health"][:B]
+        health[:] = np.where(st.coasting[due], Health.COASTING, np.where(st.restart[due], Health.RESET, Health.OK))
         diverged = self._correction.apply(refined, due, st.count)
         if diverged is not None:
             health[diverged & (health != Health.COASTING)] = Health.RESET
@@ -295,11 +321,26 @@ class Pipeline:
             self._correction.reset(int(due[r]))  # its refined pose was impossible: the correction restarts
         st.advance(due, health)
         lift = self._chain.lift_ms
-        valid = (health == Health.OK) | (health == Health.RESET)
-        world = self._level.world(due, refined)
+        if out is None:
+            valid = (health == Health.OK) | (health == Health.RESET)
+            world = self._level.world(due, refined)
+            res = TickResult(st.ids_of(due), refined, lifted, st.last_t[due].copy(), health, valid,
+                             st.dropped[due].copy(), {}, world)
+        else:
+            b = out._buffers
+            valid = np.logical_or(health == Health.OK, health == Health.RESET, out=b["valid"][:B])
+            world = b["world"][:B]
+            world[:] = self._level.world(due, refined)
+            np.take(st.last_t, due, out=b["timestamps"][:B])
+            np.take(st.dropped, due, out=b["dropped"][:B])
+            res = out
+            res.stream_ids, res.refined, res.lifted, res.world = st.ids_of(due), refined, lifted, world
+            res.timestamps, res.health, res.valid, res.dropped = b["timestamps"][:B], health, valid, b["dropped"][:B]
         t2 = time.perf_counter()
-        latency = {"lift": lift, "refine": (t1 - t0) * 1e3 - (0.0 if np.isnan(lift) else lift),
-                   "correct": (t2 - t1) * 1e3, "tick": (t2 - t0) * 1e3}
-        return TickResult(st.ids_of(due), refined, lifted, st.last_t[due].copy(), health, valid, st.dropped[due].copy(),
-                          latency, world)
+        res.latency_ms = {"lift": lift, "refine": (t1 - t0) * 1e3 - (0.0 if np.isnan(lift) else lift),
+                          "correct": (t2 - t1) * 1e3, "tick": (t2 - t0) * 1e3}
+        res.output_time = time.time()
+        if self.on_tick is not None:
+            self.on_tick(res)
+        return res
 
