@@ -296,6 +296,8 @@ def cmd_config(args) -> int:
 
 
 def cmd_run(args) -> int:
+    import numpy as np
+
     from posert.video.detect import RecordedDetector
     from posert.video.run import demo_video, run_video
 
@@ -321,7 +323,7 @@ def cmd_run(args) -> int:
     try:
         run = run_video(source, out_mp4=args.out, out_json=args.json, out_png=args.png, detector=detector,
                         config=cfg, max_frames=args.max_frames, record=args.record, camera=camera, log=log,
-                        on_tick=None if recorder is None else recorder.tick)
+                        on_tick=None if recorder is None else recorder.tick, realtime=args.realtime)
     finally:
         for sink in (log, recorder):
             if sink is not None:
@@ -334,6 +336,10 @@ def cmd_run(args) -> int:
     print(f"{'stage':<10}{'p50 ms':>9}{'p99 ms':>9}{'mean ms':>9}   (per video frame)")
     for stage, v in run.latency_table().items():
         print(f"{stage:<10}{v['p50']:>9.2f}{v['p99']:>9.2f}{v['mean']:>9.2f}")
+    if run.live:
+        p50, p99 = np.nanpercentile(run.capture_ms, [50, 99])
+        print(f"live: {run.frames} frames processed, {run.dropped_frames} dropped (newer ones came first); capture "
+              f"→ 3D p50 {p50:.1f} ms, p99 {p99:.1f} ms")
     for kind, path in run.outputs.items():
         print(f"{kind}: {path}")
     return 0
@@ -518,6 +524,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--rrd", default=None, metavar="FILE", help="record the live view to a Rerun .rrd file")
     r.add_argument("--mcap", default=None, metavar="FILE",
                    help="record the world-frame 3D to an MCAP file in Foxglove's schemas (extra 'serve')")
+    r.add_argument("--realtime", action="store_true",
+                   help="read the video at its own frame rate, as a camera delivers it (a stand-in camera): only "
+                        "the newest frame is processed, older ones are dropped and counted")
     r.add_argument("--max-frames", type=int, default=None)
     r.add_argument("--backend", choices=["auto", "native", "onnxruntime", "torch"], default=None)
     r.add_argument("--lifter", default=None)

@@ -97,6 +97,10 @@ class VideoRun:
         world: (F, 17, 3) float32 mm, the refined pose in the world frame (z up), root-relative:
             through the calibration's orientation when one is given, else as a level camera.
         calibrated: a calibrated camera (K, distortion; ``oriented``: with its orientation) was used.
+        live: frames came from a camera (or a file read in real time): only the newest frame is
+            processed (:class:`posert.video.live.NewestFrame`); ``source_index`` (F,) is each
+            processed frame's index in the source, ``dropped_frames`` the frames never processed,
+            and ``capture_ms`` (F,) each frame's capture → 3D output latency, ms.
         stage_ms: stage → (F,) per-video-frame cost in ms (decode, detect, lift, refine, render).
         model_frames: 50 fps frames streamed through the pipeline.
         stream_restarts: times the stream restarted (person lost > ``MAX_GAP_S`` or switched).
@@ -118,6 +122,10 @@ class VideoRun:
     stream_restarts: int = 0
     world: np.ndarray | None = None
     calibrated: str = "none"
+    live: bool = False
+    source_index: np.ndarray | None = None
+    dropped_frames: int = 0
+    capture_ms: np.ndarray | None = None
     outputs: dict[str, str] = field(default_factory=dict)
     config: dict = field(default_factory=dict)
 
@@ -146,6 +154,10 @@ class VideoRun:
                           "world_mm": "mm, world frame (z up), root-relative: the calibration's orientation, or "
                                       "a level camera's when none is given"},
                 "latency_ms": self.latency_table(), "outputs": self.outputs, "config": self.config,
+                "live": None if not self.live else {
+                    "dropped_frames": self.dropped_frames, "processed_frames": self.frames,
+                    "capture_to_output_ms": {"p50": float(np.nanpercentile(self.capture_ms, 50)),
+                                             "p99": float(np.nanpercentile(self.capture_ms, 99))}},
                 "frames": [{"index": i, "t": round(float(self.times[i]), 4), "detected": bool(self.detected[i]),
                             "kp2d": r2, "conf": np.round(self.conf[i], 3).tolist(), "refined_mm": r3, "lifted_mm": l3,
                             "world_mm": w3}
@@ -157,7 +169,8 @@ def run_video(source: str | int, out_mp4: str | Path | None = None, out_json: st
               out_png: str | Path | None = None, detector: Callable[[np.ndarray], Detection | None] | None = None,
               config: PipelineConfig | None = None, max_frames: int | None = None, render_height: int = 480,
               record: str | Path | None = None, follow_person: bool = True, progress: bool = True,
-              camera: Camera | None = None, log=None, on_tick: Callable | None = None) -> VideoRun:
+              camera: Camera | None = None, log=None, on_tick: Callable | None = None,
+              realtime: bool = False) -> VideoRun:
     """Run a video (file path, or webcam number) through ``detector`` and the streaming pipeline.
 
     Args:
@@ -175,6 +188,8 @@ def run_video(source: str | int, out_mp4: str | Path | None = None, out_json: st
             refined and lifted 3D, world-frame 3D with an oriented camera, health and latency.
         on_tick: called with every :class:`~posert.runtime.pipeline.TickResult` (e.g.
             :meth:`posert.serve.mcap.McapRecorder.tick`).
+        realtime: read a file at its own frame rate as a camera delivers frames (a stand-in
+            camera): like a webcam, only the newest frame is processed, older ones are dropped.
     Detections are converted causally to the models' 50 fps (:class:`RateConverter`); a person
     lost for more than ``MAX_GAP_S``, or a 2D pelvis jump of more than ``MAX_JUMP`` of the image
     width (the front-end switched to another person), restarts the stream. Returns a :class:`VideoRun`.
@@ -183,6 +198,13 @@ def run_video(source: str | int, out_mp4: str | Path | None = None, out_json: st
     from posert.runtime import Pipeline
 
     frames_it, fps, live = open_video(source)
+    t_start = time.perf_counter()
+    live = live or realtime
+    newest = None
+    if live:
+        from posert.video.live import NewestFrame
+
+        newest = NewestFrame(frames_it, fps, realtime=realtime)
     own_detector = detector is None
     if own_detector:
         from posert.video.detect import MediaPipePose
@@ -198,7 +220,7 @@ def run_video(source: str | int, out_mp4: str | Path | None = None, out_json: st
         Path(out_mp4).parent.mkdir(parents=True, exist_ok=True)
         writer = iio2.get_writer(str(out_mp4), fps=fps, codec="libx264", quality=7, macro_block_size=2,
                                  ffmpeg_log_level="error")
-    cols: dict[str, list] = {k: [] for k in ("t", "det", "kp", "conf", "ref", "lif", "wld", "raw")}
+    cols: dict[str, list] = {k: [] for k in ("t", "det", "kp", "conf", "ref", "lif", "wld", "raw", "idx", "cap")}
     stage: dict[str, list[float]] = {s: [] for s in STAGES}
     follow = PersonCrop() if follow_person else None
     kept: list[tuple[int, np.ndarray]] = []  # every ``stride``-th rendered frame at half size, for the PNG
@@ -207,19 +229,21 @@ def run_video(source: str | int, out_mp4: str | Path | None = None, out_json: st
     last_ref, last_lif, last_wld, last_seen, stream_on, model_frames = nan3, nan3, nan3, -np.inf, False, 0
     last_pelvis, restarts, last_health = None, 0, None
     size = (0, 0)
-    t_start = time.perf_counter()
     bar = tqdm(desc="posert run", unit="frame", disable=not progress)
     try:
         i = 0
         while max_frames is None or i < max_frames:
             t0 = time.perf_counter()
             try:
-                frame = next(frames_it)
+                if newest is not None:
+                    index, t_cap, frame = next(newest)
+                else:
+                    index, t_cap, frame = i, np.nan, next(frames_it)
             except StopIteration:
                 break
             t_dec = time.perf_counter()
             size = (frame.shape[1], frame.shape[0])
-            t = (t_dec - t_start) if live else i / fps
+            t = (t_cap - t_start) if live else i / fps
             det = _checked(detector(frame))
             t_det = time.perf_counter()
             lift_ms, tick_ms = 0.0, 0.0
@@ -251,6 +275,8 @@ def run_video(source: str | int, out_mp4: str | Path | None = None, out_json: st
                         on_tick(res)
                     model_frames += 1
             t_model = time.perf_counter()
+            cols["idx"].append(index)
+            cols["cap"].append((t_model - t_cap) * 1e3)
             kp = det.kp2d if det is not None else np.full((NUM_JOINTS, 2), np.nan, np.float32)
             conf = det.conf if det is not None else np.zeros(NUM_JOINTS, np.float32)
             for k, v in (("t", t), ("det", det is not None), ("kp", kp), ("conf", conf), ("ref", last_ref),
@@ -289,6 +315,8 @@ def run_video(source: str | int, out_mp4: str | Path | None = None, out_json: st
             writer.close()
         if own_detector:
             detector.close()
+        if newest is not None:
+            newest.close()
         pipe.close()
     if i == 0:
         raise ValueError(f"no frames could be read from {source!r}")
@@ -298,7 +326,9 @@ def run_video(source: str | int, out_mp4: str | Path | None = None, out_json: st
                    stage_ms={s: np.array(v) for s, v in stage.items()}, model_frames=model_frames,
                    detector=getattr(detector, "name", type(detector).__name__), stream_restarts=restarts,
                    config=pipe.config.to_dict(), world=np.stack(cols["wld"]),
-                   calibrated="none" if camera is None else ("oriented" if camera.oriented else "intrinsics"))
+                   calibrated="none" if camera is None else ("oriented" if camera.oriented else "intrinsics"),
+                   live=live, source_index=np.array(cols["idx"]), capture_ms=np.array(cols["cap"], np.float64),
+                   dropped_frames=0 if newest is None else newest.dropped)
     if out_mp4 is not None:
         run.outputs["mp4"] = str(out_mp4)
     if out_png is not None and kept:

@@ -192,3 +192,31 @@ def test_run_with_a_calibration_reports_world_frame_poses(tmp_path, capsys):
     bad.write_text(calib.read_text().replace("image_width: 320", "image_width: 640"))
     assert main(["run", "--video", str(CLIP), "--detections", str(LANDMARKS), "--calib", str(bad)]) == 1
     assert "640×240" in capsys.readouterr().err
+
+
+def test_a_stand_in_camera_processes_the_newest_frame_and_counts_the_rest(tmp_path):
+    """The committed clip read at its own 30 fps as a camera delivers it, through a front-end
+    slower than a frame period (50 ms): only the newest frame is processed, the frames it missed
+    are dropped and counted, nothing queues (capture → 3D stays about one processing time)."""
+    pytest.importorskip("imageio_ffmpeg")
+    import time as _time
+
+    from posert.video.run import run_video
+
+    recorded = RecordedDetector(LANDMARKS)
+
+    class Slow:
+        name = "recorded, 50 ms"
+
+        def __call__(self, frame):
+            _time.sleep(0.05)
+            return recorded(frame)
+
+    run = run_video(CLIP, detector=Slow(), realtime=True, progress=False, out_json=tmp_path / "live.json")
+    assert run.live and run.frames + run.dropped_frames == 60
+    assert 15 <= run.frames <= 45 and run.dropped_frames >= 15  # ~50 ms per frame against 33 ms frames
+    idx = run.source_index
+    assert np.all(np.diff(idx) >= 1) and idx.max() >= 55  # newest first, to the clip's end
+    assert np.nanpercentile(run.capture_ms, 99) < 200  # ms: no queue builds up
+    report = json.loads((tmp_path / "live.json").read_text())
+    assert report["live"]["dropped_frames"] == run.dropped_frames
