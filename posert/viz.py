@@ -64,26 +64,42 @@ class RerunLog:
         if not (rrd or spawn or serve):
             raise ValueError("RerunLog needs a sink: rrd=FILE, spawn=True or serve=True")
         self.rr = rr
-        self.rec = rr.RecordingStream(app_id)
-        sinks = []
+        self._scalar = getattr(rr, "Scalars", None) or rr.Scalar  # rerun-sdk ≥ 0.23 / < 0.23
         if rrd is not None:
             Path(rrd).parent.mkdir(parents=True, exist_ok=True)
-            sinks.append(rr.FileSink(str(rrd)))
-        if spawn:
-            rr.spawn(connect=False, recording=self.rec)
-            sinks.append(rr.GrpcSink())
-        if serve:
-            url = rr.serve_grpc(recording=self.rec)
-            rr.serve_web_viewer(web_port=web_port, open_browser=False, connect_to=url)
-        if sinks:
-            self.rec.set_sinks(*sinks)
+        if hasattr(rr, "FileSink"):  # rerun-sdk ≥ 0.23: several sinks at once
+            self.rec = rr.RecordingStream(app_id)
+            sinks = [rr.FileSink(str(rrd))] if rrd is not None else []
+            if spawn:
+                rr.spawn(connect=False, recording=self.rec)
+                sinks.append(rr.GrpcSink())
+            if serve:
+                url = rr.serve_grpc(recording=self.rec)
+                rr.serve_web_viewer(web_port=web_port, open_browser=False, connect_to=url)
+            if sinks:
+                self.rec.set_sinks(*sinks)
+        else:  # rerun-sdk 0.22 (numpy < 2, beside MediaPipe 0.10.21): one sink
+            if sum(map(bool, (rrd, spawn, serve))) > 1:
+                raise ValueError("rerun-sdk < 0.23 writes to one sink: choose rrd, spawn or serve")
+            self.rec = rr.new_recording(app_id)
+            if rrd is not None:
+                self.rec.save(str(rrd))
+            elif spawn:
+                self.rec.spawn()
+            else:
+                self.rec.serve(open_browser=False, web_port=web_port)
         self.rec.log("world", rr.ViewCoordinates.RIGHT_HAND_Z_UP, static=True)
         self._static: set[str] = set()
 
     def _time(self, index: int, t: float | None) -> None:
-        self.rec.set_time("frame", sequence=int(index))
-        if t is not None:
-            self.rec.set_time("time", duration=float(t))
+        if hasattr(self.rec, "set_time"):
+            self.rec.set_time("frame", sequence=int(index))
+            if t is not None:
+                self.rec.set_time("time", duration=float(t))
+        else:
+            self.rec.set_time_sequence("frame", int(index))
+            if t is not None:
+                self.rec.set_time_seconds("time", float(t))
 
     def _skeleton(self, path: str, pose: np.ndarray, color, radius: float) -> None:
         rr = self.rr
@@ -123,14 +139,14 @@ class RerunLog:
         if world is not None:
             self._skeleton(f"world/{s}", np.asarray(world, np.float32), REFINED_RGB, 15.0)
         if health is not None:
-            self.rec.log(f"{s}/health", self.rr.Scalars(float(health)))
+            self.rec.log(f"{s}/health", self._scalar(float(health)))
 
     def latency(self, index: int, stages: dict[str, float], t: float | None = None) -> None:
         """Log per-stage latencies (ms) at frame ``index`` as time series ``latency/<stage>``."""
         self._time(index, t)
         for k, v in stages.items():
             if np.isfinite(v):
-                self.rec.log(f"latency/{k}", self.rr.Scalars(float(v)))
+                self.rec.log(f"latency/{k}", self._scalar(float(v)))
 
     def result(self, res, index: int, t: float | None = None, world: bool = False) -> None:
         """Log every stream of a :class:`~posert.runtime.pipeline.TickResult` at frame ``index``
