@@ -46,7 +46,7 @@ def cmd_train(args) -> int:
                       p_occlusion=args.occlusion, p_pose_aug=args.pose_aug if args.model == "lifter" else 0.0,
                       p_class_camera=args.class_cameras)
     lifter_cfg = LifterConfig(window=args.window, causal=not args.offline)
-    meta = {"sequences": sorted(seqs), "holdout": args.holdout}
+    meta = {"sequences": sorted(seqs), "holdout": args.holdout, "level_view": args.class_cameras > 0}
     if args.model == "lifter":
         model, stats = train_lifter(seqs, cams, cfg, lifter_cfg)
         save_lifter(model, out_dir / "lifter.pt", {"train": stats, **meta})

@@ -300,7 +300,7 @@ def evaluate(pipeline, sequences: dict[str, np.ndarray], cameras: list[Camera] |
         results, tick_ms = stream_sequences(pipeline, sequences, cams, noise, seed + k, progress, camera_aware)
         if len(sets) > 1:
             classes[cls] = score(results)["overall"]
-        merged.update({f"{name}@{cls}" if cls else name: r for name, r in results.items()})
+        merged.update({f"{name}@{cls}" if len(sets) > 1 else name: r for name, r in results.items()})
         ticks.append(tick_ms)
     report = score(merged)
     if classes:

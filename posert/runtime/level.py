@@ -26,32 +26,39 @@ MIN_RAY_Z = 0.1
 class LevelView:
     """The level view of ``streams`` slots: per slot the rectification ``rect`` (S, 3, 3) float64,
     whether it is on (S,) bool, the camera's ``K`` (S, 3, 3) and ``dist`` (S, 5), and the world →
-    camera rotation ``world_R`` (S, 3, 3) used for world-frame poses."""
+    camera rotation ``world_R`` (S, 3, 3) used for world-frame poses. With ``enabled=False`` (models
+    not trained on level views: the lifter's ``meta["level_view"]``) no stream is levelled; an
+    oriented camera's R still gives the world frame."""
 
-    def __init__(self, streams: int):
+    def __init__(self, streams: int, enabled: bool = True):
+        self.enabled = bool(enabled)
         S = int(streams)
         self.rect = np.tile(np.eye(3), (S, 1, 1))
         self.on = np.zeros(S, bool)
         self.K = np.tile(np.eye(3), (S, 1, 1))
         self.dist = np.zeros((S, 5))
         self.world_R = np.tile(LEVEL_R, (S, 1, 1))
+        self.any = False  # a slot is levelled or has a real R: the fast paths below skip everything otherwise
 
     def attach(self, slot: int, camera: Camera | None) -> None:
         """Give ``slot`` its stream's camera (None: unknown)."""
         if camera is not None and camera.oriented:
             R = np.asarray(camera.R, np.float64)
-            self.rect[slot] = level_rotation(R) @ R.T
+            self.rect[slot] = level_rotation(R) @ R.T if self.enabled else np.eye(3)
             self.K[slot], self.dist[slot] = camera.K, camera.dist
             self.world_R[slot] = R
-            self.on[slot] = True
+            self.on[slot] = self.enabled
         else:
             self.rect[slot], self.world_R[slot], self.on[slot] = np.eye(3), LEVEL_R, False
+        self.any = bool(self.on.any()) or not np.allclose(self.world_R, LEVEL_R)
 
     def rectify(self, slots: np.ndarray, kp: np.ndarray, frames: np.ndarray, size: np.ndarray) -> None:
         """Rewrite the normalised 2D of ``frames`` (B, 17, 3) float32, in place, for the rows whose
         slot is levelled: kp (B, 17, 2) float64 the pixels they were made from, size (B, 2) the
         image sizes. A visible joint whose rectified ray leaves the level camera's front
         (:data:`MIN_RAY_Z`) becomes missing."""
+        if not self.any:
+            return
         rows = np.flatnonzero(self.on[slots])
         if len(rows) == 0:
             return
@@ -74,6 +81,8 @@ class LevelView:
     def to_camera(self, slots: np.ndarray, poses: np.ndarray) -> None:
         """Turn the poses (B, 17, 3) of levelled slots from the level camera's frame back to their
         camera's, in place."""
+        if not self.any:
+            return
         rows = np.flatnonzero(self.on[slots])
         if len(rows):
             poses[rows] = np.einsum("nkj,nji->nki", poses[rows].astype(np.float64),
@@ -81,4 +90,8 @@ class LevelView:
 
     def world(self, slots: np.ndarray, poses: np.ndarray) -> np.ndarray:
         """(B, 17, 3) float32 world-frame (z up) root-relative poses of camera-frame ``poses``."""
+        if not self.any:  # every stream as a level camera sees it: (x, z, −y), exactly
+            out = poses[..., [0, 2, 1]]
+            out[..., 2] *= -1
+            return out
         return np.einsum("nkj,nji->nki", poses.astype(np.float64), self.world_R[slots]).astype(np.float32)

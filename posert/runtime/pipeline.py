@@ -30,6 +30,8 @@ from posert.runtime.level import LevelView
 from posert.runtime.streams import StreamInfo, StreamTable
 from posert.skeleton import NUM_JOINTS
 
+_OK, _COASTING, _RESET = int(Health.OK), int(Health.COASTING), int(Health.RESET)  # plain ints: the tick's hot path
+
 
 @dataclass
 class TickResult:
@@ -158,7 +160,7 @@ class Pipeline:
                                     cfg.backend.min_shard)
         self._correction = Correction(cfg.correction, S)
         self._guard = Guard(cfg.guard, S)
-        self._level = LevelView(S)
+        self._level = LevelView(S, self._trained_on_level_views(backend, cfg))
         self._owner: int | None = None
         #: called with every non-empty TickResult at the end of :meth:`tick` (on the driving thread)
         self.on_tick: Callable[[TickResult], None] | None = None
@@ -166,6 +168,19 @@ class Pipeline:
         self.config = replace(cfg, refiner=replace(rc, steps=self.schedule.K, cnd_mean=cnd_mean,
                                                    mean_ema=float(mean_ema)),
                               backend=replace(cfg.backend, workers=self._chain.workers))
+
+    @staticmethod
+    def _trained_on_level_views(backend, cfg: PipelineConfig) -> bool:
+        """Were the models trained on level views (the lifter's ``meta["level_view"]``)? Only then
+        are streams with a known camera orientation lifted in the level view."""
+        if hasattr(backend, "level_view"):
+            return bool(backend.level_view)
+        from posert.models.io import lifter_meta
+
+        try:
+            return bool(lifter_meta(cfg.backend.lifter).get("level_view", False))
+        except (FileNotFoundError, ValueError):  # a backend built from ONNX files alone
+            return False
 
     def __enter__(self) -> Pipeline:
         return self
@@ -211,8 +226,8 @@ class Pipeline:
         ``K`` and ``dist`` are used); without one, :meth:`Camera.guess
         <posert.camera.Camera.guess>` for the image size stands in when the correction's mode is
         ``guess`` (the default). When its orientation is known (``camera.oriented``: ``R`` from
-        extrinsics, world z up) the stream is lifted in the level view and its world-frame poses
-        follow ``R`` (:mod:`posert.runtime.level`). Raises ValueError if the id exists, the size is not positive,
+        extrinsics, world z up) its world-frame poses follow ``R``, and, with models trained on
+        level views, the stream is lifted in the level view (:mod:`posert.runtime.level`). Raises ValueError if the id exists, the size is not positive,
         capacity is reached or the camera is not a valid intrinsic matrix and 5 distortion
         coefficients; TypeError for an unhashable id.
         """
@@ -311,24 +326,28 @@ class Pipeline:
             lifted = np.multiply(x_T, 1000.0, out=out._buffers["lifted"][:B])
         self._level.to_camera(due, refined)
         self._level.to_camera(due, lifted)
-        health = np.empty(B, np.uint8) if out is None else out._buffers["health"][:B]
-        health[:] = np.where(st.coasting[due], Health.COASTING, np.where(st.restart[due], Health.RESET, Health.OK))
+        health = np.zeros(B, np.uint8) if out is None else out._buffers["health"][:B]  # OK = 0
+        if out is not None:
+            health[:] = 0
+        if st.special:
+            health[st.restart[due]] = _RESET
+            health[st.coasting[due]] = _COASTING
         diverged = self._correction.apply(refined, due, st.count)
         if diverged is not None:
-            health[diverged & (health != Health.COASTING)] = Health.RESET
+            health[diverged & (health != _COASTING)] = _RESET
         due64 = due.astype(np.int64)
         for r in np.flatnonzero(self._guard.apply(refined, lifted, st.conf[due], due64, health)):
             self._correction.reset(int(due[r]))  # its refined pose was impossible: the correction restarts
         st.advance(due, health)
         lift = self._chain.lift_ms
         if out is None:
-            valid = (health == Health.OK) | (health == Health.RESET)
+            valid = (health == _OK) | (health == _RESET)
             world = self._level.world(due, refined)
             res = TickResult(st.ids_of(due), refined, lifted, st.last_t[due].copy(), health, valid,
                              st.dropped[due].copy(), {}, world)
         else:
             b = out._buffers
-            valid = np.logical_or(health == Health.OK, health == Health.RESET, out=b["valid"][:B])
+            valid = np.logical_or(health == _OK, health == _RESET, out=b["valid"][:B])
             world = b["world"][:B]
             world[:] = self._level.world(due, refined)
             np.take(st.last_t, due, out=b["timestamps"][:B])

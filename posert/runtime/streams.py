@@ -16,6 +16,9 @@ CHANNELS = 3  # a model input frame: normalised x, y and the confidence
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 
 
+_NONE = np.zeros(0, np.int64)
+
+
 def float_array(value, name: str) -> np.ndarray:
     """``value`` as a float32 or float64 array (a list of Python floats becomes float64). Raises
     TypeError for any other dtype (integers, booleans, complex, objects): posert does not guess a
@@ -63,6 +66,7 @@ class StreamTable:
         if capacity < 1:
             raise ValueError(f"max_streams must be ≥ 1, got {capacity}")
         self.capacity = S = int(capacity)
+        self.special = False  # a waiting frame coasts, restarts or dropped joints (mark_due)
         self.guard = guard or GuardConfig()
         self._slot: dict[Hashable, int] = {}
         self._ids: list[Hashable] = [None] * S
@@ -202,18 +206,27 @@ class StreamTable:
         A frame with fewer than ``GuardConfig.min_joints`` visible joints coasts; a stream whose
         last frame with enough joints is older than ``GuardConfig.restart_after_s`` restarts with
         this one. Returns the slots (sorted) that restart: the caller clears their state."""
-        visible = (frames[:, :, 2] > 0).sum(axis=1)
-        coast = visible < self.guard.min_joints
-        restart = ~coast & (self.count[slots] > 0) & (t - self.last_pose_t[slots] > self.guard.restart_after_s)
+        conf = frames[:, :, 2]
+        coast = np.count_nonzero(conf, axis=1) < self.guard.min_joints
         self.last_t[slots] = t
-        self.last_pose_t[slots[~coast]] = t[~coast]
         self.due[slots] = True
         self.coasting[slots] = coast
-        self.restart[slots] = restart
         self.dropped[slots] = dropped
-        self.conf[slots] = frames[:, :, 2]
-        if restart.any():
-            self.count[slots[restart]] = 0  # the stream's caches now read as empty
+        self.conf[slots] = conf
+        n_coast = np.count_nonzero(coast)
+        if not n_coast:  # the common case: every frame carries a pose
+            restart = (self.count[slots] > 0) & (t - self.last_pose_t[slots] > self.guard.restart_after_s)
+            self.last_pose_t[slots] = t
+        else:
+            restart = ~coast & (self.count[slots] > 0) & (t - self.last_pose_t[slots] > self.guard.restart_after_s)
+            self.last_pose_t[slots[~coast]] = t[~coast]
+        self.restart[slots] = restart
+        n_restart = np.count_nonzero(restart)
+        # a frame that coasts, restarts or dropped joints: the tick reads the flags (else they are all 0)
+        self.special = self.special or bool(n_coast or n_restart or np.count_nonzero(dropped))
+        if not n_restart:
+            return _NONE
+        self.count[slots[restart]] = 0  # the stream's caches now read as empty
         return np.sort(slots[restart])
 
     def due_slots(self) -> np.ndarray:
@@ -225,9 +238,21 @@ class StreamTable:
         (:class:`~posert.runtime.guard.Health`)."""
         self.count[slots] += 1
         self.due[slots] = False
-        restart = self.restart[slots]
-        self.counters[slots] += np.stack([np.ones(len(slots), np.int64), self.dropped[slots], self.coasting[slots],
-                                          restart, (health == 2) & ~restart, health == 3], axis=1)
+        c = self.counters
+        c[slots, 0] += 1
+        special, self.special = self.special, False
+        if not special and not np.count_nonzero(health):
+            return
+        dropped, coasting, restart = self.dropped[slots], self.coasting[slots], self.restart[slots]
+        if np.count_nonzero(dropped):
+            c[slots, 1] += dropped
+        if np.count_nonzero(coasting):
+            c[slots[coasting], 2] += 1
+        if np.count_nonzero(restart):
+            c[slots[restart], 3] += 1
+        if np.count_nonzero(health):  # resets (not counted twice with a restart) and ticks without a pose
+            c[slots[(health == 2) & ~restart], 4] += 1
+            c[slots[health == 3], 5] += 1
 
     def stream_info(self, stream_id: Hashable) -> StreamInfo:
         """What a stream has been through (KeyError if unknown)."""

@@ -29,7 +29,8 @@ def test_eval_contract(clean_report):
     assert set(rep["sequences"]) == {"walk_a", "walk_b"}
     for part in [rep["overall"], *rep["sequences"].values()]:
         for kind in ("lifter", "refined"):
-            assert set(part[kind]) == {"mpjpe", "p_mpjpe", "accel"}
+            assert set(part[kind]) == {"mpjpe", "p_mpjpe", "accel", "rotation_deg", "mpjpe_rotated"}
+            assert part[kind]["mpjpe_rotated"] <= 1.02 * part[kind]["mpjpe"]  # the least-squares rotation, near-optimal
             assert all(np.isfinite(v) and v > 0 for v in part[kind].values())
         assert part["refined"]["p_mpjpe"] <= part["refined"]["mpjpe"]
     # the refiner is a refinement: it stays near the lifter (a broken one lands hundreds of mm away)

@@ -6,7 +6,9 @@ import numpy as np
 from posert.camera import LEVEL_R, Camera, level_rotation, look_at_camera
 from posert.data.dataset import center_on_floor, render
 from posert.rigs import rotation
+from posert.config import BackendConfig
 from posert.runtime import Pipeline
+from posert.runtime.backends import create_backend
 
 
 def _pitched(pitch_deg, roll_deg):
@@ -39,7 +41,9 @@ def test_a_known_camera_rotation_round_trips(motion):
     level = Camera("level", L, -L @ pos, cam.K, cam.dist, cam.width, cam.height)
     unknown = Camera(cam.name, cam.R, cam.t, cam.K, cam.dist, cam.width, cam.height, oriented=False)
     views = {k: render(world, c)[0] for k, c in (("pitched", cam), ("level", level), ("unknown", unknown))}
-    with Pipeline(backend="native", max_streams=3, threads=1, correction="off") as pipe:
+    backend = create_backend(BackendConfig(name="native", threads=1))
+    backend.level_view = True  # as for models trained on level views (posert train --class-cameras)
+    with Pipeline(backend=backend, max_streams=3, correction="off") as pipe:
         for k, c in (("pitched", cam), ("level", level), ("unknown", unknown)):
             pipe.add_stream(k, c.width, c.height, c)
         out = {k: [] for k in views}
@@ -60,3 +64,22 @@ def test_a_known_camera_rotation_round_trips(motion):
     gt = world - world[:, :1]  # world-frame truth, root-relative
     up = lambda p: p[:, 10, 2] - p[:, 0, 2]  # noqa: E731  head above pelvis, world z (mm)
     assert np.all(up(w_pitched) > 300) and np.abs(up(w_pitched) - up(gt)).mean() < 150
+
+
+def test_models_not_trained_on_level_views_see_the_camera_as_it_is(motion):
+    """The committed lifter was not trained on level views (its meta has no ``level_view``): an
+    oriented stream is lifted as it looks, its world-frame pose is its camera-frame pose turned by
+    the camera's R."""
+    world = center_on_floor(motion[:20])
+    cam, _ = _pitched(-32.0, 17.0)
+    unknown = Camera(cam.name, cam.R, cam.t, cam.K, cam.dist, cam.width, cam.height, oriented=False)
+    px = render(world, cam)[0]
+    with Pipeline(backend="native", max_streams=2, threads=1, correction="off") as pipe:
+        pipe.add_stream("oriented", cam.width, cam.height, cam)
+        pipe.add_stream("unknown", cam.width, cam.height, unknown)
+        for t in range(20):
+            pipe.push_many(["oriented", "unknown"], np.stack([px[t], px[t]]), None, [t / 50] * 2)
+            r = pipe.tick()
+    np.testing.assert_array_equal(r.refined[0], r.refined[1])
+    np.testing.assert_allclose(r.world[0], r.refined[0] @ cam.R, atol=1e-3)
+    np.testing.assert_allclose(r.world[1], r.refined[1] @ LEVEL_R, atol=1e-3)

@@ -89,10 +89,11 @@ class Correction:
         """Keep the newest keypoints px (B, 17, 2) float64 and confidences conf (B, 17) of
         ``slots`` (B,) for the tick (only the slots that are corrected)."""
         on = self.state.enabled[slots]
-        if on.all():
+        n_on = np.count_nonzero(on)
+        if n_on == len(slots):
             self.state.px[slots] = px
             self.state.conf[slots] = conf
-        elif on.any():
+        elif n_on:
             self.state.px[slots[on]] = px[on]
             self.state.conf[slots[on]] = conf[on]
 
@@ -103,12 +104,13 @@ class Correction:
         finite, or beyond human and camera bounds) and was cleared, leaving their pose as given;
         None when no row diverged."""
         on = self.state.enabled[slots]
-        if not on.any():
+        n_on = np.count_nonzero(on)
+        if not n_on:
             return None
-        rows = self._rows[:len(slots)] if on.all() else np.flatnonzero(on)
+        rows = self._rows[:len(slots)] if n_on == len(slots) else np.flatnonzero(on)
         s = slots[rows].astype(np.int64)
         reset = self._kernel.apply(poses, rows.astype(np.int64, copy=False), s, count[s])
-        if not reset.any():
+        if not np.count_nonzero(reset):
             return None
         out = np.zeros(len(slots), bool)
         out[rows] = reset.astype(bool)
