@@ -4,9 +4,9 @@ the level camera at its place sees it, and its world-frame poses follow the came
 import numpy as np
 
 from posert.camera import LEVEL_R, Camera, level_rotation, look_at_camera
+from posert.config import BackendConfig
 from posert.data.dataset import center_on_floor, render
 from posert.rigs import rotation
-from posert.config import BackendConfig
 from posert.runtime import Pipeline
 from posert.runtime.backends import create_backend
 
