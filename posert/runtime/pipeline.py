@@ -227,9 +227,10 @@ class Pipeline:
         <posert.camera.Camera.guess>` for the image size stands in when the correction's mode is
         ``guess`` (the default). When its orientation is known (``camera.oriented``: ``R`` from
         extrinsics, world z up) its world-frame poses follow ``R``, and, with models trained on
-        level views, the stream is lifted in the level view (:mod:`posert.runtime.level`). Raises ValueError if the id exists, the size is not positive,
-        capacity is reached or the camera is not a valid intrinsic matrix and 5 distortion
-        coefficients; TypeError for an unhashable id.
+        level views, the stream is lifted in the level view (:mod:`posert.runtime.level`).
+        Raises ValueError if the id exists, the size is not positive, capacity is reached or the
+        camera is not a valid intrinsic matrix and 5 distortion coefficients; TypeError for an
+        unhashable id.
         """
         self._check_thread()
         slot = self._streams.add(stream_id, width, height)
