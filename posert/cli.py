@@ -58,7 +58,8 @@ def cmd_train(args) -> int:
 
             own = out_dir / "lifter.pt"
             feature_lifter = load_lifter(own if own.exists() else None)
-        model, cnd, stats = train_refiner(seqs, cams, cfg, fold_minutes=args.fold_minutes, lifter_cfg=lifter_cfg,
+        model, cnd, stats = train_refiner(seqs, cams, cfg, fold_minutes=args.fold_minutes, fold_steps=args.fold_steps,
+                                          lifter_cfg=lifter_cfg,
                                           model_cfg=den_cfg, noise=args.noise, folds=args.folds,
                                           fold_cache=cache_dir() / "folds", fold_by=args.fold_by,
                                           loss=args.loss, features=args.features,
@@ -399,6 +400,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--noise", choices=["cnd", "cnd0", "raw", "regressor"], default="cnd0",
                    help="refiner: CND noise without its conditional mean (default; the committed refiner), the "
                         "full CND of D3PRefiner, raw lifter error, or a one-step regressor (ablations)")
+    t.add_argument("--fold-steps", type=int, default=None,
+                   help="refiner: optimiser steps of each fold lifter instead of --fold-minutes (give them the "
+                        "final lifter's --steps)")
     t.add_argument("--folds", type=int, default=2, help="refiner: k of the k-fold cross-fitting")
     t.add_argument("--features", choices=["fold", "final"], default=None,
                    help="refiner: also condition on a lifter's per-joint features, from the fold lifters or from "

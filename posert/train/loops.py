@@ -194,7 +194,7 @@ LOSSES = ("mse", "mpjpe")
 
 
 def train_refiner(sequences: dict[str, np.ndarray], cameras: list[Camera], cfg: TrainConfig,
-                  fold_minutes: float, lifter_cfg: LifterConfig = LifterConfig(),
+                  fold_minutes: float, lifter_cfg: LifterConfig = LifterConfig(), fold_steps: int | None = None,
                   model_cfg: DenoiserConfig = DenoiserConfig(), noise: str = "cnd", folds: int = 2,
                   cnd_windows: int = 1024, fold_cache: Path | None = None,
                   fold_by: str = "time", loss: str = "mse", features: str | None = None,
@@ -202,7 +202,8 @@ def train_refiner(sequences: dict[str, np.ndarray], cameras: list[Camera], cfg: 
                   cnd_kind: str = "joint", mean_ema: float = 1.0) -> tuple[Denoiser, CND, dict]:
     """Cross-fitted D3PRefiner training.
 
-    1. k-fold cross-fitting: ``folds`` lifters (``fold_minutes`` each), lifter f never sees fold f.
+    1. k-fold cross-fitting: ``folds`` lifters (``fold_minutes`` each, or ``fold_steps`` optimiser
+       steps: the final lifter's step count when it was trained by steps), lifter f never sees fold f.
        Give them the final lifter's budget so their held-out errors have the final lifter's size.
        ``fold_by``: "time" (a chunk of every sequence per fold) or "sequence" (whole sequences).
     2. Fit the CND on every fold lifter's errors on its held-out fold.
@@ -252,7 +253,7 @@ def train_refiner(sequences: dict[str, np.ndarray], cameras: list[Camera], cfg: 
         raise ValueError(f"cnd_kind must be one of {CND.KINDS}, got {cnd_kind!r}")
     if loss not in LOSSES:
         raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
-    fold_cfg = TrainConfig(**{**cfg.__dict__, "minutes": fold_minutes, "steps": None})
+    fold_cfg = TrainConfig(**{**cfg.__dict__, "minutes": fold_minutes, "steps": fold_steps})
     fitted = train_fold_lifters(sequences, cameras, fold_cfg, folds, lifter_cfg, fold_cache, fold_by)
     n_den = model_cfg.window
     span = lifter_cfg.window - 1 + n_den
@@ -305,7 +306,8 @@ def train_refiner(sequences: dict[str, np.ndarray], cameras: list[Camera], cfg: 
     stats = _timed_loop(cfg, list(model.parameters()), step, "denoiser")
     cnd.subtract_mean = noise == "cnd0"
     cnd.mean_ema = float(mean_ema) if cnd.subtract_mean else 1.0
-    stats.update(cross_fit_lifter_mpjpe_mm=cross_fit_mpjpe, noise=noise, fold_minutes=fold_minutes, folds=folds,
+    stats.update(cross_fit_lifter_mpjpe_mm=cross_fit_mpjpe, noise=noise, fold_minutes=fold_minutes,
+                 fold_steps=fold_steps, folds=folds,
                  cnd_rho=cnd.rho, fold_by=fold_by, loss=loss, features=features, pose_aug=pose_aug,
                  cnd_kind=cnd_kind, cnd_windows=cnd_windows, mean_ema=cnd.mean_ema)
     return model.eval(), cnd, stats
