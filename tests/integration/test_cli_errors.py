@@ -86,6 +86,11 @@ def _make(kind: str, tmp: Path) -> Path:
         p.write_bytes(os.urandom(8192))
     elif kind == "bad_detections.npz":
         np.savez(p, x=np.zeros(3))
+    elif kind == "no_intrinsics.yaml":
+        p.write_text("image_width: 320\nimage_height: 240\n")
+    elif kind == "not_a_rotation.json":
+        p.write_text(json.dumps({"K": [[400, 0, 160], [0, 400, 120], [0, 0, 1]], "R": [[2, 0, 0], [0, 1, 0], [0, 0, 1]],
+                                 "width": 320, "height": 240}))
     return p
 
 
@@ -119,6 +124,12 @@ BAD_FILES = [
     (["run", "--video", "{file}", "--detections", str(LANDMARKS)], "random_bytes.mp4", "video"),
     (["run", "--video", str(CLIP), "--detections", "{file}"], "bad_detections.npz", "landmark recording"),
     (["run", "--video", str(CLIP), "--detections", "{file}"], "missing.npz", "no landmark recording"),
+    (["run", "--video", str(CLIP), "--detections", str(LANDMARKS), "--calib", "{file}"], "missing.npz",
+     "no calibration"),
+    (["run", "--video", str(CLIP), "--detections", str(LANDMARKS), "--calib", "{file}"], "no_intrinsics.yaml",
+     "no intrinsic matrix"),
+    (["run", "--video", str(CLIP), "--detections", str(LANDMARKS), "--calib", "{file}"], "not_a_rotation.json",
+     "not a rotation"),
     (["config", "--config", "{file}"], "unknown_key.toml", "colour"),
 ]
 
