@@ -131,6 +131,19 @@ def in_view(px: np.ndarray, cam3d: np.ndarray, cam: Camera) -> np.ndarray:
     return (cam3d[..., 2] >= NEAR_MM) & (u >= 0) & (u < cam.width) & (v >= 0) & (v < cam.height)
 
 
+def detector_view(world: np.ndarray, cam: Camera, noise=None, rng: np.random.Generator | None = None):
+    """What a 2D detector gives of a (T, 17, 3) world sequence (mm) seen through ``cam``: pixels
+    (T, 17, 2) float32 (after ``noise``, a callable ``(px, rng) -> (px, conf)``), confidences
+    (T, 17) float32 with the joints it cannot see (:func:`in_view`) at 0, the camera-frame
+    positions (T, 17, 3) mm, and that (T, 17) bool out-of-view mask."""
+    px, cam3d = render(world, cam)
+    unseen = ~in_view(px, cam3d, cam)
+    conf = np.ones(px.shape[:2], np.float32)
+    if noise is not None:
+        px, conf = noise(px, rng)
+    return px.astype(np.float32), np.where(unseen, 0.0, conf).astype(np.float32), cam3d, unseen
+
+
 def _scores(pred: np.ndarray, gt: np.ndarray) -> dict[str, float]:
     """pred, gt: (C, T, 17, 3) mm root-relative, C cameras. Frames whose prediction is not finite
     are left out (``score`` counts them); the acceleration uses the triples of finite frames."""
@@ -182,12 +195,7 @@ def stream_sequences(pipeline, sequences: dict[str, np.ndarray], cameras: list[C
     for name, seq in sequences.items():
         world = center_on_floor(seq)
         for ci, cam in enumerate(cameras):
-            px, cam3d = render(world, cam)
-            unseen = ~in_view(px, cam3d, cam)
-            conf = np.ones(px.shape[:2], np.float32)
-            if noise is not None:
-                px, conf = noise(px, rng)
-            conf = np.where(unseen, 0.0, conf).astype(np.float32)
+            px, conf, cam3d, unseen = detector_view(world, cam, noise, rng)
             sid = (name, ci)
             pipeline.add_stream(sid, cam.width, cam.height, cam if camera_aware else None)
             streams.append((sid, px, conf, cam3d - cam3d[:, ROOT:ROOT + 1], unseen))

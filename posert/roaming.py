@@ -29,8 +29,8 @@ from tqdm import tqdm
 
 from posert.camera import Camera
 from posert.config import PipelineConfig
-from posert.data.dataset import center_on_floor, render
-from posert.evaluate import in_view
+from posert.data.dataset import center_on_floor
+from posert.evaluate import detector_view
 from posert.runtime import Pipeline
 from posert.runtime.guard import Health, impossible
 from posert.skeleton import NUM_JOINTS, ROOT
@@ -81,15 +81,10 @@ def _views(sequences, cameras, reach_mm, min_joints, noise, rng) -> list[dict]:
         world = center_on_floor(seq)
         world[..., :2] += roaming_path(len(world), cameras, reach_mm)[:, None, :]
         for ci, cam in enumerate(cameras):
-            px, cam3d = render(world, cam)
-            unseen = ~in_view(px, cam3d, cam)
-            conf = np.ones(px.shape[:2], np.float32)
-            if noise is not None:
-                px, conf = noise(px, rng)
+            px, seen, cam3d, unseen = detector_view(world, cam, noise, rng)
             blackout = np.zeros(len(px), bool)
             for t0 in range(int(rng.integers(every)), len(px), every):
                 blackout[t0:t0 + int(rng.integers(int(0.1 * FPS), int(0.4 * FPS) + 1))] = True
-            seen = np.where(unseen, 0.0, conf).astype(np.float32)
             views.append({"id": (name, ci), "cam": cam, "px": px.astype(np.float32), "twin_conf": seen,
                           "conf": np.where(blackout[:, None], 0.0, seen).astype(np.float32),
                           "gt": cam3d - cam3d[:, ROOT:ROOT + 1], "unseen": unseen | blackout[:, None],
