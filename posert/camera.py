@@ -34,9 +34,9 @@ class Camera:
         dist: (5,) float64 distortion (k1, k2, p1, p2, k3), OpenCV order.
         width, height: image size in pixels.
         oriented: ``R`` is the camera's real orientation in a z-up world (a calibration's
-            extrinsics, an IMU, a robot's kinematics): the pipeline then levels its view
-            (:func:`level_rotation`) and reports world-frame poses. False for
-            :meth:`guess` and for intrinsics-only calibrations.
+            extrinsics, an IMU, a robot's kinematics): the pipeline then lifts its upright view
+            (:func:`upright_rotation`) and reports world-frame poses. False for :meth:`guess`
+            and for intrinsics-only calibrations.
     """
 
     name: str
@@ -131,13 +131,28 @@ def pixels_to_rays(px: np.ndarray, K: np.ndarray, dist: np.ndarray, iterations: 
 LEVEL_R = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, -1.0], [0.0, 1.0, 0.0]])
 
 
+def upright_rotation(R: np.ndarray) -> np.ndarray:
+    """The upright camera at a camera's place: world → camera rotation (3, 3) of the camera with
+    ``R``'s viewing direction (heading and pitch) but no roll, its image x axis horizontal (world
+    z up). ``R_upright @ R.T`` is a rotation about the optical axis: it turns the image so the
+    horizon is level, and the person upright, without moving the person off the image centre. For
+    a camera that looks straight down or up (no horizon) it is ``R``."""
+    R = np.asarray(R, np.float64)
+    fwd = R[2]
+    right = np.cross(fwd, [0.0, 0.0, 1.0])
+    n = np.linalg.norm(right)
+    if n < 1e-6:
+        return R.copy()
+    right /= n
+    return np.stack([right, np.cross(fwd, right), fwd])
+
+
 def level_rotation(R: np.ndarray) -> np.ndarray:
     """The level camera at a camera's place: world → camera rotation (3, 3) of the camera with
     ``R``'s heading (the horizontal direction it looks along) but no pitch and no roll, its image
     x axis horizontal and its y axis straight down (world z up). For a camera that looks (nearly)
     straight down or up, the heading is its image's up direction. ``R_level @ R.T`` turns the
-    camera's rays into the level camera's: the rectification of posert's level view (the pose
-    comes back through its transpose)."""
+    camera's rays into the level camera's (training draws such views: ``class_camera``)."""
     R = np.asarray(R, np.float64)
     fwd, down = R[2], R[1]
     heading = fwd[:2] if np.hypot(*fwd[:2]) > 1e-3 else -down[:2] * np.sign(fwd[2] or 1.0)

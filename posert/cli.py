@@ -46,7 +46,7 @@ def cmd_train(args) -> int:
                       p_occlusion=args.occlusion, p_pose_aug=args.pose_aug if args.model == "lifter" else 0.0,
                       p_class_camera=args.class_cameras)
     lifter_cfg = LifterConfig(window=args.window, causal=not args.offline)
-    meta = {"sequences": sorted(seqs), "holdout": args.holdout, "level_view": args.class_cameras > 0}
+    meta = {"sequences": sorted(seqs), "holdout": args.holdout, "class_cameras": args.class_cameras}
     if args.model == "lifter":
         model, stats = train_lifter(seqs, cams, cfg, lifter_cfg)
         save_lifter(model, out_dir / "lifter.pt", {"train": stats, **meta})
@@ -431,8 +431,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "refiner: the denoiser's and the CND's windows, the fold lifters keep the plain recipe)")
     t.add_argument("--class-cameras", type=float, default=0.0,
                    help="share of training windows seen by a camera class real users mount (posert.rigs: pitched, "
-                        "rolled, portrait, phone, level; half of them in the level view); taken from the random "
-                        "cameras' share")
+                        "rolled, portrait, phone, level; half of them from the level camera at their place); taken "
+                        "from the random cameras' share")
     t.add_argument("--batch", type=int, default=32)
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--threads", type=int, default=2)
@@ -521,7 +521,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--record", default=None, help="save the front-end's landmarks (.npz) for --detections")
     r.add_argument("--calib", default=None, metavar="FILE",
                    help="the camera's calibration (JSON or OpenCV YAML: K, distortion, R or rvec, t, image size): "
-                        "its intrinsics for the correction and, with R (z-up world), the level view and world-frame "
+                        "its intrinsics for the correction and, with R (z-up world), the upright view and world-frame "
                         "poses in the JSON")
     r.add_argument("--viewer", nargs="?", const="spawn", choices=["spawn", "web"], default=None,
                    help="live view in Rerun: spawn the viewer (default) or serve the web viewer (extra 'viz')")

@@ -211,8 +211,8 @@ def rotate_limbs(seq: np.ndarray, rng: np.random.Generator, p_chain: float = 0.5
 def class_camera(rng: np.random.Generator, target: np.ndarray) -> Camera:
     """A camera of a random class of :mod:`posert.rigs` (level, pitched, rolled, portrait, phone)
     around ``target`` (mm, world), and half the time the level camera at its place instead
-    (:func:`~posert.camera.level_rotation`): the view the pipeline lifts when a stream's camera
-    orientation is known (:mod:`posert.runtime.level`)."""
+    (:func:`~posert.camera.level_rotation`: the person anywhere in the frame, an augmentation;
+    the default checkpoints were trained with it, ``posert train --class-cameras 0.4``)."""
     from posert.camera import level_rotation
     from posert.rigs import CLASSES, sample_camera
 

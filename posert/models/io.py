@@ -160,15 +160,6 @@ def load_lifter(path: str | Path | None = None) -> Lifter:
     return _model(Lifter, LifterConfig, _load(path, "lifter.pt", "lifter"), path)
 
 
-def lifter_meta(path: str | Path | None = None) -> dict:
-    """The ``meta`` a lifter checkpoint was saved with (default: ``checkpoints/lifter.pt``), e.g.
-    ``level_view``: it was trained on level views as well (``posert train --class-cameras``), so
-    the pipeline may lift streams with a known camera orientation in the level view. Raises as
-    :func:`load_lifter`."""
-    meta = _load(path, "lifter.pt", "lifter").get("meta")
-    return meta if isinstance(meta, dict) else {}
-
-
 def save_refiner(model: Denoiser, cnd: CND, path: str | Path, meta: dict | None = None) -> None:
     """Write a refiner checkpoint: the denoiser, its CND (arrays as tensors), ``meta``, the SHA-256."""
     cnd_state = {k: torch.from_numpy(np.asarray(v)) if isinstance(v, np.ndarray) else v

@@ -26,8 +26,8 @@ from posert.runtime.backends.base import check_backend
 from posert.runtime.chain import HostChain, ResidentChain
 from posert.runtime.correction import Correction
 from posert.runtime.guard import Guard, Health
-from posert.runtime.level import LevelView
 from posert.runtime.streams import StreamInfo, StreamTable
+from posert.runtime.upright import UprightView
 from posert.skeleton import NUM_JOINTS
 
 _OK, _COASTING, _RESET = int(Health.OK), int(Health.COASTING), int(Health.RESET)  # plain ints: the tick's hot path
@@ -45,7 +45,7 @@ class TickResult:
         lifted: (B, 17, 3) float32 lifter-only poses (x_T), same frame and units, uncorrected.
         world: (B, 17, 3) float32 the refined poses in the world frame (z up), root-relative, mm:
             through the stream's camera orientation when it is known (``Camera.oriented``), else
-            as a level camera sees them (:mod:`posert.runtime.level`).
+            as a level camera sees them (:mod:`posert.runtime.upright`).
         timestamps: (B,) float64 timestamp of the reported frame of each stream.
         health: (B,) uint8 :class:`~posert.runtime.guard.Health` code of each pose.
         valid: (B,) bool, the pose comes from this frame and passed every check (OK or RESET).
@@ -160,7 +160,7 @@ class Pipeline:
                                     cfg.backend.min_shard)
         self._correction = Correction(cfg.correction, S)
         self._guard = Guard(cfg.guard, S)
-        self._level = LevelView(S, self._trained_on_level_views(backend, cfg))
+        self._upright = UprightView(S)
         self._owner: int | None = None
         #: called with every non-empty TickResult at the end of :meth:`tick` (on the driving thread)
         self.on_tick: Callable[[TickResult], None] | None = None
@@ -168,19 +168,6 @@ class Pipeline:
         self.config = replace(cfg, refiner=replace(rc, steps=self.schedule.K, cnd_mean=cnd_mean,
                                                    mean_ema=float(mean_ema)),
                               backend=replace(cfg.backend, workers=self._chain.workers))
-
-    @staticmethod
-    def _trained_on_level_views(backend, cfg: PipelineConfig) -> bool:
-        """Were the models trained on level views (the lifter's ``meta["level_view"]``)? Only then
-        are streams with a known camera orientation lifted in the level view."""
-        if hasattr(backend, "level_view"):
-            return bool(backend.level_view)
-        from posert.models.io import lifter_meta
-
-        try:
-            return bool(lifter_meta(cfg.backend.lifter).get("level_view", False))
-        except (FileNotFoundError, ValueError):  # a backend built from ONNX files alone
-            return False
 
     def __enter__(self) -> Pipeline:
         return self
@@ -226,8 +213,8 @@ class Pipeline:
         ``K`` and ``dist`` are used); without one, :meth:`Camera.guess
         <posert.camera.Camera.guess>` for the image size stands in when the correction's mode is
         ``guess`` (the default). When its orientation is known (``camera.oriented``: ``R`` from
-        extrinsics, world z up) its world-frame poses follow ``R``, and, with models trained on
-        level views, the stream is lifted in the level view (:mod:`posert.runtime.level`).
+        extrinsics, world z up) the stream is lifted in its upright view (the roll removed) and its
+        world-frame poses follow ``R`` (:mod:`posert.runtime.upright`).
         Raises ValueError if the id exists, the size is not positive, capacity is reached or the
         camera is not a valid intrinsic matrix and 5 distortion coefficients; TypeError for an
         unhashable id.
@@ -239,7 +226,7 @@ class Pipeline:
         except ValueError:
             self._streams.remove(stream_id)
             raise
-        self._level.attach(slot, camera)
+        self._upright.attach(slot, camera)
         self._chain.reset(slot)  # nothing of the slot's previous stream survives
         self._guard.state.reset(slot)
 
@@ -285,7 +272,7 @@ class Pipeline:
             raise ValueError(f"kp2d_px must have shape ({len(stream_ids)}, 17, 2), got {kp.shape}")
         slots = self._streams.slots_for_push(stream_ids)
         frames, t, dropped = self._streams.prepare(slots, kp, conf, timestamps)
-        self._level.rectify(slots, kp.astype(np.float64, copy=False), frames, self._streams.size[slots])
+        self._upright.rectify(slots, kp.astype(np.float64, copy=False), frames, self._streams.size[slots])
         self._chain.store(slots, frames)
         for slot in self._streams.mark_due(slots, frames, t, dropped):  # back after a long gap: a fresh start
             self._chain.reset(slot)
@@ -325,8 +312,8 @@ class Pipeline:
         else:
             refined = np.multiply(x, 1000.0, out=out._buffers["refined"][:B])
             lifted = np.multiply(x_T, 1000.0, out=out._buffers["lifted"][:B])
-        self._level.to_camera(due, refined)
-        self._level.to_camera(due, lifted)
+        self._upright.to_camera(due, refined)
+        self._upright.to_camera(due, lifted)
         health = np.zeros(B, np.uint8) if out is None else out._buffers["health"][:B]  # OK = 0
         if out is not None:
             health[:] = 0
@@ -343,14 +330,14 @@ class Pipeline:
         lift = self._chain.lift_ms
         if out is None:
             valid = (health == _OK) | (health == _RESET)
-            world = self._level.world(due, refined)
+            world = self._upright.world(due, refined)
             res = TickResult(st.ids_of(due), refined, lifted, st.last_t[due].copy(), health, valid,
                              st.dropped[due].copy(), {}, world)
         else:
             b = out._buffers
             valid = np.logical_or(health == _OK, health == _RESET, out=b["valid"][:B])
             world = b["world"][:B]
-            world[:] = self._level.world(due, refined)
+            world[:] = self._upright.world(due, refined)
             np.take(st.last_t, due, out=b["timestamps"][:B])
             np.take(st.dropped, due, out=b["dropped"][:B])
             res = out

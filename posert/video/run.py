@@ -183,7 +183,7 @@ def run_video(source: str | int, out_mp4: str | Path | None = None, out_json: st
             the whole frame.
         camera: the video's calibrated camera (:func:`posert.camera.load_calibration`): its K and
             distortion for the correction stage and, when it is ``oriented``, its orientation for the
-            level view and the world-frame poses. Its image size must be the video's (ValueError).
+            upright view and the world-frame poses. Its image size must be the video's (ValueError).
         log: a :class:`posert.viz.RerunLog` (live view or ``.rrd``): every frame's image, 2D,
             refined and lifted 3D, world-frame 3D with an oriented camera, health and latency.
         on_tick: called with every :class:`~posert.runtime.pipeline.TickResult` (e.g.

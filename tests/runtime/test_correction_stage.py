@@ -48,7 +48,7 @@ def test_correction_follows_its_definition_and_lowers_error(given_pipe, real_vie
     c, T = 2, 80
     assert given_pipe.config.correction.lateral_ema == "auto"
     plain = stream(given_pipe, px[c], frames=T)
-    # the camera's K only: its orientation would level the view (tests/runtime/test_level.py)
+    # the camera's K only: its orientation would rectify the view (tests/runtime/test_upright.py)
     given_pipe.add_stream("cam", 1000, 1000, dataclasses.replace(cameras[c], oriented=False))
     given_pipe.add_stream("other", 1000, 1000)
     try:

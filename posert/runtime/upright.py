@@ -1,60 +1,60 @@
-"""The level view: streams whose camera orientation is known are lifted as a level camera sees them.
+"""The upright view: streams whose camera orientation is known are lifted with the roll removed.
 
-A camera that looks down or rolls shows a person the models must turn upright themselves, and a
-2D pose alone leaves that turn ambiguous. When a stream's camera has a real orientation
-(``Camera.oriented``: a calibration's extrinsics, an IMU, a robot's kinematics), its keypoints are
-rectified to the level camera at the same place (:func:`posert.camera.level_rotation`: same
-heading and intrinsics, no pitch, no roll): each keypoint's ray (distortion removed) is turned by
-``R_rect = R_level Rᵀ`` and projected through the camera's K, a homography for a pinhole camera.
-The models lift that view; the pose comes back to the real camera frame through ``R_rectᵀ``
-before the correction stage, which works on the real keypoints. Every stream's pose is also
+A camera that rolls shows a person the models must turn upright themselves; one that looks down
+shows a person whose lean and the camera's tilt a 2D pose alone cannot tell apart. When a
+stream's camera has a real orientation (``Camera.oriented``: a calibration's extrinsics, an IMU, a
+robot's kinematics), its keypoints are rectified to the upright camera at the same place
+(:func:`posert.camera.upright_rotation`: the same viewing direction and intrinsics, no roll): each
+keypoint's ray (distortion removed) is turned by ``R_rect = R_upright Rᵀ``, a rotation about the
+optical axis, and projected through the camera's K. The models lift that view; the pose comes
+back to the real camera frame through ``R_rectᵀ`` before the correction stage, which works on
+the real keypoints. The pitch is left to the models, which were trained on cameras that look
+down (removing it too, the full level view, puts the person far from the image centre and cost
+accuracy on level cameras: experiments/README.md, "Real cameras"). Every stream's pose is also
 reported in the world frame (z up, root-relative, mm): through its camera's ``R`` when the
-orientation is known, else as a level camera would have it (:data:`posert.camera.LEVEL_R`).
+orientation is known, else as a level camera sees it (:data:`posert.camera.LEVEL_R`).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from posert.camera import LEVEL_R, Camera, level_rotation, normalize_screen, pixels_to_rays
+from posert.camera import LEVEL_R, Camera, normalize_screen, pixels_to_rays, upright_rotation
 
-#: A rectified ray must point this far in front of the level camera (z of a unit-focal ray); a
-#: keypoint beyond it (more than ~84° off the level camera's axis) is taken as missing.
+#: A rectified ray must point this far in front of the upright camera (z of a unit ray); a
+#: keypoint beyond it (more than ~84° off the axis) is taken as missing.
 MIN_RAY_Z = 0.1
 
 
-class LevelView:
-    """The level view of ``streams`` slots: per slot the rectification ``rect`` (S, 3, 3) float64,
-    whether it is on (S,) bool, the camera's ``K`` (S, 3, 3) and ``dist`` (S, 5), and the world →
-    camera rotation ``world_R`` (S, 3, 3) used for world-frame poses. With ``enabled=False`` (models
-    not trained on level views: the lifter's ``meta["level_view"]``) no stream is levelled; an
-    oriented camera's R still gives the world frame."""
+class UprightView:
+    """The upright view of ``streams`` slots: per slot the rectification ``rect`` (S, 3, 3)
+    float64, whether it is on (S,) bool, the camera's ``K`` (S, 3, 3) and ``dist`` (S, 5), and the
+    world → camera rotation ``world_R`` (S, 3, 3) used for world-frame poses."""
 
-    def __init__(self, streams: int, enabled: bool = True):
-        self.enabled = bool(enabled)
+    def __init__(self, streams: int):
         S = int(streams)
         self.rect = np.tile(np.eye(3), (S, 1, 1))
         self.on = np.zeros(S, bool)
         self.K = np.tile(np.eye(3), (S, 1, 1))
         self.dist = np.zeros((S, 5))
         self.world_R = np.tile(LEVEL_R, (S, 1, 1))
-        self.any = False  # a slot is levelled or has a real R: the fast paths below skip everything otherwise
+        self.any = False  # a slot is rectified or has a real R: the fast paths skip everything otherwise
 
     def attach(self, slot: int, camera: Camera | None) -> None:
         """Give ``slot`` its stream's camera (None: unknown)."""
         if camera is not None and camera.oriented:
             R = np.asarray(camera.R, np.float64)
-            self.rect[slot] = level_rotation(R) @ R.T if self.enabled else np.eye(3)
+            self.rect[slot] = upright_rotation(R) @ R.T
             self.K[slot], self.dist[slot] = camera.K, camera.dist
             self.world_R[slot] = R
-            self.on[slot] = self.enabled
+            self.on[slot] = not np.allclose(self.rect[slot], np.eye(3), rtol=0.0, atol=1e-12)  # a camera that rolls
         else:
             self.rect[slot], self.world_R[slot], self.on[slot] = np.eye(3), LEVEL_R, False
-        self.any = bool(self.on.any()) or not np.allclose(self.world_R, LEVEL_R)
+        self.any = bool(self.on.any()) or not np.array_equal(self.world_R, np.broadcast_to(LEVEL_R, self.world_R.shape))
 
     def rectify(self, slots: np.ndarray, kp: np.ndarray, frames: np.ndarray, size: np.ndarray) -> None:
         """Rewrite the normalised 2D of ``frames`` (B, 17, 3) float32, in place, for the rows whose
-        slot is levelled: kp (B, 17, 2) float64 the pixels they were made from, size (B, 2) the
+        slot is upright-rectified: kp (B, 17, 2) float64 the pixels they were made from, size (B, 2) the
         image sizes. A visible joint whose rectified ray leaves the level camera's front
         (:data:`MIN_RAY_Z`) becomes missing."""
         if not self.any:
@@ -79,8 +79,8 @@ class LevelView:
             frames[r, :, 2] = np.where(seen[i], frames[r, :, 2], 0.0)
 
     def to_camera(self, slots: np.ndarray, poses: np.ndarray) -> None:
-        """Turn the poses (B, 17, 3) of levelled slots from the level camera's frame back to their
-        camera's, in place."""
+        """Turn the poses (B, 17, 3) of rectified slots from the upright camera's frame back to
+        their camera's, in place."""
         if not self.any:
             return
         rows = np.flatnonzero(self.on[slots])
