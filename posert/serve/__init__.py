@@ -57,7 +57,7 @@ class PoseServer:
     Args:
         config: the pipeline's config (``max_streams`` bounds the streams served at once; a new
             stream beyond it is refused and counted).
-        session: an open ``zenoh.Session`` (else one is opened with ``zconfig``).
+        node: an open Zenoh handle, as ``zenoh.open`` returns (else one is opened with ``zconfig``).
         prefix: the key expressions' first chunk.
         stream_timeout_s: a stream silent this long (server clock) is removed.
         on_tick: called with every :class:`~posert.runtime.pipeline.TickResult` (e.g. to record
@@ -67,15 +67,15 @@ class PoseServer:
     (no free slot), ticks, poses published, streams ended and timed out.
     """
 
-    def __init__(self, config: PipelineConfig | None = None, *, session=None, zconfig=None, prefix: str = PREFIX,
+    def __init__(self, config: PipelineConfig | None = None, *, node=None, zconfig=None, prefix: str = PREFIX,
                  stream_timeout_s: float = 2.0, on_tick: Callable | None = None):
         self.config = config or PipelineConfig()
         self.prefix = prefix
         self.timeout = float(stream_timeout_s)
         self.on_tick = on_tick
-        self._own_session = session is None
+        self._own_node = node is None
         self._zconfig = zconfig
-        self._session = session
+        self._node = node
         self._lock = threading.Condition()
         self._pending: dict[str, Keypoints] = {}
         self._ended: set[str] = set()
@@ -94,15 +94,15 @@ class PoseServer:
         self.stop()
 
     def start(self) -> None:
-        """Open the session (if needed), subscribe, and start the driver thread."""
+        """Open Zenoh (if no handle was given), subscribe, and start the driver thread."""
         from posert.runtime import Pipeline
 
         zenoh = _zenoh()
         self._pipe = Pipeline(self.config)  # built before the first frame can arrive
-        if self._session is None:
-            self._session = zenoh.open(self._zconfig or zenoh.Config())
-        self._subs = [self._session.declare_subscriber(f"{self.prefix}/in/*", self._on_frame),
-                      self._session.declare_subscriber(f"{self.prefix}/end/*", self._on_end)]
+        if self._node is None:
+            self._node = zenoh.open(self._zconfig or zenoh.Config())
+        self._subs = [self._node.declare_subscriber(f"{self.prefix}/in/*", self._on_frame),
+                      self._node.declare_subscriber(f"{self.prefix}/end/*", self._on_end)]
         self._running = True
         self._thread = threading.Thread(target=self._drive, name="posert-serve", daemon=True)
         self._thread.start()
@@ -117,9 +117,9 @@ class PoseServer:
         for s in getattr(self, "_subs", []):
             s.undeclare()
         self._subs = []
-        if self._own_session and self._session is not None:
-            self._session.close()
-            self._session = None
+        if self._own_node and self._node is not None:
+            self._node.close()
+            self._node = None
         if self._error is not None:
             raise RuntimeError("posert serve: the driver thread failed") from self._error
 
@@ -183,7 +183,7 @@ class PoseServer:
                                 self._counts["refused"] += 1
                                 continue
                             seen[s] = now
-                            pubs[s] = self._session.declare_publisher(
+                            pubs[s] = self._node.declare_publisher(
                                 f"{self.prefix}/out/{s}", congestion_control=zenoh.CongestionControl.DROP)
                         try:
                             pipe.push(s, f.kp2d, f.conf, f.capture_time)
@@ -217,14 +217,14 @@ class PoseClient:
     """Both sides of ``posert serve`` from Python: send 2D frames as a producer, receive 3D poses.
 
     Args:
-        session: an open ``zenoh.Session`` (else one is opened with ``zconfig``).
+        node: an open Zenoh handle, as ``zenoh.open`` returns (else one is opened with ``zconfig``).
         prefix: the server's key prefix.
     """
 
-    def __init__(self, session=None, zconfig=None, prefix: str = PREFIX):
+    def __init__(self, node=None, zconfig=None, prefix: str = PREFIX):
         zenoh = _zenoh()
-        self._own = session is None
-        self.session = session if session is not None else zenoh.open(zconfig or zenoh.Config())
+        self._own = node is None
+        self.node = node if node is not None else zenoh.open(zconfig or zenoh.Config())
         self.prefix = prefix
         self._pubs: dict[str, object] = {}
         self._subs: list = []
@@ -243,14 +243,14 @@ class PoseClient:
         check_stream_id(stream)
         pub = self._pubs.get(stream)
         if pub is None:
-            pub = self._pubs[stream] = self.session.declare_publisher(
+            pub = self._pubs[stream] = self.node.declare_publisher(
                 f"{self.prefix}/in/{stream}", congestion_control=zenoh.CongestionControl.DROP)
         pub.put(Keypoints(stream, capture_time, width, height, np.asarray(kp2d), np.asarray(conf), camera).encode())
 
     def end(self, stream: str) -> None:
         """End a stream (the server frees its slot)."""
         check_stream_id(stream)
-        self.session.put(f"{self.prefix}/end/{stream}", b"")
+        self.node.put(f"{self.prefix}/end/{stream}", b"")
         pub = self._pubs.pop(stream, None)
         if pub is not None:
             pub.undeclare()
@@ -260,7 +260,7 @@ class PoseClient:
         def on_sample(sample):
             callback(Pose.decode(sample.payload.to_bytes()))
 
-        sub = self.session.declare_subscriber(f"{self.prefix}/out/{stream}", on_sample)
+        sub = self.node.declare_subscriber(f"{self.prefix}/out/{stream}", on_sample)
         self._subs.append(sub)
         return sub
 
@@ -271,4 +271,4 @@ class PoseClient:
             p.undeclare()
         self._subs, self._pubs = [], {}
         if self._own:
-            self.session.close()
+            self.node.close()

@@ -83,7 +83,7 @@ def test_a_served_pipeline_gives_what_an_in_process_one_gives(views):
                 for k in range(2):
                     client.send(f"cam{k}", px[k][t], np.ones(17), t / 50, 1000, 1000, cams[k] if t == 0 else None)
                 if t == 10:
-                    client.session.put("posert/in/cam0", b"garbage")  # not a record
+                    client.node.put("posert/in/cam0", b"garbage")  # not a record
                     bad = px[1][t].copy()
                     bad[3] = np.nan
                 assert _wait(lambda n=t + 1: len(got["cam0"]) == n and len(got["cam1"]) == n), t
