@@ -1,4 +1,4 @@
-"""The ``posert`` command line: data | train | export | build | eval | bench | demo | run | config."""
+"""The ``posert`` command line: data | train | export | build | eval | bench | demo | run | serve | config."""
 
 from __future__ import annotations
 
