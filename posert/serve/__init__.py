@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
 
 import numpy as np
@@ -26,6 +26,7 @@ from posert.errors import MissingDependency
 from posert.serve.wire import Keypoints, Pose, check_stream_id
 
 PREFIX = "posert"
+HISTORY = 65536  # entries kept in PoseServer.latency_ms and arrival_ms
 
 
 def _zenoh():
@@ -64,7 +65,9 @@ class PoseServer:
             it: :class:`posert.serve.mcap.McapRecorder`), on the driver thread.
     Use as a context manager, or :meth:`start` / :meth:`stop`. :meth:`stats` counts frames
     received, dropped (replaced before their tick), rejected (bad record or input), refused
-    (no free slot), ticks, poses published, streams ended and timed out.
+    (no free slot), ticks, poses published, streams ended and timed out. ``latency_ms`` (each
+    tick's own cost) and ``arrival_ms`` (each frame's capture → arrival at the server, the
+    producer's clock against the server's) keep the last ``HISTORY`` values.
     """
 
     def __init__(self, config: PipelineConfig | None = None, *, node=None, zconfig=None, prefix: str = PREFIX,
@@ -84,7 +87,10 @@ class PoseServer:
         self._thread: threading.Thread | None = None
         self._running = False
         self._error: BaseException | None = None
-        self.latency_ms: list[float] = []  # every tick's own cost, for benchmarks
+        # for benchmarks, bounded (a server runs for days): the last ticks' own cost, and the last
+        # frames' capture → arrival time (ms; meaningful where producer and server share a clock)
+        self.latency_ms: deque[float] = deque(maxlen=HISTORY)
+        self.arrival_ms: deque[float] = deque(maxlen=HISTORY)
 
     def __enter__(self) -> PoseServer:
         self.start()
@@ -131,6 +137,7 @@ class PoseServer:
     def _on_frame(self, sample) -> None:
         try:
             frame = Keypoints.decode(sample.payload.to_bytes())
+            self.arrival_ms.append((time.time() - frame.capture_time) * 1e3)
         except (ValueError, UnicodeDecodeError):
             with self._lock:
                 self._counts["rejected"] += 1
