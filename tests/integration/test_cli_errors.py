@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from posert.cli import main
 
@@ -43,7 +45,7 @@ def _make(kind: str, tmp: Path) -> Path:
     elif kind == "single_array.npy":
         np.save(p, np.zeros((10, 17, 3)))
     elif kind == "random_bytes.npz":
-        p.write_bytes(os.urandom(4096))
+        p.write_bytes(np.random.default_rng(1).bytes(4096))
     elif kind == "no_arrays.npz":
         np.savez(p)
     elif kind == "wrong_shape.npz":
@@ -61,7 +63,7 @@ def _make(kind: str, tmp: Path) -> Path:
     elif kind == "crafted.pt":
         torch.save({"kind": "lifter", "config": {}, "state_dict": {}, "x": _Payload(tmp / MARKER)}, p)
     elif kind == "random_bytes.pt":
-        p.write_bytes(os.urandom(4096))
+        p.write_bytes(np.random.default_rng(2).bytes(4096))
     elif kind == "truncated.pt":
         save_lifter(load_lifter(), tmp / "full.pt")
         p.write_bytes((tmp / "full.pt").read_bytes()[:50_000])
@@ -83,7 +85,7 @@ def _make(kind: str, tmp: Path) -> Path:
     elif kind == "bad_value.json":
         p.write_text(json.dumps({"refiner": {"steps": -1}}))
     elif kind == "random_bytes.mp4":
-        p.write_bytes(os.urandom(8192))
+        p.write_bytes(np.random.default_rng(3).bytes(8192))
     elif kind == "bad_detections.npz":
         np.savez(p, x=np.zeros(3))
     elif kind == "no_intrinsics.yaml":
@@ -162,6 +164,21 @@ def test_a_crafted_checkpoint_runs_no_code(tmp_path):
     assert not (tmp_path / MARKER).exists()
     torch.load(path, weights_only=False)  # what an unsafe loader does: the payload runs
     assert (tmp_path / MARKER).exists()
+
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(head=st.sampled_from([b"", b"PK\x03\x04", b"\x80\x02", b"\x80\x04\x95"]), body=st.binary(max_size=2048))
+def test_any_bytes_as_a_checkpoint_are_a_checkpoint_error(head, body, tmp_path):
+    """Whatever a checkpoint file holds (arbitrary bytes, or bytes behind a zip or pickle header,
+    where torch's safe unpickler raises IndexError, KeyError, ... of its own), loading it raises
+    CheckpointError, which the CLI prints as one line."""
+    from posert.models.io import CheckpointError, load_lifter
+
+    path = tmp_path / "any.pt"
+    path.write_bytes(head + body)
+    with pytest.raises(CheckpointError):
+        load_lifter(path)
 
 
 if __name__ == "__main__":  # the table of cases, with the message and the exit status of each
