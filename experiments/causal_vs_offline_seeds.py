@@ -1,5 +1,6 @@
 """Causal vs offline lifter over several training seeds (issue 3): one training per variant cannot
-settle a 5 % target when trainings of one recipe spread by ~10 mm (RESULTS.md, sessions 16 and 19).
+settle a 5 % target when trainings of one recipe spread by ~10 mm (single trainings compared on
+2026-11-23 flipped the verdict; experiments/README.md).
 
 Trains ``--seeds`` × {causal, offline} lifters of the committed recipe (N = 27, C = 64, L = 4, the
 21 training sequences of ``--holdout omomo``) with a fixed step budget (``posert train lifter
