@@ -149,26 +149,21 @@ def _scores(pred: np.ndarray, gt: np.ndarray) -> dict[str, float]:
     are left out (``score`` counts them); the acceleration uses the triples of finite frames."""
     ok = np.isfinite(pred).all(axis=(-1, -2))
     if not ok.any():
-        return dict.fromkeys(("mpjpe", "p_mpjpe", "accel", "rotation_deg", "mpjpe_rotated"), float("nan"))
-    pm = [p_mpjpe(p[o], g[o]) for p, g, o in zip(pred, gt, ok) if o.any()]
-    rot, rotated = [], []  # one rotation per stream (camera) aligns its whole sequence
-    for p, g, o in zip(pred, gt, ok):
+        return dict.fromkeys(METRICS, float("nan"))
+    pm, angles, rotated, acc = [], [], [], []
+    for p, g, o in zip(pred, gt, ok):  # one stream (camera) at a time
         if o.any():
-            R, angle = alignment_rotation(p[o], g[o])
-            rot.append((R, angle))
+            pm.append(p_mpjpe(p[o], g[o]))
+            R, angle = alignment_rotation(p[o], g[o])  # one rotation aligns the stream's whole sequence
+            angles.append(angle)
             rotated.append(np.linalg.norm(p[o] @ R.T - g[o], axis=-1).reshape(-1))
-    rotated = np.concatenate(rotated)
-    acc = []
-    for p, g, o in zip(pred, gt, ok):
         if len(p) >= 3:
-            three = o[2:] & o[1:-1] & o[:-2]
-            with np.errstate(invalid="ignore", over="ignore"):
-                a = np.linalg.norm((p[2:] - 2 * p[1:-1] + p[:-2]) - (g[2:] - 2 * g[1:-1] + g[:-2]), axis=-1)
-            if three.any():
-                acc.append(float(a[three].mean()) if not three.all() else accel_error(p, g))
+            a = accel_error(p, g, valid=o)
+            if not np.isnan(a):
+                acc.append(a)
     return {"mpjpe": mpjpe(pred[ok], gt[ok]), "p_mpjpe": float(np.mean(pm)),
             "accel": float(np.mean(acc)) if acc else float("nan"),
-            "rotation_deg": float(np.mean([a for _, a in rot])), "mpjpe_rotated": float(rotated.mean())}
+            "rotation_deg": float(np.mean(angles)), "mpjpe_rotated": float(np.concatenate(rotated).mean())}
 
 
 def stream_sequences(pipeline, sequences: dict[str, np.ndarray], cameras: list[Camera],
@@ -230,6 +225,22 @@ def stream_sequences(pipeline, sequences: dict[str, np.ndarray], cameras: list[C
     return results, np.array(tick_ms)
 
 
+def pose_counts(lifted: np.ndarray, refined: np.ndarray) -> dict[str, int]:
+    """The poses a robot must never receive among ``lifted`` and ``refined`` (..., 17, 3) mm,
+    root-relative: ``lifter_nonfinite``, ``lifter_impossible``, ``refined_nonfinite``,
+    ``refined_impossible`` (:func:`~posert.runtime.guard.impossible`; the refined ones must be 0)."""
+    out = {}
+    for name, poses in (("lifter", lifted), ("refined", refined)):
+        out[f"{name}_nonfinite"] = int((~np.isfinite(poses).all((-1, -2))).sum())
+        out[f"{name}_impossible"] = int(impossible(poses).sum())
+    return out
+
+
+def health_counts(codes: np.ndarray) -> dict[str, int]:
+    """{code name: frames} of :class:`~posert.runtime.guard.Health` codes (any shape, uint8)."""
+    return {h.name.lower(): int((codes == h).sum()) for h in Health}
+
+
 def score(results: dict) -> dict:
     """Score the output of :func:`stream_sequences`. Returns::
 
@@ -256,15 +267,13 @@ def score(results: dict) -> dict:
         kind: {m: float(np.average([v[kind][m] for v in report["sequences"].values()], weights=frames))
                for m in METRICS} for kind in ("lifter", "refined")}
     rs = list(results.values())
-    trust = {"frames": int(sum(r["gt"].shape[0] * r["gt"].shape[1] for r in rs))}
-    for k, name in (("lifted", "lifter"), ("refined", "refined")):
-        trust[f"{name}_nonfinite"] = int(sum((~np.isfinite(r[k]).all((-1, -2))).sum() for r in rs))
-        trust[f"{name}_impossible"] = int(sum(impossible(r[k]).sum() for r in rs))
+    every = {k: np.concatenate([r[k].reshape(-1, NUM_JOINTS, 3) for r in rs]) for k in ("lifted", "refined")}
+    trust = {"frames": int(sum(r["gt"].shape[0] * r["gt"].shape[1] for r in rs)),
+             **pose_counts(every["lifted"], every["refined"])}
     if all("out_of_view" in r for r in rs):
         trust["out_of_view"] = float(np.mean(np.concatenate([r["out_of_view"].reshape(-1) for r in rs])))
     if all("health" in r for r in rs):
-        codes = np.concatenate([r["health"].reshape(-1) for r in rs])
-        trust["health"] = {h.name.lower(): int((codes == h).sum()) for h in Health}
+        trust["health"] = health_counts(np.concatenate([r["health"].reshape(-1) for r in rs]))
     report["overall"]["trust"] = trust
     conf = np.concatenate([r["conf"].reshape(-1, NUM_JOINTS) for r in results.values()])
     if (conf == 0).any():

@@ -47,13 +47,23 @@ def p_mpjpe(pred: np.ndarray, target: np.ndarray) -> float:
     return mpjpe(aligned, target)
 
 
-def accel_error(pred: np.ndarray, target: np.ndarray) -> float:
-    """Acceleration error of (T, J, 3) sequences (T ≥ 3): mean over joints and frames."""
+def accel_error(pred: np.ndarray, target: np.ndarray, valid: np.ndarray | None = None) -> float:
+    """Acceleration error of (T, J, 3) sequences (T ≥ 3): mean over joints and frames.
+
+    ``valid`` (T,) bool: only the second differences whose three frames are all valid count (the
+    others may hold anything, NaN included); NaN when there is none."""
     if len(pred) < 3:
         raise ValueError("accel_error needs at least 3 frames")
-    a_p = pred[2:] - 2 * pred[1:-1] + pred[:-2]
-    a_t = target[2:] - 2 * target[1:-1] + target[:-2]
-    return float(np.linalg.norm(a_p - a_t, axis=-1).mean())
+    with np.errstate(invalid="ignore", over="ignore"):
+        a_p = pred[2:] - 2 * pred[1:-1] + pred[:-2]
+        a_t = target[2:] - 2 * target[1:-1] + target[:-2]
+        err = np.linalg.norm(a_p - a_t, axis=-1)
+    if valid is None:
+        return float(err.mean())
+    three = valid[2:] & valid[1:-1] & valid[:-2]
+    if not three.any():
+        return float("nan")
+    return float(err.mean() if three.all() else err[three].mean())
 
 
 def alignment_rotation(pred: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, float]:

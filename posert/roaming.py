@@ -30,9 +30,8 @@ from tqdm import tqdm
 from posert.camera import Camera
 from posert.config import PipelineConfig
 from posert.data.dataset import center_on_floor
-from posert.evaluate import detector_view
+from posert.evaluate import detector_view, health_counts, pose_counts
 from posert.runtime import Pipeline
-from posert.runtime.guard import Health, impossible
 from posert.skeleton import NUM_JOINTS, ROOT
 
 FPS = 50.0
@@ -121,8 +120,8 @@ def roaming_protocol(sequences: dict[str, np.ndarray], cameras: list[Camera], co
     for v in views:
         streams[v["id"]] = (v, 0, len(v["px"]), v["conf"])
         streams[("twin", *v["id"])] = (v, 0, len(v["px"]), v["twin_conf"])
-        out = (v["conf"] > 0).sum(-1) < config.guard.min_joints
-        for k, (t0, end) in enumerate(_returns(out)):
+        v["low"] = (v["conf"] > 0).sum(-1) < config.guard.min_joints  # too few joints pushed to give a pose
+        for k, (t0, end) in enumerate(_returns(v["low"])):
             end = min(end, t0 + horizon)
             if v["out"][t0 - 1]:  # the person was out of this camera's view
                 ref = ("fresh", *v["id"], k)
@@ -135,7 +134,7 @@ def roaming_protocol(sequences: dict[str, np.ndarray], cameras: list[Camera], co
     got = {sid: (np.zeros((len(v["px"]), NUM_JOINTS, 3), np.float32),
                  np.zeros((len(v["px"]), NUM_JOINTS, 3), np.float32), np.zeros(len(v["px"]), np.uint8))
            for sid, (v, *_) in streams.items()}
-    restarts = 0
+    restarts, main = 0, [v["id"] for v in views]
     with Pipeline(config.override({"max_streams": busiest})) as pipe:
         for t in tqdm(range(T), desc="roaming", unit="frame", disable=not progress):
             live = [sid for sid, (_, a, b, _) in streams.items() if a <= t < b]
@@ -150,10 +149,9 @@ def roaming_protocol(sequences: dict[str, np.ndarray], cameras: list[Camera], co
                 got[sid][0][t], got[sid][1][t], got[sid][2][t] = res.refined[i], res.lifted[i], res.health[i]
             for sid in live:
                 if streams[sid][2] == t + 1:
-                    if sid in (v["id"] for v in views):
+                    if sid in main:
                         restarts += pipe.stream_info(sid).restarts
                     pipe.remove_stream(sid)
-    main = [v["id"] for v in views]
     refined = np.concatenate([got[s][0] for s in main])
     lifted = np.concatenate([got[s][1] for s in main])
     health = np.concatenate([got[s][2] for s in main])
@@ -163,13 +161,10 @@ def roaming_protocol(sequences: dict[str, np.ndarray], cameras: list[Camera], co
         err = np.linalg.norm(refined - gt, axis=-1).mean(-1)
     report = {
         "frames": int(len(refined)),
-        "refined_nonfinite": int((~np.isfinite(refined).all((-1, -2))).sum()),
-        "refined_impossible": int(impossible(refined).sum()),
-        "lifter_nonfinite": int((~np.isfinite(lifted).all((-1, -2))).sum()),
-        "lifter_impossible": int(impossible(lifted).sum()),
+        **pose_counts(lifted, refined),
         "out_of_view": float(np.mean(np.concatenate([v["unseen"] for v in views]))),
-        "out_frames": int(sum(((v["conf"] > 0).sum(-1) < config.guard.min_joints).sum() for v in views)),
-        "health": {h.name.lower(): int((health == h).sum()) for h in Health},
+        "out_frames": int(sum(v["low"].sum() for v in views)),
+        "health": health_counts(health),
         "restarts": int(restarts),
         "mpjpe_in_view": float(err[full].mean()) if full.any() else float("nan"),
     }
@@ -181,8 +176,8 @@ def roaming_protocol(sequences: dict[str, np.ndarray], cameras: list[Camera], co
             err_r = np.linalg.norm(got[ref][0][t0:end] - gt_v, axis=-1).mean(-1)
             whole = ~v["unseen"][t0:end].any(-1)  # partial views are not compared: both are far off there
             worse = np.flatnonzero(whole & ~(err_s <= err_r + RECOVERY_TOL_MM))
-            out = (v["conf"][:t0] > 0).sum(-1) < config.guard.min_joints
-            gap = t0 - (int(np.flatnonzero(~out)[-1]) + 1 if (~out).any() else 0)
+            good = np.flatnonzero(~v["low"][:t0])
+            gap = t0 - (int(good[-1]) + 1 if len(good) else 0)
             rec.append({"stream": repr(v["id"]), "frame": int(t0), "gap_s": gap / FPS,
                         "recovery_s": 0.0 if len(worse) == 0 else float((worse[-1] + 1) / FPS)})
         times = [e["recovery_s"] for e in rec]
