@@ -211,6 +211,7 @@ def run_video(source: str | int, out_mp4: str | Path | None = None, out_json: st
 
         detector = MediaPipePose()
     pipe = Pipeline(config, max_streams=1)
+    pipe.on_tick = on_tick
     conv = RateConverter()
     render = out_mp4 is not None or out_png is not None
     writer = None
@@ -271,8 +272,6 @@ def run_video(source: str | int, out_mp4: str | Path | None = None, out_json: st
                     tick_ms += res.latency_ms["tick"]
                     last_ref, last_lif, last_wld = res.refined[0], res.lifted[0], res.world[0]
                     last_health = int(res.health[0])
-                    if on_tick is not None:
-                        on_tick(res)
                     model_frames += 1
             t_model = time.perf_counter()
             cols["idx"].append(index)
