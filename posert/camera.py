@@ -131,6 +131,28 @@ def pixels_to_rays(px: np.ndarray, K: np.ndarray, dist: np.ndarray, iterations: 
 LEVEL_R = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, -1.0], [0.0, 1.0, 0.0]])
 
 
+def rotation(yaw: float, pitch: float, roll: float) -> np.ndarray:
+    """World → camera rotation (3, 3) of a camera looking along heading ``yaw`` (rad, from +x
+    toward +y), tilted up by ``pitch`` and rolled clockwise in its image by ``roll`` (rad); world
+    z up, camera OpenCV axes (x right, y down, z forward)."""
+    fwd = np.array([np.cos(pitch) * np.cos(yaw), np.cos(pitch) * np.sin(yaw), np.sin(pitch)])
+    right = np.array([np.sin(yaw), -np.cos(yaw), 0.0])
+    down = np.cross(fwd, right)
+    cr, sr = np.cos(roll), np.sin(roll)
+    return np.stack([cr * right + sr * down, -sr * right + cr * down, fwd])
+
+
+def _no_roll(fwd: np.ndarray) -> np.ndarray | None:
+    """World → camera rotation (3, 3) of the camera looking along the unit vector ``fwd`` (world)
+    with its image x axis horizontal (world z up); None when ``fwd`` is (nearly) vertical."""
+    right = np.cross(fwd, [0.0, 0.0, 1.0])
+    n = np.linalg.norm(right)
+    if n < 1e-6:
+        return None
+    right /= n
+    return np.stack([right, np.cross(fwd, right), fwd])
+
+
 def upright_rotation(R: np.ndarray) -> np.ndarray:
     """The upright camera at a camera's place: world → camera rotation (3, 3) of the camera with
     ``R``'s viewing direction (heading and pitch) but no roll, its image x axis horizontal (world
@@ -138,13 +160,8 @@ def upright_rotation(R: np.ndarray) -> np.ndarray:
     horizon is level, and the person upright, without moving the person off the image centre. For
     a camera that looks straight down or up (no horizon) it is ``R``."""
     R = np.asarray(R, np.float64)
-    fwd = R[2]
-    right = np.cross(fwd, [0.0, 0.0, 1.0])
-    n = np.linalg.norm(right)
-    if n < 1e-6:
-        return R.copy()
-    right /= n
-    return np.stack([right, np.cross(fwd, right), fwd])
+    upright = _no_roll(R[2])
+    return R.copy() if upright is None else upright
 
 
 def level_rotation(R: np.ndarray) -> np.ndarray:
@@ -156,10 +173,7 @@ def level_rotation(R: np.ndarray) -> np.ndarray:
     R = np.asarray(R, np.float64)
     fwd, down = R[2], R[1]
     heading = fwd[:2] if np.hypot(*fwd[:2]) > 1e-3 else -down[:2] * np.sign(fwd[2] or 1.0)
-    yaw = np.arctan2(heading[1], heading[0])
-    f = np.array([np.cos(yaw), np.sin(yaw), 0.0])
-    right = np.array([np.sin(yaw), -np.cos(yaw), 0.0])
-    return np.stack([right, np.cross(f, right), f])
+    return rotation(np.arctan2(heading[1], heading[0]), 0.0, 0.0)
 
 
 def normalize_screen(px: np.ndarray, width: int, height: int) -> np.ndarray:
@@ -212,13 +226,9 @@ def look_at_camera(position: np.ndarray, target: np.ndarray, intrinsics: Camera,
     position = np.asarray(position, dtype=np.float64)
     fwd = np.asarray(target, dtype=np.float64) - position
     fwd /= np.linalg.norm(fwd)
-    right = np.cross(fwd, [0.0, 0.0, 1.0])
-    n = np.linalg.norm(right)
-    if n < 1e-6:
+    R = _no_roll(fwd)
+    if R is None:
         raise ValueError("look_at_camera: viewing direction is vertical")
-    right /= n
-    down = np.cross(fwd, right)
-    R = np.stack([right, down, fwd])
     return Camera(name, R, -R @ position, intrinsics.K, intrinsics.dist,
                   intrinsics.width, intrinsics.height)
 

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from posert.camera import Camera
+from posert.camera import Camera, rotation
 
 #: A standing adult's pelvis above the floor, mm: a target this high stands on the floor at z = 0.
 PELVIS_HEIGHT_MM = 900.0
@@ -61,17 +61,6 @@ CLASSES: dict[str, CameraClass] = {
 }
 #: ``posert eval --cameras``: the real H36M cameras, the offline ring, a class, or every class.
 CAMERA_SETS = ("h36m", "ring", *CLASSES, "all")
-
-
-def rotation(yaw: float, pitch: float, roll: float) -> np.ndarray:
-    """World → camera rotation (3, 3) of a camera looking along heading ``yaw`` (rad, from +x
-    toward +y), tilted up by ``pitch`` and rolled clockwise in its image by ``roll`` (rad); world
-    z up, camera OpenCV axes (x right, y down, z forward)."""
-    fwd = np.array([np.cos(pitch) * np.cos(yaw), np.cos(pitch) * np.sin(yaw), np.sin(pitch)])
-    right = np.array([np.sin(yaw), -np.cos(yaw), 0.0])
-    down = np.cross(fwd, right)
-    cr, sr = np.cos(roll), np.sin(roll)
-    return np.stack([cr * right + sr * down, -sr * right + cr * down, fwd])
 
 
 def sample_camera(rng: np.random.Generator, target: np.ndarray, kind: str, name: str | None = None) -> Camera:

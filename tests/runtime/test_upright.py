@@ -4,9 +4,8 @@ world-frame poses follow the camera's R."""
 
 import numpy as np
 
-from posert.camera import LEVEL_R, Camera, look_at_camera, upright_rotation
+from posert.camera import LEVEL_R, Camera, look_at_camera, rotation, upright_rotation
 from posert.data.dataset import center_on_floor, render
-from posert.rigs import rotation
 from posert.runtime import Pipeline
 
 

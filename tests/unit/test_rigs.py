@@ -3,8 +3,9 @@
 import numpy as np
 import pytest
 
+from posert.camera import rotation
 from posert.metrics import alignment_rotation
-from posert.rigs import CLASSES, class_rig, rotation, sample_camera
+from posert.rigs import CLASSES, class_rig, sample_camera
 
 
 def _angles(cam):
