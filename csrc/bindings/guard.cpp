@@ -2,6 +2,7 @@
 #include "guard/guard.h"
 
 #include <cmath>
+#include <vector>
 
 #include "bindings/bindings.h"
 #include "bindings/checks.h"
@@ -32,6 +33,16 @@ class GuardKernel {
       if (parents_.data()[j] < 0 || parents_.data()[j] >= j)
         throw py::value_error("parents: every joint j >= 1 needs a parent in [0, j)");
     require_shape(rest_, {J, 3}, "rest (J, 3)");
+    rest_bone_.resize(J - 1);  // the reference adult's bones, once: the guard caps every bone at them
+    for (int64_t j = 1; j < J; ++j) {
+      const int64_t q = parents_.data()[j];
+      double r2 = 0;
+      for (int e = 0; e < 3; ++e) {
+        const double d = (double)rest_.data()[j * 3 + e] - (double)rest_.data()[q * 3 + e];
+        r2 += d * d;
+      }
+      rest_bone_[j - 1] = std::sqrt(r2);
+    }
     if (!(max_reach_mm > 0) || !std::isfinite(max_reach_mm)) throw py::value_error("max_reach_mm must be finite and > 0");
     if (!(max_bone_ratio > 1) || !std::isfinite(max_bone_ratio))
       throw py::value_error("max_bone_ratio must be finite and > 1");
@@ -40,10 +51,13 @@ class GuardKernel {
     bone_n_ = state_field<double>(state, "bone_n", {S, J - 1});
     last_ = state_field<float>(state, "last", {S, J, 3});
     has_last_ = state_field<uint8_t>(state, "has_last", {S});
-    st_ = {S, J, parents_.data(), rest_.data(), bone_ref_.mutable_data(), bone_n_.mutable_data(), last_.mutable_data(),
-           has_last_.mutable_data()};
+    st_ = {S, J, parents_.data(), rest_.data(), rest_bone_.data(), bone_ref_.mutable_data(), bone_n_.mutable_data(),
+           last_.mutable_data(), has_last_.mutable_data()};
     p_ = {max_reach_mm, max_bone_ratio};
   }
+
+  GuardKernel(const GuardKernel&) = delete;  // st_ points into this object's rest_bone_
+  GuardKernel& operator=(const GuardKernel&) = delete;
 
   py::array_t<uint8_t> apply(const py::array& refined_arr, const py::array& lifted_arr, const F32& conf,
                              const I64& slots, const py::array& health_arr) {
@@ -67,6 +81,7 @@ class GuardKernel {
  private:
   I64 parents_;
   F32 rest_;
+  std::vector<double> rest_bone_;
   F64 bone_ref_, bone_n_;
   F32 last_;
   py::array_t<uint8_t, py::array::c_style> has_last_;

@@ -37,12 +37,7 @@ bool repair(float* P, const GuardState& st, const GuardParams& p, int64_t s, dou
       b2 += v[e] * v[e];
     }
     if (!std::isfinite(b2)) return false;
-    double r2 = 0;  // the reference adult's bone: rest is that adult's pose
-    for (int e = 0; e < 3; ++e) {
-      const double d = (double)st.rest[j * 3 + e] - (double)st.rest[q * 3 + e];
-      r2 += d * d;
-    }
-    const double bound = p.max_bone_ratio * std::fmin(st.bone_ref[s * (J - 1) + j - 1], std::sqrt(r2));
+    const double bound = p.max_bone_ratio * std::fmin(st.bone_ref[s * (J - 1) + j - 1], st.rest_bone[j - 1]);
     const bool shorten = b2 > bound * bound;
     moved[j] = moved[q] || shorten;
     if (!moved[j]) continue;  // untouched joints keep their exact values

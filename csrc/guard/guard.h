@@ -35,6 +35,7 @@ struct GuardState {
   int64_t S, J;
   const int64_t* parents;  // (J,), parents[j] < j for j ≥ 1
   const float* rest;       // (J, 3) the reference pose, mm
+  const double* rest_bone; // (J − 1) its bone lengths |rest_j − rest_parents[j]|, mm
   double* bone_ref;        // (S, J − 1) running bone lengths of the slot's valid poses, mm
   double* bone_n;          // (S, J − 1) the frames each bone was seen whole
   float* last;             // (S, J, 3) the slot's last valid pose, mm
