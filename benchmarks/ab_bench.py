@@ -10,14 +10,13 @@ the rounds and B / A. Every checkout needs its own ``.venv`` (``make setup`` the
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
-import platform
 import subprocess
 import tempfile
 from pathlib import Path
 
 import numpy as np
+from report import stamp, write_json
 
 KEYS = ("pipeline_p50_ms", "pipeline_p99_ms", "throughput_poses_per_s", "multi_stream_tick_p50_ms", "reference_p50_ms")
 
@@ -51,11 +50,8 @@ def main() -> None:
     print(f"\n{'median of ' + str(args.rounds) + ' rounds':<28}{'A':>12}{'B':>12}{'B / A':>9}")
     for k in KEYS:
         print(f"{k:<28}{med['a'][k]:>12.3f}{med['b'][k]:>12.3f}{med['b'][k] / med['a'][k]:>9.3f}")
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({
-            "date": datetime.date.today().isoformat(), "machine": platform.processor() or platform.machine(),
-            "a": str(args.a), "b": str(args.b), "rounds": args.rounds, "median": med, "runs": runs}, indent=2))
+    write_json(args.json, {**stamp(), "a": str(args.a), "b": str(args.b), "rounds": args.rounds, "median": med,
+                           "runs": runs})
 
 
 if __name__ == "__main__":

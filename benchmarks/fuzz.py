@@ -17,6 +17,8 @@ import time
 import unittest
 from pathlib import Path
 
+from report import write_json
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests.runtime import test_state_machine as sm  # noqa: E402
@@ -44,8 +46,7 @@ def main() -> int:
                            "failures": len(result.failures) + len(result.errors), "by_kind": calls,
                            "seconds": round(time.perf_counter() - t0, 1)}
         print(backend, json.dumps(report[backend]))
-    if args.json:
-        args.json.write_text(json.dumps(report, indent=1) + "\n")
+    write_json(args.json, report)
     return 0 if ok else 1
 
 

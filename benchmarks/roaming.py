@@ -11,12 +11,11 @@ and after the person was out of a camera's view (p50 and max, s).
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
 import os
-import platform
 import sys
 from pathlib import Path
+
+from report import stamp, write_json
 
 from posert.config import PipelineConfig
 from posert.data.dataset import NoiseModel
@@ -35,8 +34,8 @@ def main() -> int:
     seqs = load_motion(args.motion)
     cams = eval_cameras(args.cameras)
     cfg = PipelineConfig().override({"backend.name": args.backend})
-    report = {"date": datetime.date.today().isoformat(), "machine": f"{platform.machine()}, {os.cpu_count()} cores",
-              "motion": {k: len(v) for k, v in seqs.items()}, "cameras": args.cameras, "backend": args.backend}
+    report = {**stamp(), "motion": {k: len(v) for k, v in seqs.items()}, "cameras": args.cameras,
+              "backend": args.backend}
     ok = True
     for name, noise in (("rendered", None), ("detector", NoiseModel())):
         rep = roaming_protocol(seqs, cams, cfg, noise=noise, progress=True)
@@ -50,9 +49,7 @@ def main() -> int:
             r = rep[kind]
             print(f"  recovery after {kind}: {r['returns']} returns, p50 {r['recovery_p50_s']:.2f} s, "
                   f"max {r['recovery_max_s']:.2f} s")
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=1) + "\n")
+    write_json(args.json, report)
     return 0 if ok else 1
 
 

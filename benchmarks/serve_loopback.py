@@ -15,17 +15,14 @@ arrives during a tick waits for the next one).
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
 import multiprocessing as mp
-import os
-import platform
 import socket
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+from report import stamp, write_json
 
 DATA = Path(__file__).resolve().parents[1] / "tests" / "data" / "cmu_01_01.npz"
 
@@ -81,8 +78,7 @@ def main() -> int:
     from posert.serve import PoseServer, zenoh_config
 
     ctx = mp.get_context("spawn")
-    report = {"date": datetime.date.today().isoformat(), "machine": f"{platform.machine()}, {os.cpu_count()} cores",
-              "seconds": args.seconds, "rate_hz": 50, "runs": []}
+    report = {**stamp(), "seconds": args.seconds, "rate_hz": 50, "runs": []}
     for n in args.streams:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
@@ -112,9 +108,7 @@ def main() -> int:
               f"end to end p50 {row['e2e_p50_ms']:.2f} / p99 {row['e2e_p99_ms']:.2f} ms, tick p50 "
               f"{row['tick_p50_ms']:.2f} / p99 {row['tick_p99_ms']:.2f} ms ({row['ticks']} ticks), transport p50 "
               f"{row['to_server_p50_ms']:.2f} (to the server) + {row['to_consumer_p50_ms']:.2f} (to the consumer) ms")
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=1) + "\n")
+    write_json(args.json, report)
     return 0
 
 

@@ -14,15 +14,14 @@ fails if any reported pose is non-finite or impossible.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
-import platform
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+from report import stamp, write_json
 from tqdm import tqdm
 
 from posert.camera import ring_rig
@@ -100,17 +99,14 @@ def main() -> int:
                                 "p99_ms": float(np.percentile(w, 99))})
         for s in ids:
             restarts += pipe.stream_info(s).restarts
-    report = {"date": datetime.date.today().isoformat(), "machine": f"{platform.processor() or platform.machine()}, "
-              f"{os.cpu_count()} cores", "backend": args.backend, "ticks": args.ticks, "streams_per_tick": 4,
+    report = {**stamp(), "backend": args.backend, "ticks": args.ticks, "streams_per_tick": 4,
               "streams_added": next_id, "restarts": restarts, "bad_frames_refused": bad_refused,
               "rss_start_mb": round(rss0, 1), "rss_first_window_mb": windows[0]["rss_mb"] if windows else None,
               "rss_end_mb": round(rss_mb(), 1), "p99_first_window_ms": windows[0]["p99_ms"] if windows else None,
               "p99_last_window_ms": windows[-1]["p99_ms"] if windows else None,
               "p50_ms": float(np.percentile(lat, 50)), "p99_ms": float(np.percentile(lat, 99)), "windows": windows}
     print(json.dumps({k: v for k, v in report.items() if k != "windows"}, indent=1))
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=1) + "\n")
+    write_json(args.json, report)
     return 0
 
 

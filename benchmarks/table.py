@@ -9,21 +9,11 @@ import argparse
 import datetime
 import json
 import os
-import platform
 from pathlib import Path
 
+from report import cpu_name
+
 PROTOCOLS = (("none", "ground-truth 2D"), ("detector", "detector-like noise"), ("occlusion", "missing joints/limbs"))
-
-
-def cpu_name() -> str:
-    """The CPU's model name (Linux), else the platform's machine type."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.machine()
 
 
 def main() -> None:
