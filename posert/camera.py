@@ -315,7 +315,7 @@ def load_calibration(path: str | Path, width: int | None = None, height: int | N
 
     The extrinsics map a z-up world (gravity along −z) to the camera, ``x_cam = R X + t``, t in mm
     (a top-level ``"units": "m"`` scales it): then the camera is ``oriented`` and the pipeline
-    levels its view and reports world-frame poses. Without them the camera is not oriented.
+    lifts its upright view and reports world-frame poses. Without them the camera is not oriented.
     ``width``/``height`` fill in a file without the image size. Raises FileNotFoundError, and
     ValueError for a file that is not such a calibration (one line naming what is wrong).
     """

@@ -104,7 +104,7 @@ class RerunLog:
     def _skeleton(self, path: str, pose: np.ndarray, color, radius: float) -> None:
         rr = self.rr
         ok = np.isfinite(pose).all(-1)
-        self.rec.log(f"{path}/joints", rr.Points3D(np.where(ok[:, None], pose, 0.0)[ok], colors=color, radii=radius))
+        self.rec.log(f"{path}/joints", rr.Points3D(pose[ok], colors=color, radii=radius))
         strips = [pose[[p, c]] for p, c in BONES if ok[p] and ok[c]]
         self.rec.log(f"{path}/bones", rr.LineStrips3D(strips, colors=color, radii=radius * 0.6))
 
