@@ -15,8 +15,8 @@ over the runs of frames with a person:
   back, or back again), fewer is a limb swap;
 - person switches: a pelvis jump of more than half the person's height in one frame.
 
-With ``--motion`` the protocol's per-window σ (2–8 px) is put on the same scale: the person's
-height in px through the four H36M cameras.
+With ``--motion`` the detector-noise protocol of training and ``posert eval`` is measured the same
+way, on the validation motion through the four H36M cameras (dropout off: it is not a detector's).
 
     python experiments/detector_track.py tests/data/sports2d_clip_blazepose.npz [more.npz] [--motion val.npz]
 """
@@ -53,11 +53,16 @@ def runs(valid: np.ndarray, min_len: int = 9) -> list[slice]:
     return out
 
 
-def track_stats(path: Path) -> dict:
-    """The statistics above for one recording; joints are H36M-17, pixels."""
+def load_track(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """A BlazePose landmark recording as H36M-17: px (F, 17, 2), conf (F, 17)."""
     with np.load(path) as z:
         lm = z["landmarks"].astype(np.float64)  # (F, 33, 3): x, y px, visibility
-    px, conf = blazepose_to_h36m(lm[..., :2], lm[..., 2])
+    return blazepose_to_h36m(lm[..., :2], lm[..., 2])
+
+
+def track_stats(px: np.ndarray, conf: np.ndarray) -> dict:
+    """The statistics above for one track: px (F, 17, 2) H36M-17 pixels, NaN where no person."""
+    px = px.astype(np.float64)
     names = list(JOINT_NAMES)
     valid = np.isfinite(px).all(axis=(1, 2))
     height = np.nanmedian(np.ptp(px[valid][..., 1], axis=1))
@@ -98,40 +103,42 @@ def track_stats(path: Path) -> dict:
     }
 
 
-def protocol_height_px(motion: Path) -> float:
-    """Median height (px) of the person in the validation renders through the four H36M cameras."""
-    from posert.data.dataset import center_on_floor, render
+def protocol_track(motion: Path) -> tuple[np.ndarray, np.ndarray]:
+    """The detector-noise protocol (:class:`posert.data.dataset.NoiseModel`, as ``posert eval
+    --noise detector`` applies it: one draw per sequence and camera) on the validation motion
+    through the four H36M cameras, as one track with a missing frame between the pieces."""
+    from posert.data.dataset import NoiseModel, center_on_floor, render
     from posert.evaluate import eval_cameras
 
-    hs = []
+    rng, pieces, confs = np.random.default_rng(0), [], []
     with np.load(motion) as z:
         for k in z.files:
             world = center_on_floor(z[k])
             for cam in eval_cameras("h36m"):
-                px = render(world, cam)[0]
-                hs.append(np.median(np.ptp(px[..., 1], axis=1)))
-    return float(np.median(hs))
+                px, conf = NoiseModel(p_drop=0.0)(render(world, cam)[0], rng)
+                pieces += [px, np.full((1, 17, 2), np.nan)]
+                confs += [conf, np.zeros((1, 17))]
+    return np.concatenate(pieces), np.concatenate(confs)
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("recordings", type=Path, nargs="+")
-    ap.add_argument("--motion", type=Path, help="the validation motion: put the protocol on the same scale")
+    ap.add_argument("--motion", type=Path, help="the validation motion: measure the protocol the same way")
     args = ap.parse_args()
-    for path in args.recordings:
-        st = track_stats(path)
+    tracks = [(path.name, *load_track(path)) for path in args.recordings]
+    if args.motion:
+        tracks.append(("the detector-noise protocol on " + args.motion.name, *protocol_track(args.motion)))
+    for name, px, conf in tracks:
+        st = track_stats(px, conf)
         k = 1000.0 / st["height_px"]
-        print(f"{path.name}: {st['frames']} frames, a person in {st['with_person']} ({st['scored']} scored), "
+        print(f"{name}: {st['frames']} frames, a person in {st['with_person']} ({st['scored']} scored), "
               f"height {st['height_px']:.0f} px; whole-body left/right flips {st['flips']}, limb swaps "
               f"{st['limb_swaps']}, person switches "
               f"{st['person_switches']}; confidence p5/p50/p95 "
               + " / ".join(f"{q:.2f}" for q in st["confidence_p5_p50_p95"]))
         for g, r in st["residual_px"].items():
             print(f"  {g:32s} residual {r:5.1f} px ({r * k:5.1f} per 1,000 px of height), lag-1 {st['lag1'][g]:+.2f}")
-    if args.motion:
-        h = protocol_height_px(args.motion)
-        print(f"protocol: σ 2–8 px a window on a person {h:.0f} px tall ({2000 / h:.1f}–{8000 / h:.1f} per 1,000 px), "
-              "white, on every joint alike")
     return 0
 
 

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 
 from posert.data.bvh import parse_bvh
-from posert.data.dataset import NoiseModel, load_positions, save_positions, scale_bones
+from posert.data.dataset import NoiseModel, TrainingNoise, load_positions, save_positions, scale_bones
 from posert.data.sources import map_to_h36m, resample, y_up_to_z_up
-from posert.skeleton import BONES, H36M32_TO_17, JOINT_NAMES, bone_lengths
+from posert.skeleton import BONES, FLIP_PERM, H36M32_TO_17, JOINT_NAMES, bone_lengths
 
 BVH = """HIERARCHY
 ROOT Hips
@@ -126,14 +126,39 @@ def test_rotate_limbs_keeps_bones_and_turns_limbs_rigidly(motion):
     assert not np.allclose(WindowSampler(**kw, p_pose_aug=1.0)._window(), w0)
 
 
-def test_noise_model_drops_and_jitters(real_views):
+@pytest.mark.parametrize("kind", [NoiseModel, TrainingNoise])
+def test_noise_model_drops_and_jitters(real_views, kind):
     px = real_views[0][0, :500]
-    noisy, conf = NoiseModel(p_drop=0.1)(px.copy(), np.random.default_rng(0))
+    noisy, conf = kind(p_drop=0.1)(px.copy(), np.random.default_rng(0))
     dropped = conf == 0
     assert 0.05 < dropped.mean() < 0.15
     assert np.all(noisy[dropped] == 0)
     err = np.linalg.norm(noisy[~dropped] - px[~dropped], axis=-1)
     assert 1.0 < np.median(err) < 15.0
+
+
+def test_noise_model_follows_a_detector_track(real_views):
+    """Wrists and ankles jitter ~7 × the torso, σ grows with the person's size in the image,
+    and left/right swaps come in runs of frames (experiments/detector_track.py's measurements)."""
+    px = real_views[0][0, :500].astype(np.float64)
+    model = NoiseModel(p_outlier=0.0, p_drop=0.0, swap_rate=0.0, flip_rate=0.0, scale=(1.0, 1.0))
+    height = np.median(np.ptp(px[..., 1], axis=1))
+    for zoom in (1.0, 2.5):
+        big = (px - px.mean(axis=(0, 1))) * zoom
+        noisy, conf = model(big, np.random.default_rng(1))
+        rms = np.sqrt(((noisy - big) ** 2).mean(axis=(0, 2)))  # (17,) px per coordinate
+        np.testing.assert_allclose(rms / (zoom * height) * 1000, model.jitter_per_kpx, rtol=0.15)
+    assert rms[[3, 6, 13, 16]].min() > 5 * rms[[0, 7, 8]].max()
+    assert 0.95 < np.median(conf) < 0.99 and conf.min() >= 0.05
+    # swaps: a run of frames where a joint reads its mirror's position
+    swapping = NoiseModel(p_outlier=0.0, p_drop=0.0, scale=(2.0, 2.0), jitter_per_kpx=(0.0,) * 17)
+    noisy, _ = swapping(px.copy(), np.random.default_rng(2))
+    moved = ~np.isclose(noisy, px.astype(np.float32), atol=1e-3).all(axis=-1)  # (T, 17)
+    swapped = np.isclose(noisy, px[:, FLIP_PERM].astype(np.float32), atol=1e-3).all(axis=-1)
+    assert moved.any() and np.all(swapped[moved])  # every moved joint holds its mirror's place
+    body = moved[:, [1, 4, 11, 14]].all(axis=1)  # whole-body flips: hips and shoulders too
+    assert body.any() and (body[1:] & body[:-1]).any()  # some last more than one frame
+    assert moved[~body][:, [3, 6, 13, 16]].any()  # limb swaps without a whole-body flip
 
 
 def test_occlusion_model_hides_runs_of_joints_and_limbs(real_views):
