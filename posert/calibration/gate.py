@@ -1,13 +1,14 @@
 """INT8 accuracy gate: keep the most sensitive nodes in float until streaming MPJPE on
-validation motion is within a tolerance of FP32, and its acceleration error within a ratio.
+validation motion is within a tolerance of FP32, and the acceleration error of every sequence
+within a ratio of FP32's.
 
 Procedure (``accuracy_gate``):
 1. rank every Gemm/MatMul of both step models by its one-node sensitivity
    (:func:`posert.calibration.quantize.node_sensitivity`, mm of output change);
 2. quantise all of them and score; while |MPJPE_int8 − MPJPE_fp32| (lifter and refined, every
-   protocol, the largest) exceeds ``tol_mm`` or an acceleration error exceeds FP32's by more
-   than ``accel_tol`` (a quantised model can keep its MPJPE and still jitter from frame to
-   frame), keep the top 1, 2, 4, 8 … nodes in float;
+   protocol, the largest) exceeds ``tol_mm`` or a sequence's acceleration error exceeds FP32's by
+   more than ``accel_tol`` (a quantised model can keep its MPJPE and still jitter from frame to
+   frame, most visibly on slow motion), keep the top 1, 2, 4, 8 … nodes in float;
 3. once a count passes, bisect between it and the last failing count for the fewest float nodes.
 """
 
@@ -28,7 +29,10 @@ def streaming_mpjpe(lifter_onnx: Path, denoiser_onnx: Path, window: int, schedul
     output when ``sequences`` are streamed through an ONNX Runtime pipeline of the two given step
     models, exactly as ``posert eval --noise P`` does (same seed), for each 2D protocol P. Keys:
     ``lifter`` and ``refined`` for ground-truth 2D ("none"), ``lifter/P`` and ``refined/P`` for
-    the others; the acceleration errors under the same keys prefixed ``accel:``."""
+    the others. The acceleration errors are per sequence, under the same keys prefixed
+    ``accel:`` and suffixed ``@sequence``: quantisation adds a jitter floor of its own, the same
+    on any motion, so it shows on the slowest sequence first (on the validation motion, climb
+    seq_4: 0.52 → 0.75 mm/frame² where the overall figure moved 2.58 → 2.71)."""
     from posert.data.dataset import NoiseModel, OcclusionModel
     from posert.evaluate import score, stream_sequences
     from posert.runtime import Pipeline
@@ -40,11 +44,12 @@ def streaming_mpjpe(lifter_onnx: Path, denoiser_onnx: Path, window: int, schedul
         noise = {"none": None, "detector": NoiseModel(), "occlusion": OcclusionModel()}[proto]
         with Pipeline(backend=backend, max_streams=len(sequences) * len(cameras), correction="off") as pipe:
             results, _ = stream_sequences(pipe, sequences, cameras, noise, seed=0, progress=False)
-        overall = score(results)["overall"]
+        report = score(results)
         suffix = "" if proto == "none" else f"/{proto}"
         for kind in ("lifter", "refined"):
-            out[f"{kind}{suffix}"] = overall[kind]["mpjpe"]
-            out[f"accel:{kind}{suffix}"] = overall[kind]["accel"]
+            out[f"{kind}{suffix}"] = report["overall"][kind]["mpjpe"]
+            for name, seq in report["sequences"].items():
+                out[f"accel:{kind}{suffix}@{name}"] = seq[kind]["accel"]
     return out
 
 
@@ -90,7 +95,7 @@ def accuracy_gate(models: dict[str, dict], score: Callable[[dict[str, Path]], di
         trials[k] = {"float_nodes": k, "int8": got, "delta_mm": delta, "accel_excess": excess, "kept_float": keep,
                      "paths": paths, "passes": delta <= tol_mm and excess <= accel_tol}
         log(f"{k:3d} nodes kept in float: lifter {got['lifter']:.2f}, refined {got['refined']:.2f}, "
-            f"|Δ| {delta:.2f} mm, acceleration error {excess:+.1%} of FP32's")
+            f"|Δ| {delta:.2f} mm, worst sequence's acceleration error {excess:+.1%} of FP32's")
         return trials[k]
 
     n, last_fail, k = len(ranked), None, 0

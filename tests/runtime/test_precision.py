@@ -175,6 +175,29 @@ def test_accuracy_gate_watches_the_acceleration_error_too(prepared, tmp_path):
     assert report["accel_excess"] == 0.0
 
 
+@pytest.mark.slow
+def test_gate_scores_acceleration_per_sequence(fp32_backend, onnx_paths, prepared, motion, cameras):
+    """The gate's acceleration keys are per sequence: the same motion played 4 × slower has a
+    far smaller FP32 acceleration error, so the all-INT8 models' jitter floor is a larger share
+    of it there, which the frame-weighted overall figure would hide behind the fast sequence."""
+    from posert.calibration.gate import gate_deltas, streaming_mpjpe
+
+    fast = motion[:400]
+    t = np.arange(0, len(fast) - 1, 0.25)
+    slow = np.stack([np.interp(t, np.arange(len(fast)), fast[:, j, d]) for j in range(17) for d in range(3)],
+                    axis=-1).reshape(len(t), 17, 3).astype(np.float32)
+    seqs, cams = {"fast": fast, "slow": slow}, cameras[:1]
+    args = (fp32_backend.window, fp32_backend.schedule, fp32_backend.cnd, seqs, cams)
+    ref = streaming_mpjpe(onnx_paths[0], onnx_paths[1], *args, protocols=("none",))
+    got = streaming_mpjpe(prepared["lifter"]["int8"], prepared["denoiser"]["int8"], *args, protocols=("none",))
+    assert {k for k in ref if k.startswith("accel:")} == {f"accel:{m}@{n}" for m in ("lifter", "refined")
+                                                        for n in seqs}
+    assert ref["accel:refined@slow"] < 0.4 * ref["accel:refined@fast"]
+    excess = {n: got[f"accel:refined@{n}"] / ref[f"accel:refined@{n}"] - 1.0 for n in seqs}
+    assert excess["slow"] > 2 * excess["fast"] > 0.0
+    assert gate_deltas(got, ref)[1] >= excess["slow"]
+
+
 def _unsupported_model(onnx_paths, tmp_path):
     """The lifter with a dynamically quantised head (MatMulInteger: not in TensorRT)."""
     m = onnx.load(onnx_paths[0])
