@@ -107,15 +107,15 @@ def protocol_track(motion: Path) -> tuple[np.ndarray, np.ndarray]:
     """The detector-noise protocol (:class:`posert.data.dataset.NoiseModel`, as ``posert eval
     --noise detector`` applies it: one draw per sequence and camera) on the validation motion
     through the four H36M cameras, as one track with a missing frame between the pieces."""
-    from posert.data.dataset import NoiseModel, center_on_floor, render
-    from posert.evaluate import eval_cameras
+    from posert.data.dataset import NoiseModel, center_on_floor
+    from posert.evaluate import detector_view, eval_cameras
 
     rng, pieces, confs = np.random.default_rng(0), [], []
     with np.load(motion) as z:
         for k in z.files:
             world = center_on_floor(z[k])
             for cam in eval_cameras("h36m"):
-                px, conf = NoiseModel(p_drop=0.0)(render(world, cam)[0], rng)
+                px, conf, _, _ = detector_view(world, cam, NoiseModel(p_drop=0.0), rng)
                 pieces += [px, np.full((1, 17, 2), np.nan)]
                 confs += [conf, np.zeros((1, 17))]
     return np.concatenate(pieces), np.concatenate(confs)

@@ -16,19 +16,12 @@ import argparse
 from pathlib import Path
 
 import numpy as np
+from scipy.spatial.transform import Rotation
 
 from posert.config import PipelineConfig
 from posert.evaluate import eval_cameras, stream_sequences
 from posert.metrics import alignment_rotation
 from posert.runtime import Pipeline
-
-
-def rotation_vector_deg(R: np.ndarray) -> np.ndarray:
-    """(3,) axis × angle (degrees) of a rotation matrix."""
-    angle = np.arccos(np.clip((np.trace(R) - 1.0) / 2.0, -1.0, 1.0))
-    w = np.array([R[2, 1] - R[1, 2], R[0, 2] - R[2, 0], R[1, 0] - R[0, 1]])
-    n = np.linalg.norm(w)
-    return np.zeros(3) if n < 1e-12 else np.degrees(angle) * w / n
 
 
 def main() -> int:
@@ -50,7 +43,7 @@ def main() -> int:
                 R, _ = alignment_rotation(p[ok], g[ok])
                 fwd = np.asarray(cam.R)[2]
                 pitch = np.degrees(np.arctan2(fwd[2], np.hypot(fwd[0], fwd[1])))
-                rv = rotation_vector_deg(R)
+                rv = Rotation.from_matrix(R).as_rotvec(degrees=True)
                 before = np.linalg.norm(p[ok] - g[ok], axis=-1).mean()
                 after = np.linalg.norm(p[ok] @ R.T - g[ok], axis=-1).mean()
                 print(f"| {kind} | {name} | {ci} | {pitch:+.1f}° | {rv[0]:+.1f} / {rv[1]:+.1f} / {rv[2]:+.1f}° | "

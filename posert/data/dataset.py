@@ -325,8 +325,8 @@ class WindowSampler:
     ``p_class_camera`` one of the camera classes real users mount (:func:`class_camera`), or a
     random one with real intrinsics; 2D noise (:class:`TrainingNoise`) with probability ``p_noise``;
     runs of missing joints and limbs (:class:`OcclusionModel`) with probability ``p_occlusion``;
-    limb chains turned to poses
-    the takes do not hold (:func:`rotate_limbs`) with probability ``p_pose_aug``.
+    limb chains turned to poses the takes do not hold (:func:`rotate_limbs`) with probability
+    ``p_pose_aug``.
 
     ``sample(B)`` returns ``(inp, target)``: inp (B, N, 17, 3) float32 = normalised 2D + conf;
     target (B, N, 17, 3) float32 root-relative camera-frame positions in metres.
