@@ -2,7 +2,10 @@
 of a posert 2D record (233 bytes), 50 Hz, one process echoing. Half the round trip is what one leg
 of ``posert serve`` (producer → server, or server → consumer) costs before posert does anything.
 
-    python experiments/zenoh_floor.py [--n 1000]
+    python experiments/zenoh_floor.py [--n 1000] [--direct]
+
+``--direct``: both callbacks run on Zenoh's network thread (``zenoh.handlers.Callback(...,
+indirect=False)``) instead of a Python thread of their own (the default).
 """
 
 import argparse
@@ -24,7 +27,12 @@ def conf(listen=None, connect=None):
     c.insert_json5("scouting/multicast/enabled", "false")
     return c
 
-def echo(port, n):
+def handler(cb, direct):
+    import zenoh
+    return zenoh.handlers.Callback(cb, indirect=False) if direct else cb
+
+
+def echo(port, n, direct):
     import zenoh
     s = zenoh.open(conf(listen=[f"tcp/127.0.0.1:{port}"]))
     pub = s.declare_publisher("pong")
@@ -32,7 +40,7 @@ def echo(port, n):
     def cb(sample):
         pub.put(sample.payload.to_bytes())
 
-    s.declare_subscriber("ping", cb)
+    s.declare_subscriber("ping", handler(cb, direct))
     time.sleep(n * 0.02 + 5)
     s.close()
 
@@ -42,11 +50,13 @@ if __name__ == "__main__":
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=1000)
+    ap.add_argument("--direct", action="store_true", help="callbacks on Zenoh's network thread")
     with socket.socket() as so:
         so.bind(("127.0.0.1", 0))
         port = so.getsockname()[1]
-    n = ap.parse_args().n
-    p = mp.get_context("spawn").Process(target=echo, args=(port, n))
+    args = ap.parse_args()
+    n = args.n
+    p = mp.get_context("spawn").Process(target=echo, args=(port, n, args.direct))
     p.start()
     time.sleep(1.5)
     s = zenoh.open(conf(connect=[f"tcp/127.0.0.1:{port}"]))
@@ -56,7 +66,7 @@ if __name__ == "__main__":
     def cb(sample):
         rtt.append((time.perf_counter() - t_sent[0]) * 1e3)
 
-    s.declare_subscriber("pong", cb)
+    s.declare_subscriber("pong", handler(cb, args.direct))
     pub = s.declare_publisher("ping")
     time.sleep(0.5)
     payload = b"x" * 233

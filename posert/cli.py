@@ -176,9 +176,11 @@ def _print_accuracy(report: dict) -> None:
             label = name if kind == "lifter" else ""
             print(f"{label:<28}{kind:>9}{m['mpjpe']:9.1f}{m['p_mpjpe']:9.1f}{m['accel']:8.2f}")
     for cls, r in report.get("classes", {}).items():
-        L, R = r["lifter"], r["refined"]
+        L, R, m = r["lifter"], r["refined"], r.get("missing")
+        whole = (f"; {100 * (1 - m['frames_with_missing_joint']):.0f} % of frames show every joint: "
+                 f"{m['refined_mpjpe_visible_frames']:.1f} mm") if m else ""
         print(f"{'cameras: ' + cls:<28}{'refined':>9}{R['mpjpe']:9.1f}{R['p_mpjpe']:9.1f}{R['accel']:8.2f}   "
-              f"rotation {R['rotation_deg']:.1f}° (lifter {L['mpjpe']:.1f} mm, {L['rotation_deg']:.1f}°)")
+              f"rotation {R['rotation_deg']:.1f}° (lifter {L['mpjpe']:.1f} mm, {L['rotation_deg']:.1f}°){whole}")
 
 
 def cmd_bench(args) -> int:

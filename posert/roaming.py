@@ -110,7 +110,8 @@ def roaming_protocol(sequences: dict[str, np.ndarray], cameras: list[Camera], co
     than ``min_joints`` joints in view), ``health`` (frames per code name), ``restarts``,
     ``mpjpe_in_view`` (mm, refined, frames with every joint in view), and per kind of return
     (``blackout``, ``view``): ``returns``, ``recovery_p50_s``, ``recovery_max_s`` and ``events``
-    (each return's stream, frame, gap before it and recovery time, s).
+    (each return's stream, frame, gap before it and recovery time, s, and ``excess_mm``: the
+    stream's MPJPE minus the reference's on each frame after the return, None on partial views).
     """
     config = config or PipelineConfig()
     views = _views(sequences, cameras, reach_mm, config.guard.min_joints, noise, np.random.default_rng(seed))
@@ -178,8 +179,10 @@ def roaming_protocol(sequences: dict[str, np.ndarray], cameras: list[Camera], co
             worse = np.flatnonzero(whole & ~(err_s <= err_r + RECOVERY_TOL_MM))
             good = np.flatnonzero(~v["low"][:t0])
             gap = t0 - (int(good[-1]) + 1 if len(good) else 0)
+            excess = [round(float(d), 1) if w else None for d, w in zip(err_s - err_r, whole)]
             rec.append({"stream": repr(v["id"]), "frame": int(t0), "gap_s": gap / FPS,
-                        "recovery_s": 0.0 if len(worse) == 0 else float((worse[-1] + 1) / FPS)})
+                        "recovery_s": 0.0 if len(worse) == 0 else float((worse[-1] + 1) / FPS),
+                        "excess_mm": excess})
         times = [e["recovery_s"] for e in rec]
         report[kind] = {"returns": len(rec), "recovery_p50_s": float(np.median(times)) if rec else float("nan"),
                         "recovery_max_s": float(np.max(times)) if rec else float("nan"), "events": rec}
