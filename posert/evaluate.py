@@ -10,7 +10,7 @@ import numpy as np
 from tqdm import tqdm
 
 from posert.camera import Camera
-from posert.data.dataset import center_on_floor, render
+from posert.data.dataset import NEAR_MM, center_on_floor, in_view, render  # noqa: F401 (re-exported)
 from posert.metrics import accel_error, alignment_rotation, mpjpe, p_mpjpe
 from posert.rigs import CAMERA_SETS as RIG_SETS
 from posert.rigs import CLASSES, class_rig
@@ -29,8 +29,6 @@ CAMERA_SETS = RIG_SETS
 METRICS = ("mpjpe", "p_mpjpe", "accel", "rotation_deg", "mpjpe_rotated")
 #: Cameras per class in a class's evaluation rig.
 CLASS_RIG_SIZE = 8
-#: A joint nearer the image plane than this (mm, camera z), or behind the camera, is not seen.
-NEAR_MM = 100.0
 
 
 def h36m_cameras(subjects) -> list[Camera]:
@@ -121,14 +119,6 @@ def load_motion(path) -> dict[str, np.ndarray]:
                 raise ValueError(f"{path}:{name}: non-finite values")
             out[name] = seq
     return out
-
-
-def in_view(px: np.ndarray, cam3d: np.ndarray, cam: Camera) -> np.ndarray:
-    """Which joints a detector looking through ``cam`` could see: (..., 17) bool for px (..., 17, 2)
-    pixels and cam3d (..., 17, 3) mm, camera frame: at least :data:`NEAR_MM` in front of the
-    camera and inside the image (0 ≤ u < width, 0 ≤ v < height)."""
-    u, v = px[..., 0], px[..., 1]
-    return (cam3d[..., 2] >= NEAR_MM) & (u >= 0) & (u < cam.width) & (v >= 0) & (v < cam.height)
 
 
 def detector_view(world: np.ndarray, cam: Camera, noise=None, rng: np.random.Generator | None = None):

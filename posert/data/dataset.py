@@ -79,6 +79,18 @@ def render(seq_world: np.ndarray, cam: Camera) -> tuple[np.ndarray, np.ndarray]:
     return cam.project(cam3d).astype(np.float32), cam3d.astype(np.float32)
 
 
+#: A joint nearer the image plane than this (mm, camera z), or behind the camera, is not seen.
+NEAR_MM = 100.0
+
+
+def in_view(px: np.ndarray, cam3d: np.ndarray, cam: Camera) -> np.ndarray:
+    """Which joints a detector looking through ``cam`` could see: (..., 17) bool for px (..., 17, 2)
+    pixels and cam3d (..., 17, 3) mm, camera frame: at least :data:`NEAR_MM` in front of the
+    camera and inside the image (0 ≤ u < width, 0 ≤ v < height)."""
+    u, v = px[..., 0], px[..., 1]
+    return (cam3d[..., 2] >= NEAR_MM) & (u >= 0) & (u < cam.width) & (v >= 0) & (v < cam.height)
+
+
 def root_relative_m(cam3d_mm: np.ndarray) -> np.ndarray:
     """(…, 17, 3) camera-frame mm → root-relative metres (the model space)."""
     return ((cam3d_mm - cam3d_mm[..., ROOT:ROOT + 1, :]) / 1000.0).astype(np.float32)
@@ -323,8 +335,10 @@ class WindowSampler:
     yaw, optional mirroring, bone-length scaling ±10 %; a camera that is either one of the real
     H36M cameras (``h36m_cameras``; motion placed near the capture-volume origin), with probability
     ``p_class_camera`` one of the camera classes real users mount (:func:`class_camera`), or a
-    random one with real intrinsics; 2D noise (:class:`TrainingNoise`) with probability ``p_noise``;
-    runs of missing joints and limbs (:class:`OcclusionModel`) with probability ``p_occlusion``;
+    random one with real intrinsics; the joints that camera cannot see (:func:`in_view`: outside
+    the image or behind the camera) missing, as a detector reports them and as ``posert eval``
+    renders them; 2D noise (:class:`TrainingNoise`) with probability ``p_noise``; runs of missing
+    joints and limbs (:class:`OcclusionModel`) with probability ``p_occlusion``;
     limb chains turned to poses the takes do not hold (:func:`rotate_limbs`) with probability
     ``p_pose_aug``.
 
@@ -391,6 +405,7 @@ class WindowSampler:
                 px, conf = self.noise(px, rng)
             else:
                 conf = np.ones(px.shape[:2], np.float32)
+            conf = np.where(in_view(px, cam3d, cam), conf, 0.0).astype(np.float32)  # as a detector sees it
             if rng.random() < self.p_occlusion:
                 px, occ = self.occlusion(px, rng)
                 conf = np.minimum(conf, occ)

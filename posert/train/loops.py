@@ -154,6 +154,7 @@ def train_fold_lifters(sequences: dict[str, np.ndarray], cameras: list[Camera], 
     ident += [["pose_aug", cfg.p_pose_aug]] if cfg.p_pose_aug else []  # older keys stay valid
     ident += [["steps", cfg.steps]] if cfg.steps is not None else []
     ident += [["class_cameras", cfg.p_class_camera]] if cfg.p_class_camera else []
+    ident += [["out_of_view", "missing"]]
     key = hashlib.sha256(json.dumps(ident).encode()).hexdigest()[:12]
     out = []
     for f in range(k):

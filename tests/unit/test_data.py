@@ -126,6 +126,23 @@ def test_rotate_limbs_keeps_bones_and_turns_limbs_rigidly(motion):
     assert not np.allclose(WindowSampler(**kw, p_pose_aug=1.0)._window(), w0)
 
 
+def test_training_windows_miss_the_joints_their_camera_cannot_see(motion):
+    """Training sees what the runtime gets from a detector: a joint outside the image (or behind
+    the camera) is missing, confidence 0 and coordinates 0, as ``posert eval`` renders it
+    (:func:`~posert.data.dataset.in_view`). The camera classes' close, pitched and portrait
+    cameras cut the person off in a fifth of the windows; every joint kept lies in its image."""
+    from posert.data.dataset import WindowSampler
+
+    sampler = WindowSampler({"a": motion}, 27, [], seed=0, p_noise=0.0, p_real_camera=0.0, p_class_camera=1.0)
+    inp, _ = sampler.sample(256)
+    conf, xy = inp[..., 2], inp[..., :2]
+    assert 0.01 < (conf == 0).mean() < 0.2  # no 2D noise, no occlusion: every miss is out of view
+    assert 0.1 < (conf == 0).any(axis=(1, 2)).mean() < 0.5
+    assert np.all(xy[conf == 0] == 0)
+    seen = xy[conf > 0]
+    assert np.abs(seen[:, 0]).max() <= 1.0 and np.abs(seen[:, 1]).max() <= 1920 / 1080  # inside the image
+
+
 @pytest.mark.parametrize("kind", [NoiseModel, TrainingNoise])
 def test_noise_model_drops_and_jitters(real_views, kind):
     px = real_views[0][0, :500]
