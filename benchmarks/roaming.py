@@ -11,7 +11,6 @@ and after the person was out of a camera's view (p50 and max, s).
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
@@ -19,14 +18,14 @@ from report import stamp, write_json
 
 from posert.config import PipelineConfig
 from posert.data.dataset import NoiseModel
+from posert.data.sources import cache_dir
 from posert.evaluate import eval_cameras, load_motion
 from posert.roaming import roaming_protocol
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    home = Path(os.environ.get("POSERT_HOME", Path.home() / ".cache" / "posert"))
-    ap.add_argument("--motion", type=Path, default=home / "val_motion.npz")
+    ap.add_argument("--motion", type=Path, default=cache_dir() / "val_motion.npz")
     ap.add_argument("--cameras", default="h36m", choices=("h36m", "ring"))
     ap.add_argument("--backend", default="native")
     ap.add_argument("--json", type=Path)

@@ -12,13 +12,13 @@ over the twin stream's (the same view without the blackout), frame by frame.
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
 import numpy as np
 
 from posert.config import PipelineConfig
 from posert.data.dataset import NoiseModel
+from posert.data.sources import cache_dir
 from posert.evaluate import eval_cameras, load_motion
 from posert.roaming import roaming_protocol
 
@@ -32,8 +32,7 @@ VARIANTS = {
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    home = Path(os.environ.get("POSERT_HOME", Path.home() / ".cache" / "posert"))
-    ap.add_argument("--motion", type=Path, default=home / "val_motion.npz")
+    ap.add_argument("--motion", type=Path, default=cache_dir() / "val_motion.npz")
     args = ap.parse_args()
     seqs, cams = load_motion(args.motion), eval_cameras("h36m")
     for name, override in VARIANTS.items():

@@ -10,7 +10,7 @@ import numpy as np
 from tqdm import tqdm
 
 from posert.camera import Camera
-from posert.data.dataset import NEAR_MM, center_on_floor, in_view, render  # noqa: F401 (re-exported)
+from posert.data.dataset import center_on_floor, in_view, render
 from posert.metrics import accel_error, alignment_rotation, mpjpe, p_mpjpe
 from posert.rigs import CAMERA_SETS as RIG_SETS
 from posert.rigs import CLASSES, class_rig
@@ -124,7 +124,7 @@ def load_motion(path) -> dict[str, np.ndarray]:
 def detector_view(world: np.ndarray, cam: Camera, noise=None, rng: np.random.Generator | None = None):
     """What a 2D detector gives of a (T, 17, 3) world sequence (mm) seen through ``cam``: pixels
     (T, 17, 2) float32 (after ``noise``, a callable ``(px, rng) -> (px, conf)``), confidences
-    (T, 17) float32 with the joints it cannot see (:func:`in_view`) at 0, the camera-frame
+    (T, 17) float32 with the joints it cannot see (:func:`~posert.data.dataset.in_view`) at 0, the camera-frame
     positions (T, 17, 3) mm, and that (T, 17) bool out-of-view mask."""
     px, cam3d = render(world, cam)
     unseen = ~in_view(px, cam3d, cam)
@@ -167,7 +167,7 @@ def stream_sequences(pipeline, sequences: dict[str, np.ndarray], cameras: list[C
         camera_aware: add every stream with its calibrated camera, for the pipeline's camera-aware
             correction (:meth:`~posert.runtime.Pipeline.add_stream`); otherwise without one (the
             pipeline then guesses intrinsics, or does not correct: its ``reprojection``).
-    Joints a camera cannot see (:func:`in_view`: behind it, or outside its image) are pushed as
+    Joints a camera cannot see (:func:`~posert.data.dataset.in_view`: behind it, or outside its image) are pushed as
     missing (confidence 0), as a real detector would give them.
 
     Returns (results, tick_ms): results[name] = dict of (C, T, 17, 3) arrays ``lifted``,

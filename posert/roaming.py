@@ -5,7 +5,7 @@ A take's own motion (its pelvis drift kept) is translated along excursions from 
 out to ``reach_mm`` in the direction of one camera after another and back, at walking pace: the
 person walks up to each camera in turn, past it (behind it: out of its view), far from the
 cameras opposite, and back. Every camera's view is a stream; joints a camera cannot see
-(:func:`posert.evaluate.in_view`) are pushed as missing, and every :data:`BLACKOUT_EVERY_S` a
+(:func:`posert.data.dataset.in_view`) are pushed as missing, and every :data:`BLACKOUT_EVERY_S` a
 stream loses the person for 0.1–0.4 s (someone walking past the camera: every joint missing).
 What it measures is what a robot needs from the output: no non-finite and no impossible pose
 (:func:`posert.runtime.guard.impossible`), the frames each :class:`~posert.runtime.guard.Health`

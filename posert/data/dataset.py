@@ -335,9 +335,10 @@ class WindowSampler:
     yaw, optional mirroring, bone-length scaling ±10 %; a camera that is either one of the real
     H36M cameras (``h36m_cameras``; motion placed near the capture-volume origin), with probability
     ``p_class_camera`` one of the camera classes real users mount (:func:`class_camera`), or a
-    random one with real intrinsics; the joints that camera cannot see (:func:`in_view`: outside
-    the image or behind the camera) missing, as a detector reports them and as ``posert eval``
-    renders them; 2D noise (:class:`TrainingNoise`) with probability ``p_noise``; runs of missing
+    random one with real intrinsics; 2D noise (:class:`TrainingNoise`) with probability
+    ``p_noise``; the joints that camera cannot see (:func:`in_view` of the 2D after that noise:
+    outside the image or behind the camera) missing, as a detector reports them (``posert eval``'s
+    :func:`~posert.evaluate.detector_view` judges the 2D before its noise); runs of missing
     joints and limbs (:class:`OcclusionModel`) with probability ``p_occlusion``;
     limb chains turned to poses the takes do not hold (:func:`rotate_limbs`) with probability
     ``p_pose_aug``.
@@ -405,7 +406,7 @@ class WindowSampler:
                 px, conf = self.noise(px, rng)
             else:
                 conf = np.ones(px.shape[:2], np.float32)
-            conf = np.where(in_view(px, cam3d, cam), conf, 0.0).astype(np.float32)  # as a detector sees it
+            conf = np.where(in_view(px, cam3d, cam), conf, 0.0).astype(np.float32)  # out of view: missing
             if rng.random() < self.p_occlusion:
                 px, occ = self.occlusion(px, rng)
                 conf = np.minimum(conf, occ)

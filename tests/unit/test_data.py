@@ -128,7 +128,7 @@ def test_rotate_limbs_keeps_bones_and_turns_limbs_rigidly(motion):
 
 def test_training_windows_miss_the_joints_their_camera_cannot_see(motion):
     """Training sees what the runtime gets from a detector: a joint outside the image (or behind
-    the camera) is missing, confidence 0 and coordinates 0, as ``posert eval`` renders it
+    the camera) is missing, confidence 0 and coordinates 0, as a detector reports it
     (:func:`~posert.data.dataset.in_view`). The camera classes' close, pitched and portrait
     cameras cut the person off in a fifth of the windows; every joint kept lies in its image."""
     from posert.data.dataset import WindowSampler
