@@ -2,10 +2,11 @@
 of a posert 2D record (233 bytes), 50 Hz, one process echoing. Half the round trip is what one leg
 of ``posert serve`` (producer → server, or server → consumer) costs before posert does anything.
 
-    python experiments/zenoh_floor.py [--n 1000] [--direct]
+    python experiments/zenoh_floor.py [--n 1000] [--direct] [--unix]
 
 ``--direct``: both callbacks run on Zenoh's network thread (``zenoh.handlers.Callback(...,
-indirect=False)``) instead of a Python thread of their own (the default).
+indirect=False)``) instead of a Python thread of their own (the default). ``--unix``: a Unix
+domain socket (``unixsock-stream/PATH``) instead of loopback TCP.
 """
 
 import argparse
@@ -32,9 +33,9 @@ def handler(cb, direct):
     return zenoh.handlers.Callback(cb, indirect=False) if direct else cb
 
 
-def echo(port, n, direct):
+def echo(endpoint, n, direct):
     import zenoh
-    s = zenoh.open(conf(listen=[f"tcp/127.0.0.1:{port}"]))
+    s = zenoh.open(conf(listen=[endpoint]))
     pub = s.declare_publisher("pong")
 
     def cb(sample):
@@ -51,15 +52,17 @@ if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=1000)
     ap.add_argument("--direct", action="store_true", help="callbacks on Zenoh's network thread")
+    ap.add_argument("--unix", action="store_true", help="a Unix domain socket instead of loopback TCP")
     with socket.socket() as so:
         so.bind(("127.0.0.1", 0))
         port = so.getsockname()[1]
     args = ap.parse_args()
     n = args.n
-    p = mp.get_context("spawn").Process(target=echo, args=(port, n, args.direct))
+    endpoint = f"unixsock-stream//tmp/zenoh_floor_{port}.sock" if args.unix else f"tcp/127.0.0.1:{port}"
+    p = mp.get_context("spawn").Process(target=echo, args=(endpoint, n, args.direct))
     p.start()
     time.sleep(1.5)
-    s = zenoh.open(conf(connect=[f"tcp/127.0.0.1:{port}"]))
+    s = zenoh.open(conf(connect=[endpoint]))
     rtt = []
     t_sent = [0.0]
 
@@ -77,7 +80,8 @@ if __name__ == "__main__":
     time.sleep(0.5)
     r = np.array(rtt)
     p50, p99 = np.percentile(r, 50), np.percentile(r, 99)
-    print(f"zenoh-python ping-pong over loopback TCP, 233 bytes at 50 Hz: {len(r)} round trips, "
+    link = "a Unix socket" if args.unix else "loopback TCP"
+    print(f"zenoh-python ping-pong over {link}, 233 bytes at 50 Hz: {len(r)} round trips, "
           f"RTT p50 {p50:.3f} ms, p99 {p99:.3f} ms; one way {p50 / 2:.3f} ms")
     s.close()
     p.terminate()
