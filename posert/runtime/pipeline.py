@@ -50,6 +50,10 @@ class TickResult:
         health: (B,) uint8 :class:`~posert.runtime.guard.Health` code of each pose.
         valid: (B,) bool, the pose comes from this frame and passed every check (OK or RESET).
         dropped: (B,) int32 visible joints of the frame that were out of view, taken as missing.
+        seen: (B, 17) bool, the joints the stream's frame showed (confidence > 0 once the view
+            margin and the upright view have dropped theirs). A joint not seen is the models'
+            guess from the rest of the pose and the stream's past: out of view it is some 400 mm
+            off (experiments/README.md, "Real cameras"), so a robot should not act on it alone.
         latency_ms: the tick's own cost, ms: ``lift`` (the lifter step; NaN where the backend runs
             the tick as one launch), ``refine`` (the rest of the chain), ``correct`` (the correction
             stage and the guard) and ``tick`` (all of :meth:`Pipeline.tick`).
@@ -67,6 +71,7 @@ class TickResult:
     latency_ms: dict[str, float] = field(default_factory=dict)
     world: np.ndarray = field(default_factory=lambda: np.zeros((0, NUM_JOINTS, 3), np.float32))
     output_time: float = 0.0
+    seen: np.ndarray = field(default_factory=lambda: np.zeros((0, NUM_JOINTS), bool))
     _buffers: dict[str, np.ndarray] | None = field(default=None, repr=False)
 
     def __len__(self) -> int:
@@ -286,8 +291,10 @@ class Pipeline:
         S = self._streams.capacity
         bufs = {"refined": np.zeros((S, NUM_JOINTS, 3), np.float32), "lifted": np.zeros((S, NUM_JOINTS, 3), np.float32),
                 "world": np.zeros((S, NUM_JOINTS, 3), np.float32), "timestamps": np.zeros(S),
-                "health": np.zeros(S, np.uint8), "valid": np.zeros(S, bool), "dropped": np.zeros(S, np.int32)}
-        return TickResult([], bufs["refined"][:0], bufs["lifted"][:0], bufs["timestamps"][:0], _buffers=bufs)
+                "health": np.zeros(S, np.uint8), "valid": np.zeros(S, bool), "dropped": np.zeros(S, np.int32),
+                "seen": np.zeros((S, NUM_JOINTS), bool)}
+        return TickResult([], bufs["refined"][:0], bufs["lifted"][:0], bufs["timestamps"][:0],
+                          seen=bufs["seen"][:0], _buffers=bufs)
 
     def tick(self, out: TickResult | None = None) -> TickResult:
         """Lift and refine the newest frame of every stream that received one since the last tick.
@@ -332,7 +339,7 @@ class Pipeline:
             valid = (health == _OK) | (health == _RESET)
             world = self._upright.world(due, refined)
             res = TickResult(st.ids_of(due), refined, lifted, st.last_t[due].copy(), health, valid,
-                             st.dropped[due].copy(), {}, world)
+                             st.dropped[due].copy(), {}, world, seen=st.conf[due] > 0)
         else:
             b = out._buffers
             valid = np.logical_or(health == _OK, health == _RESET, out=b["valid"][:B])
@@ -340,9 +347,11 @@ class Pipeline:
             world[:] = self._upright.world(due, refined)
             np.take(st.last_t, due, out=b["timestamps"][:B])
             np.take(st.dropped, due, out=b["dropped"][:B])
+            seen = np.greater(st.conf[due], 0.0, out=b["seen"][:B])
             res = out
             res.stream_ids, res.refined, res.lifted, res.world = st.ids_of(due), refined, lifted, world
             res.timestamps, res.health, res.valid, res.dropped = b["timestamps"][:B], health, valid, b["dropped"][:B]
+            res.seen = seen
         t2 = time.perf_counter()
         res.latency_ms = {"lift": lift, "refine": (t1 - t0) * 1e3 - (0.0 if np.isnan(lift) else lift),
                           "correct": (t2 - t1) * 1e3, "tick": (t2 - t0) * 1e3}

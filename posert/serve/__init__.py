@@ -210,7 +210,7 @@ class PoseServer:
                         f = batch[s]
                         pubs[s].put(Pose(s, f.capture_time, out_t, res.latency_ms["tick"], int(res.health[i]),
                                          bool(res.valid[i]), self._dropped[s], res.refined[i], res.world[i],
-                                         res.lifted[i]).encode())
+                                         res.lifted[i], res.seen[i]).encode())
                         self._counts["published"] += 1
                     if self.on_tick is not None:
                         self.on_tick(res)

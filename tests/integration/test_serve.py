@@ -48,10 +48,16 @@ def test_wire_records_round_trip_and_refuse_what_they_are_not(views):
     np.testing.assert_array_equal(back.camera.R, cams[0].R)
     assert back.camera.oriented and back.stream == "cam0" and back.capture_time == 12.5
     assert Keypoints.decode(Keypoints("s", 0.0, 640, 480, px[0][0], np.ones(17)).encode()).camera is None
-    pose = Pose("cam0", 1.0, 2.0, 0.7, 2, True, 5, *(np.full((17, 3), v, np.float32) for v in (1, 2, 3)))
+    seen = np.arange(17) % 3 != 0  # joints 0, 3, …, 15 not seen
+    pose = Pose("cam0", 1.0, 2.0, 0.7, 2, True, 5, *(np.full((17, 3), v, np.float32) for v in (1, 2, 3)), seen)
     got = Pose.decode(pose.encode())
     assert (got.health, got.valid, got.dropped, got.tick_ms) == (2, True, 5, pytest.approx(0.7))
     assert got.world[0, 0] == 2.0 and got.lifted[16, 2] == 3.0
+    np.testing.assert_array_equal(got.seen, seen)
+    v1 = bytearray(pose.encode())
+    v1[4:6] = (1).to_bytes(2, "little")  # a record of the version without ``seen``
+    with pytest.raises(ValueError, match="PP3D v2"):
+        Pose.decode(bytes(v1))
     for bad in (b"", raw[:100], b"XXXX" + raw[4:], raw + b"x", pose.encode()):
         with pytest.raises(ValueError):
             Keypoints.decode(bad)
@@ -73,6 +79,8 @@ def test_a_served_pipeline_gives_what_an_in_process_one_gives(views):
 
     cams, px = views
     cfg = PipelineConfig().override({"max_streams": 2, "backend.threads": 1})
+    conf = np.ones((2, 40, 17), np.float32)
+    conf[1, 20:30, 14:17] = 0.0  # cam1 loses its right arm for 10 frames
     port = _port()
     got: dict[str, list] = {"cam0": [], "cam1": [], "cam2": []}
     with PoseServer(cfg, zconfig=zenoh_config(listen=[f"tcp/127.0.0.1:{port}"]), stream_timeout_s=0.5) as server:
@@ -81,7 +89,7 @@ def test_a_served_pipeline_gives_what_an_in_process_one_gives(views):
             time.sleep(0.3)
             for t in range(40):
                 for k in range(2):
-                    client.send(f"cam{k}", px[k][t], np.ones(17), t / 50, 1000, 1000, cams[k] if t == 0 else None)
+                    client.send(f"cam{k}", px[k][t], conf[k, t], t / 50, 1000, 1000, cams[k] if t == 0 else None)
                 if t == 10:
                     client.node.put("posert/in/cam0", b"garbage")  # not a record
                     bad = px[1][t].copy()
@@ -102,13 +110,14 @@ def test_a_served_pipeline_gives_what_an_in_process_one_gives(views):
         for k in range(2):
             pipe.add_stream(f"cam{k}", 1000, 1000, cams[k])
         for t in range(40):
-            pipe.push_many(["cam0", "cam1"], np.stack([px[0][t], px[1][t]]), None, [t / 50] * 2)
+            pipe.push_many(["cam0", "cam1"], np.stack([px[0][t], px[1][t]]), conf[:, t], [t / 50] * 2)
             res = pipe.tick()
             for k in range(2):
                 p = got[f"cam{k}"][t]
                 assert p.capture_time == t / 50 and p.output_time > 0 and p.valid
                 np.testing.assert_array_equal(p.refined, res.refined[k])
                 np.testing.assert_array_equal(p.world, res.world[k])
+                np.testing.assert_array_equal(p.seen, conf[k, t] > 0)
 
 
 def test_newest_frame_wins_and_drops_are_counted(views):

@@ -30,7 +30,7 @@ def test_tick_into_preallocated_buffers_equals_a_fresh_result(real_views):
             want, got = a.tick(), b.tick(out=buf)
             assert got is buf and calls[-1] is buf and got.refined.base is refined_buf  # no new result arrays
             assert got.stream_ids == want.stream_ids
-            for f in ("refined", "lifted", "world", "timestamps", "health", "valid", "dropped"):
+            for f in ("refined", "lifted", "world", "timestamps", "health", "valid", "dropped", "seen"):
                 np.testing.assert_array_equal(getattr(got, f), getattr(want, f), err_msg=f)
             latency = got.output_time - got.timestamps  # capture → output, s (wall-clock timestamps)
             assert np.all(latency >= 0) and np.all(latency < 1.0)

@@ -194,23 +194,26 @@ def test_a_stream_back_after_a_long_absence_is_a_fresh_stream(real_views):
 
 def test_keypoints_far_outside_the_image_are_missing_and_counted(real_views):
     """A visible joint more than view_margin image sizes outside the image is taken as missing: the
-    same output as that joint pushed with confidence 0, and counted in TickResult.dropped."""
+    same output as that joint pushed with confidence 0, counted in TickResult.dropped, and
+    reported as not seen (TickResult.seen)."""
     px = real_views[0][1, :20]
     far, conf = px.copy(), np.ones((20, 17), np.float32)
     far[10:, 4] = (-2500.0, 400.0)  # 2.5 image widths left of the image, "visible"
     conf[10:, 4] = 0.0
     with _pipe() as a, _pipe() as b:
         a.add_stream("s", 1000, 1000)
-        dropped = []
+        dropped, seen = [], []
         out_a = []
         for t in range(20):
             a.push("s", far[t], timestamp=t / 50)
             r = a.tick()
             dropped.append(int(r.dropped[0]))
+            seen.append(r.seen[0].copy())
             out_a.append(r.refined[0].copy())
         out_b = _run(b, "s", px, conf)[0]
         assert a.stream_info("s").dropped_joints == 10
     assert dropped == [0] * 10 + [1] * 10
+    np.testing.assert_array_equal(np.array(seen), conf > 0)
     np.testing.assert_array_equal(np.array(out_a), out_b)
 
 
