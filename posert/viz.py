@@ -28,6 +28,7 @@ from posert.skeleton import BONES
 REFINED_RGB = (66, 165, 245)
 LIFTED_RGBA = (200, 200, 200, 90)
 KEYPOINT_RGB = (255, 193, 7)
+GUESS_RGB = (158, 158, 158)  # a refined joint the frame did not show (TickResult.seen): the models' guess
 
 
 def _rerun():
@@ -101,12 +102,21 @@ class RerunLog:
             if t is not None:
                 self.rec.set_time_seconds("time", float(t))
 
-    def _skeleton(self, path: str, pose: np.ndarray, color, radius: float) -> None:
+    def _skeleton(self, path: str, pose: np.ndarray, color, radius: float, seen: np.ndarray | None = None) -> None:
         rr = self.rr
         ok = np.isfinite(pose).all(-1)
-        self.rec.log(f"{path}/joints", rr.Points3D(pose[ok], colors=color, radii=radius))
-        strips = [pose[[p, c]] for p, c in BONES if ok[p] and ok[c]]
-        self.rec.log(f"{path}/bones", rr.LineStrips3D(strips, colors=color, radii=radius * 0.6))
+        if seen is None:
+            self.rec.log(f"{path}/joints", rr.Points3D(pose[ok], colors=color, radii=radius))
+            strips = [pose[[p, c]] for p, c in BONES if ok[p] and ok[c]]
+            self.rec.log(f"{path}/bones", rr.LineStrips3D(strips, colors=color, radii=radius * 0.6))
+            return
+        seen = np.asarray(seen, bool)
+        colors = np.where(seen[:, None], np.asarray(color, np.uint8), np.asarray(GUESS_RGB, np.uint8))
+        self.rec.log(f"{path}/joints", rr.Points3D(pose[ok], colors=colors[ok], radii=radius))
+        bones = [(p, c) for p, c in BONES if ok[p] and ok[c]]
+        self.rec.log(f"{path}/bones", rr.LineStrips3D([pose[[p, c]] for p, c in bones],
+                                                      colors=[color if seen[p] and seen[c] else GUESS_RGB
+                                                              for p, c in bones], radii=radius * 0.6))
 
     def frame(self, stream, index: int, t: float | None = None, image: np.ndarray | None = None,
               kp2d: np.ndarray | None = None, conf: np.ndarray | None = None) -> None:
@@ -128,16 +138,18 @@ class RerunLog:
                                                             colors=KEYPOINT_RGB))
 
     def pose(self, stream, index: int, refined: np.ndarray, lifted: np.ndarray | None = None,
-             world: np.ndarray | None = None, health: int | None = None, t: float | None = None) -> None:
+             world: np.ndarray | None = None, health: int | None = None, t: float | None = None,
+             seen: np.ndarray | None = None) -> None:
         """Log a stream's output at frame ``index``: refined and lifted (17, 3) mm camera frame,
-        world (17, 3) mm z up (pass it only when the camera's orientation is known), its health code."""
+        world (17, 3) mm z up (pass it only when the camera's orientation is known), its health code,
+        and seen (17,) bool (``TickResult.seen``: the joints not seen are drawn grey, guesses)."""
         s = _name(stream)
         self._time(index, t)
-        self._skeleton(f"{s}/camera/refined", np.asarray(refined, np.float32), REFINED_RGB, 15.0)
+        self._skeleton(f"{s}/camera/refined", np.asarray(refined, np.float32), REFINED_RGB, 15.0, seen)
         if lifted is not None:
             self._skeleton(f"{s}/camera/lifted", np.asarray(lifted, np.float32), LIFTED_RGBA, 10.0)
         if world is not None:
-            self._skeleton(f"world/{s}", np.asarray(world, np.float32), REFINED_RGB, 15.0)
+            self._skeleton(f"world/{s}", np.asarray(world, np.float32), REFINED_RGB, 15.0, seen)
         if health is not None:
             self.rec.log(f"{s}/health", self._scalar(float(health)))
 
@@ -153,7 +165,7 @@ class RerunLog:
         (its world-frame poses too with ``world``) and the tick's latency."""
         for i, sid in enumerate(res.stream_ids):
             self.pose(sid, index, res.refined[i], res.lifted[i], res.world[i] if world else None,
-                      int(res.health[i]), t)
+                      int(res.health[i]), t, res.seen[i])
         self.latency(index, res.latency_ms, t)
 
     def close(self) -> None:

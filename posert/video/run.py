@@ -228,6 +228,7 @@ def run_video(source: str | int, out_mp4: str | Path | None = None, out_json: st
     stride = 3
     nan3 = np.full((NUM_JOINTS, 3), np.nan, np.float32)
     last_ref, last_lif, last_wld, last_seen, stream_on, model_frames = nan3, nan3, nan3, -np.inf, False, 0
+    last_shown = np.zeros(NUM_JOINTS, bool)  # the joints the last ticked frame showed (TickResult.seen)
     last_pelvis, restarts, last_health = None, 0, None
     size = (0, 0)
     bar = tqdm(desc="posert run", unit="frame", disable=not progress)
@@ -270,7 +271,7 @@ def run_video(source: str | int, out_mp4: str | Path | None = None, out_json: st
                     res = pipe.tick()
                     lift_ms += res.latency_ms["lift"]
                     tick_ms += res.latency_ms["tick"]
-                    last_ref, last_lif, last_wld = res.refined[0], res.lifted[0], res.world[0]
+                    last_ref, last_lif, last_wld, last_shown = res.refined[0], res.lifted[0], res.world[0], res.seen[0]
                     last_health = int(res.health[0])
                     model_frames += 1
             t_model = time.perf_counter()
@@ -304,7 +305,8 @@ def run_video(source: str | int, out_mp4: str | Path | None = None, out_json: st
                 log.frame("video", i, t, frame, kp if det is not None else None, conf)
                 if np.all(np.isfinite(last_ref)):
                     oriented = camera is not None and camera.oriented
-                    log.pose("video", i, last_ref, last_lif, last_wld if oriented else None, last_health, t)
+                    log.pose("video", i, last_ref, last_lif, last_wld if oriented else None, last_health, t,
+                             last_shown)
                 log.latency(i, {s: stage[s][-1] for s in STAGES}, t)
             i += 1
             bar.update(1)

@@ -60,3 +60,30 @@ def test_a_recorded_run_reads_back(tmp_path):
     kp = np.stack(last[_col(df, "/video/image/keypoints", *pos)])
     assert kp.shape == (int((run.conf[-1] > 0).sum()), 2)
     assert float(np.ravel(last[_col(df, "/video/health", "scalars", "Scalar")])[0]) == 0.0  # OK
+
+
+def test_joints_the_frame_did_not_show_are_drawn_as_guesses(tmp_path, real_views):
+    """RerunLog.result draws the refined joints TickResult.seen marks as not seen in GUESS_RGB,
+    the rest (and their bones) in REFINED_RGB."""
+    pytest.importorskip("rerun")
+    from posert.runtime import Pipeline
+    from posert.viz import GUESS_RGB, REFINED_RGB, RerunLog
+
+    px = real_views[0][0]
+    conf = np.ones(17, np.float32)
+    conf[14:17] = 0.0  # the right arm hidden
+    rrd = tmp_path / "guess.rrd"
+    log = RerunLog(rrd=rrd)
+    with Pipeline(backend="native", max_streams=1, threads=1) as pipe:
+        pipe.add_stream("s", 1000, 1000)
+        for t in range(5):
+            pipe.push("s", px[t], conf, t / 50)
+            res = pipe.tick()
+            log.result(res, index=t)
+    log.close()
+    np.testing.assert_array_equal(res.seen[0], conf > 0)
+    df = _read(rrd).sort_values("frame")
+    packed = np.ravel(df.iloc[-1][_col(df, "/s/camera/refined/joints", "colors", "Color")]).astype(np.uint64)
+    rgb = np.stack([(packed >> 24) & 255, (packed >> 16) & 255, (packed >> 8) & 255], -1)
+    want = np.where((conf > 0)[:, None], REFINED_RGB, GUESS_RGB)
+    np.testing.assert_array_equal(rgb, want)
