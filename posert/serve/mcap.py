@@ -3,8 +3,10 @@ Foxglove and ROS 2 tooling open.
 
 Each tick's poses become one ``foxglove.SceneUpdate`` per stream on topic ``/posert/<stream>``:
 an entity (id = the stream) in frame ``world`` (z up; the stream's world-frame pose, metres, as
-Foxglove expects) with a sphere per joint and the bones as a line list; the entity's metadata
-carries the stream's health code. Log times are the tick's wall clock (ns).
+Foxglove expects) with a sphere per joint (grey for a joint the frame did not show: the models'
+guess, ``TickResult.seen``) and the bones as a line list; the entity's metadata carries the
+stream's health code and ``seen`` (17 characters, ``1`` for a joint shown, H36M-17 order). Log
+times are the tick's wall clock (ns).
 """
 
 from __future__ import annotations
@@ -46,8 +48,10 @@ class McapRecorder:
         self._channels: dict[str, object] = {}
         self.messages = 0
 
-    def pose(self, stream, world_mm: np.ndarray, health: int = 0, log_time_ns: int | None = None) -> None:
-        """One stream's pose: world_mm (17, 3) mm, world frame (z up), root-relative."""
+    def pose(self, stream, world_mm: np.ndarray, health: int = 0, log_time_ns: int | None = None,
+             seen: np.ndarray | None = None) -> None:
+        """One stream's pose: world_mm (17, 3) mm, world frame (z up), root-relative; seen (17,)
+        bool, the joints the frame showed (default: all)."""
         m = self._fg.messages
         name = str(stream)
         ch = self._channels.get(name)
@@ -57,16 +61,20 @@ class McapRecorder:
         stamp = m.Timestamp(sec=t // 1_000_000_000, nsec=t % 1_000_000_000)
         p = np.asarray(world_mm, np.float64) / 1000.0
         white = m.Color(r=0.26, g=0.65, b=0.96, a=1.0)
+        grey = m.Color(r=0.62, g=0.62, b=0.62, a=1.0)
+        seen = np.ones(len(p), bool) if seen is None else np.asarray(seen, bool).reshape(len(p))
         spheres = [m.SpherePrimitive(pose=m.Pose(position=m.Vector3(x=x, y=y, z=z),
                                                  orientation=m.Quaternion(x=0, y=0, z=0, w=1)),
-                                     size=m.Vector3(x=JOINT_M, y=JOINT_M, z=JOINT_M), color=white) for x, y, z in p]
+                                     size=m.Vector3(x=JOINT_M, y=JOINT_M, z=JOINT_M), color=white if ok else grey)
+                   for (x, y, z), ok in zip(p, seen)]
         points = [m.Point3(x=float(p[j, 0]), y=float(p[j, 1]), z=float(p[j, 2])) for bone in BONES for j in bone]
         lines = [m.LinePrimitive(type=m.LinePrimitiveLineType.LineList, thickness=BONE_M, scale_invariant=False,
                                  points=points, color=white,
                                  pose=m.Pose(position=m.Vector3(x=0, y=0, z=0),
                                              orientation=m.Quaternion(x=0, y=0, z=0, w=1)))]
         entity = m.SceneEntity(timestamp=stamp, frame_id="world", id=name, spheres=spheres, lines=lines,
-                               metadata=[m.KeyValuePair(key="health", value=str(int(health)))])
+                               metadata=[m.KeyValuePair(key="health", value=str(int(health))),
+                                         m.KeyValuePair(key="seen", value="".join("1" if v else "0" for v in seen))])
         ch.log(m.SceneUpdate(entities=[entity]), log_time=t)
         self.messages += 1
 
@@ -74,7 +82,7 @@ class McapRecorder:
         """Every stream of a :class:`~posert.runtime.pipeline.TickResult` (its world-frame poses)."""
         t = time.time_ns()
         for i, sid in enumerate(res.stream_ids):
-            self.pose(sid, res.world[i], int(res.health[i]), t)
+            self.pose(sid, res.world[i], int(res.health[i]), t, res.seen[i])
 
     def close(self) -> None:
         """Finish the file."""

@@ -169,3 +169,33 @@ def test_the_committed_clip_recorded_to_mcap_reads_back(tmp_path):
     assert e.id == "video" and e.frame_id == "world" and len(e.spheres) == 17
     head_z = e.spheres[10].pose.position.z - e.spheres[0].pose.position.z
     assert 0.4 < head_z < 0.9  # metres, z up: the person stands
+    assert {kv.key: kv.value for kv in e.metadata} == {"health": "0", "seen": "1" * 17}  # the clip shows all
+
+
+def test_mcap_marks_the_joints_a_frame_did_not_show(tmp_path, views):
+    """McapRecorder.tick: a joint TickResult.seen marks as not seen is a grey sphere and a 0 in the
+    entity's ``seen`` metadata."""
+    pytest.importorskip("foxglove")
+    decoder = pytest.importorskip("mcap_protobuf.decoder")
+    from mcap.reader import make_reader
+
+    from posert.runtime import Pipeline
+    from posert.serve.mcap import McapRecorder
+
+    cams, px = views
+    conf = np.ones(17, np.float32)
+    conf[[3, 6]] = 0.0  # both ankles hidden
+    rec = McapRecorder(tmp_path / "seen.mcap")
+    with Pipeline(backend="native", max_streams=1, threads=1) as pipe:
+        pipe.add_stream("s", 1000, 1000, cams[0])
+        pipe.on_tick = rec.tick
+        for t in range(3):
+            pipe.push("s", px[0][t], conf, t / 50)
+            pipe.tick()
+    rec.close()
+    with open(tmp_path / "seen.mcap", "rb") as f:
+        msgs = [m for *_, m in make_reader(f, decoder_factories=[decoder.DecoderFactory()]).iter_decoded_messages()]
+    e = msgs[-1].entities[0]
+    assert {kv.key: kv.value for kv in e.metadata}["seen"] == "".join("1" if c > 0 else "0" for c in conf)
+    grey = [j for j, s in enumerate(e.spheres) if s.color.r == s.color.g == s.color.b]
+    assert grey == [3, 6]
