@@ -178,7 +178,8 @@ def _print_accuracy(report: dict) -> None:
     for cls, r in report.get("classes", {}).items():
         L, R, m = r["lifter"], r["refined"], r.get("missing")
         whole = (f"; {100 * (1 - m['frames_with_missing_joint']):.0f} % of frames show every joint: "
-                 f"{m['refined_mpjpe_visible_frames']:.1f} mm") if m else ""
+                 f"{m['refined_mpjpe_visible_frames']:.1f} mm; on the others, joints shown "
+                 f"{m['refined_mm_joints_shown']:.0f} mm, missing {m['refined_mm_joints_missing']:.0f}") if m else ""
         print(f"{'cameras: ' + cls:<28}{'refined':>9}{R['mpjpe']:9.1f}{R['p_mpjpe']:9.1f}{R['accel']:8.2f}   "
               f"rotation {R['rotation_deg']:.1f}° (lifter {L['mpjpe']:.1f} mm, {L['rotation_deg']:.1f}°){whole}")
 

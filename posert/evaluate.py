@@ -246,7 +246,9 @@ def score(results: dict) -> dict:
     and the frames of each :class:`~posert.runtime.guard.Health` code (when recorded).
     When some joints are missing (confidence 0), ``overall["missing"]`` adds the fraction of
     frames with a missing joint and the MPJPE of lifter and refined output on the frames where
-    every joint is visible, and on those with a missing joint.
+    every joint is visible, and on those with a missing joint; and on the latter, the mean error
+    of the joints shown and of the joints missing (``*_mm_joints_shown`` / ``*_mm_joints_missing``:
+    what ``TickResult.seen`` tells a robot apart).
     """
     report: dict = {"sequences": {}}
     for name, r in results.items():
@@ -269,14 +271,20 @@ def score(results: dict) -> dict:
     if (conf == 0).any():
         vis = (conf > 0).all(axis=-1)
         with np.errstate(invalid="ignore", over="ignore"):
-            err = {k: np.concatenate([np.linalg.norm(r[k] - r["gt"], axis=-1).mean(-1).reshape(-1)
-                                      for r in results.values()]) for k in ("lifted", "refined")}
+            joint_err = {k: np.concatenate([np.linalg.norm(r[k] - r["gt"], axis=-1).reshape(-1, NUM_JOINTS)
+                                            for r in results.values()]) for k in ("lifted", "refined")}
+        err = {k: e.mean(-1) for k, e in joint_err.items()}
         names = (("lifted", "lifter"), ("refined", "refined"))
         fin = {k: np.isfinite(e) for k, e in err.items()}
+        shown = conf > 0
         report["overall"]["missing"] = {
             "frames_with_missing_joint": float(1 - vis.mean()),
             **{f"{name}_mpjpe_visible_frames": float(err[k][vis & fin[k]].mean()) for k, name in names},
-            **{f"{name}_mpjpe_missing_frames": float(err[k][~vis & fin[k]].mean()) for k, name in names}}
+            **{f"{name}_mpjpe_missing_frames": float(err[k][~vis & fin[k]].mean()) for k, name in names},
+            **{f"{name}_mm_joints_shown": float(joint_err[k][~vis & fin[k]][shown[~vis & fin[k]]].mean())
+               for k, name in names},
+            **{f"{name}_mm_joints_missing": float(joint_err[k][~vis & fin[k]][~shown[~vis & fin[k]]].mean())
+               for k, name in names}}
     return report
 
 

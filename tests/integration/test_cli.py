@@ -88,6 +88,8 @@ def test_eval_missing_joints_protocol_never_nan(motion_file, tmp_path):
     assert sum(trust["health"].values()) == trust["frames"] > 0 and trust["health"]["ok"] > 0.9 * trust["frames"]
     assert 0.05 < miss["frames_with_missing_joint"] < 0.95
     assert np.isfinite(miss["refined_mpjpe_visible_frames"])
+    # a hidden joint is the models' guess: further off than the joints its frame shows
+    assert miss["refined_mm_joints_missing"] > miss["refined_mm_joints_shown"] > 0
 
 
 def test_cli_reports_a_backend_this_machine_cannot_run(capsys):
