@@ -96,6 +96,8 @@ class VideoRun:
             newest model frame at that video frame (NaN before the first detection).
         world: (F, 17, 3) float32 mm, the refined pose in the world frame (z up), root-relative:
             through the calibration's orientation when one is given, else as a level camera.
+        seen: (F, 17) bool, the joints that pose's frame showed (``TickResult.seen``; the others
+            are the models' guess); all False before the first detection.
         calibrated: a calibrated camera (K, distortion; ``oriented``: with its orientation) was used.
         live: frames came from a camera (or a file read in real time): only the newest frame is
             processed (:class:`posert.video.live.NewestFrame`); ``source_index`` (F,) is each
@@ -126,6 +128,7 @@ class VideoRun:
     source_index: np.ndarray | None = None
     dropped_frames: int = 0
     capture_ms: np.ndarray | None = None
+    seen: np.ndarray | None = None
     outputs: dict[str, str] = field(default_factory=dict)
     config: dict = field(default_factory=dict)
 
@@ -160,7 +163,7 @@ class VideoRun:
                                              "p99": float(np.nanpercentile(self.capture_ms, 99))}},
                 "frames": [{"index": i, "t": round(float(self.times[i]), 4), "detected": bool(self.detected[i]),
                             "kp2d": r2, "conf": np.round(self.conf[i], 3).tolist(), "refined_mm": r3, "lifted_mm": l3,
-                            "world_mm": w3}
+                            "world_mm": w3, "seen": None if self.seen is None else self.seen[i].astype(int).tolist()}
                            for i, (r2, r3, l3, w3) in enumerate(zip(rows(self.kp2d), rows(self.refined),
                                                                     rows(self.lifted), rows(self.world)))]}
 
@@ -221,7 +224,8 @@ def run_video(source: str | int, out_mp4: str | Path | None = None, out_json: st
         Path(out_mp4).parent.mkdir(parents=True, exist_ok=True)
         writer = iio2.get_writer(str(out_mp4), fps=fps, codec="libx264", quality=7, macro_block_size=2,
                                  ffmpeg_log_level="error")
-    cols: dict[str, list] = {k: [] for k in ("t", "det", "kp", "conf", "ref", "lif", "wld", "raw", "idx", "cap")}
+    cols: dict[str, list] = {k: [] for k in ("t", "det", "kp", "conf", "ref", "lif", "wld", "shown", "raw", "idx",
+                                             "cap")}
     stage: dict[str, list[float]] = {s: [] for s in STAGES}
     follow = PersonCrop() if follow_person else None
     kept: list[tuple[int, np.ndarray]] = []  # every ``stride``-th rendered frame at half size, for the PNG
@@ -280,7 +284,8 @@ def run_video(source: str | int, out_mp4: str | Path | None = None, out_json: st
             kp = det.kp2d if det is not None else np.full((NUM_JOINTS, 2), np.nan, np.float32)
             conf = det.conf if det is not None else np.zeros(NUM_JOINTS, np.float32)
             for k, v in (("t", t), ("det", det is not None), ("kp", kp), ("conf", conf), ("ref", last_ref),
-                         ("lif", last_lif), ("wld", last_wld), ("raw", None if det is None else det.raw)):
+                         ("lif", last_lif), ("wld", last_wld), ("shown", last_shown.copy()),
+                         ("raw", None if det is None else det.raw)):
                 cols[k].append(v)
             if render:
                 show = det is not None or np.all(np.isfinite(last_ref))
@@ -326,7 +331,7 @@ def run_video(source: str | int, out_mp4: str | Path | None = None, out_json: st
                    conf=np.stack(cols["conf"]), refined=np.stack(cols["ref"]), lifted=np.stack(cols["lif"]),
                    stage_ms={s: np.array(v) for s, v in stage.items()}, model_frames=model_frames,
                    detector=getattr(detector, "name", type(detector).__name__), stream_restarts=restarts,
-                   config=pipe.config.to_dict(), world=np.stack(cols["wld"]),
+                   config=pipe.config.to_dict(), world=np.stack(cols["wld"]), seen=np.stack(cols["shown"]),
                    calibrated="none" if camera is None else ("oriented" if camera.oriented else "intrinsics"),
                    live=live, source_index=np.array(cols["idx"]), capture_ms=np.array(cols["cap"], np.float64),
                    dropped_frames=0 if newest is None else newest.dropped)
