@@ -26,6 +26,7 @@ from posert.runtime.backends.base import check_backend
 from posert.runtime.chain import HostChain, ResidentChain
 from posert.runtime.correction import Correction
 from posert.runtime.guard import Guard, Health
+from posert.runtime.hold import BoneHold
 from posert.runtime.streams import StreamInfo, StreamTable
 from posert.runtime.upright import UprightView
 from posert.skeleton import NUM_JOINTS
@@ -167,6 +168,7 @@ class Pipeline:
         self._correction = Correction(cfg.correction, S)
         self._guard = Guard(cfg.guard, S)
         self._upright = UprightView(S)
+        self._hold = BoneHold(S)
         self._owner: int | None = None
         #: called with every non-empty TickResult at the end of :meth:`tick` (on the driving thread)
         self.on_tick: Callable[[TickResult], None] | None = None
@@ -235,6 +237,7 @@ class Pipeline:
         self._upright.attach(slot, camera)
         self._chain.reset(slot)  # nothing of the slot's previous stream survives
         self._guard.state.reset(slot)
+        self._hold.reset(slot)
 
     def remove_stream(self, stream_id: Hashable) -> None:
         """Forget a stream and free its slot (KeyError if unknown)."""
@@ -284,6 +287,7 @@ class Pipeline:
             self._chain.reset(slot)
             self._correction.reset(slot)
             self._guard.state.reset(slot)
+            self._hold.reset(slot)
         self._correction.store(slots, kp, frames[:, :, 2])
 
     def result_buffers(self) -> TickResult:
@@ -331,8 +335,10 @@ class Pipeline:
         diverged = self._correction.apply(refined, due, st.count)
         if diverged is not None:
             health[diverged & (health != _COASTING)] = _RESET
+        conf = st.conf[due]
+        self._hold.apply(due, refined, conf)
         due64 = due.astype(np.int64)
-        for r in np.flatnonzero(self._guard.apply(refined, lifted, st.conf[due], due64, health)):
+        for r in np.flatnonzero(self._guard.apply(refined, lifted, conf, due64, health)):
             self._correction.reset(int(due[r]))  # its refined pose was impossible: the correction restarts
         st.advance(due, health)
         lift = self._chain.lift_ms
@@ -340,7 +346,7 @@ class Pipeline:
             valid = (health == _OK) | (health == _RESET)
             world = self._upright.world(due, refined)
             res = TickResult(st.ids_of(due), refined, lifted, st.last_t[due].copy(), health, valid,
-                             st.dropped[due].copy(), {}, world, seen=st.conf[due] > 0)
+                             st.dropped[due].copy(), {}, world, seen=conf > 0)
         else:
             b = out._buffers
             valid = np.logical_or(health == _OK, health == _RESET, out=b["valid"][:B])
@@ -348,7 +354,7 @@ class Pipeline:
             world[:] = self._upright.world(due, refined)
             np.take(st.last_t, due, out=b["timestamps"][:B])
             np.take(st.dropped, due, out=b["dropped"][:B])
-            seen = np.greater(st.conf[due], 0.0, out=b["seen"][:B])
+            seen = np.greater(conf, 0.0, out=b["seen"][:B])
             res = out
             res.stream_ids, res.refined, res.lifted, res.world = st.ids_of(due), refined, lifted, world
             res.timestamps, res.health, res.valid, res.dropped = b["timestamps"][:B], health, valid, b["dropped"][:B]

@@ -292,3 +292,25 @@ def test_correction_divergence_clears_the_slot_and_keeps_the_refiners_pose(real_
     want.reset(1, corr.state.K[1], corr.state.dist[1])
     for f in ("lateral", "bone_length", "bone_count", "bone_delta", "noise_var", "pixel_var", "distance"):
         np.testing.assert_array_equal(getattr(corr.state, f)[1], getattr(want, f)[1], err_msg=f)
+
+
+def test_a_hidden_arm_keeps_the_bones_it_was_last_shown_with(real_views):
+    """The bone hold (posert.runtime.hold): while a walker's right elbow and wrist are hidden, each
+    hangs from its parent by the bone vector of the last frame that showed it, nearer the truth
+    than the lifter's own guess of those frames; the joints shown are untouched by it, and a new
+    stream in the same slot starts without the old stream's bones."""
+    px, gt = real_views
+    conf = np.ones((60, 17), np.float32)
+    conf[30:, [15, 16]] = 0.0
+    with _pipe(streams=1) as a:
+        refined, lifted, _ = _run(a, "s", px[0, :60], conf)
+        a.remove_stream("s")
+        fresh, fresh_lifted, _ = _run(a, "t", px[0, :60], conf)  # the same slot, a new stream
+    for j, p in ((15, 14), (16, 15)):
+        want = refined[29, j] - refined[29, p]
+        np.testing.assert_allclose(refined[30:, j] - refined[30:, p], np.broadcast_to(want, (30, 3)), atol=1e-3)
+    truth = gt[0, 30:60, 15:17] * 1000.0
+    held = np.linalg.norm(refined[30:, 15:17] - truth, axis=-1).mean()
+    guessed = np.linalg.norm(lifted[30:, 15:17] - truth, axis=-1).mean()
+    assert held < guessed
+    np.testing.assert_array_equal(fresh, refined)  # nothing of stream "s" was held over into "t"
