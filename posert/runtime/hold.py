@@ -41,14 +41,17 @@ class BoneHold:
         shown, from the pose before the hold."""
         shown = conf[:, _CHILD] > 0  # (B, 16)
         bones = refined[:, _CHILD] - refined[:, _PARENT]  # the models' bones, before the hold
+        if shown.all():  # the common case: nothing to hold, every bone to keep
+            self.bone[slots, 1:] = bones
+            self.has[slots, 1:] = True
+            return
         missing = ~shown
-        if missing.any():
-            held = self.bone[slots]
-            has = self.has[slots]
-            for j, p in zip(_CHILD, _PARENT):  # PARENTS lists every parent before its children
-                rows = missing[:, j - 1] & has[:, j]
-                if rows.any():
-                    refined[rows, j] = refined[rows, p] + held[rows, j]
+        held = self.bone[slots]
+        has = self.has[slots]
+        for c in np.flatnonzero(missing.any(axis=0)):  # ascending: every parent before its children
+            rows = missing[:, c] & has[:, c + 1]
+            if rows.any():
+                refined[rows, c + 1] = refined[rows, _PARENT[c]] + held[rows, c + 1]
         rows, cols = np.nonzero(shown)
         self.bone[slots[rows], cols + 1] = bones[rows, cols]
         self.has[slots[rows], cols + 1] = True
