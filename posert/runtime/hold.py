@@ -1,16 +1,15 @@
 """The bone hold: a joint the frame does not show keeps the bone it was last seen with.
 
 A joint with confidence 0 (out of view, occluded, or dropped by the view margin) is still in
-every reported pose, and the models' guess of it is poor: on the frames that cut the person off
-it is 230–430 mm off, worse than holding the joint where it was last seen relative to its parent
-(experiments/README.md, "Would holding a missing joint's last seen bone beat the models' guess?":
-on every camera set and split measured, the missing joints' error fell, e.g. 208 → 114 mm on
-the missing-joint protocol, and MPJPE and acceleration error with it). So after the correction
-stage each missing joint is placed at its parent plus the bone vector (child − parent, camera
-frame, mm) of the last frame that showed it, parents first, so a missing chain hangs from its
-first shown joint. A joint never shown since the stream began (or restarted) keeps the models'
-guess. The models and their caches never see the hold: it changes the reported pose only, before
-the output guard checks it. ``TickResult.seen`` marks the joints it placed.
+every reported pose, and the models' guess of it is poor: worse, on every protocol and split
+measured, than holding it where it was last shown relative to its parent (experiments/README.md,
+"Would holding a missing joint's last seen bone beat the models' guess?"). So after the
+correction stage each missing joint is placed at its parent plus the bone vector (child −
+parent, camera frame, mm) of the last frame that showed it, as that frame reported it (after the
+output guard), parents first, so that a missing chain hangs from its first shown joint. A joint
+not shown since the stream began (or restarted) keeps the models' guess. The models and their
+caches never see the hold: it changes the reported pose only, before the output guard checks it.
+``TickResult.seen`` marks the joints it placed.
 """
 
 from __future__ import annotations
@@ -36,22 +35,27 @@ class BoneHold:
         self.has[slot] = False
 
     def apply(self, slots: np.ndarray, refined: np.ndarray, conf: np.ndarray) -> None:
-        """Place the missing joints of refined (B, 17, 3) float32 mm (rows of ``slots`` (B,)) in
-        place, conf (B, 17) the frames' confidences (0: missing); then store the bones of the joints
-        shown, from the pose before the hold."""
-        shown = conf[:, _CHILD] > 0  # (B, 16)
-        bones = refined[:, _CHILD] - refined[:, _PARENT]  # the models' bones, before the hold
-        if shown.all():  # the common case: nothing to hold, every bone to keep
-            self.bone[slots, 1:] = bones
-            self.has[slots, 1:] = True
+        """Place the missing joints (conf (B, 17), 0: missing) of refined (B, 17, 3) float32 mm,
+        the rows of ``slots`` (B,), in place. Before the output guard."""
+        missing = conf[:, _CHILD] == 0  # (B, 16)
+        if not missing.any():
             return
-        missing = ~shown
         held = self.bone[slots]
         has = self.has[slots]
         for c in np.flatnonzero(missing.any(axis=0)):  # ascending: every parent before its children
             rows = missing[:, c] & has[:, c + 1]
             if rows.any():
                 refined[rows, c + 1] = refined[rows, _PARENT[c]] + held[rows, c + 1]
+
+    def keep(self, slots: np.ndarray, reported: np.ndarray, conf: np.ndarray) -> None:
+        """Keep the bones of the joints shown from the poses reported (B, 17, 3) float32 mm, after
+        the output guard: a bone the guard shortened is held as it was reported."""
+        shown = conf[:, _CHILD] > 0
+        bones = reported[:, _CHILD] - reported[:, _PARENT]
+        if shown.all():  # the common case
+            self.bone[slots, 1:] = bones
+            self.has[slots, 1:] = True
+            return
         rows, cols = np.nonzero(shown)
         self.bone[slots[rows], cols + 1] = bones[rows, cols]
         self.has[slots[rows], cols + 1] = True

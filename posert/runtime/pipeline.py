@@ -340,6 +340,7 @@ class Pipeline:
         due64 = due.astype(np.int64)
         for r in np.flatnonzero(self._guard.apply(refined, lifted, conf, due64, health)):
             self._correction.reset(int(due[r]))  # its refined pose was impossible: the correction restarts
+        self._hold.keep(due, refined, conf)
         st.advance(due, health)
         lift = self._chain.lift_ms
         if out is None:
