@@ -52,10 +52,10 @@ class TickResult:
         valid: (B,) bool, the pose comes from this frame and passed every check (OK or RESET).
         dropped: (B,) int32 visible joints of the frame that were out of view, taken as missing.
         seen: (B, 17) bool, the joints the stream's frame showed (confidence > 0 once the view
-            margin and the upright view have dropped theirs). A joint not seen is the models'
-            guess from the rest of the pose and the stream's past, 230–405 mm off on the camera
-            classes' frames that cut the person off (``posert eval --cameras all``), so a robot
-            should not act on it alone.
+            margin and the upright view have dropped theirs). A joint not seen is held from its
+            parent by the bone it was last shown with (:mod:`posert.runtime.hold`; the models'
+            guess before then), 190–365 mm off on the camera classes' frames that cut the person
+            off (``posert eval --cameras all``), so a robot should not act on it alone.
         latency_ms: the tick's own cost, ms: ``lift`` (the lifter step; NaN where the backend runs
             the tick as one launch), ``refine`` (the rest of the chain), ``correct`` (the correction
             stage and the guard) and ``tick`` (all of :meth:`Pipeline.tick`).
