@@ -111,7 +111,9 @@ class Pipeline:
     [0, 1] or a timestamp that does not increase.
 
     Output: every reported pose is finite and possible (the output guard), with a health code
-    and a validity mask (:class:`TickResult`). A stream that coasts (too few visible joints)
+    and a validity mask (:class:`TickResult`). A missing joint is still reported, held from its
+    parent by the bone it was last shown with (:mod:`posert.runtime.hold`), and
+    ``TickResult.seen`` says which joints the frame showed. A stream that coasts (too few visible joints)
     longer than ``GuardConfig.restart_after_s`` restarts when the person is back; a stream's
     state never outlives it (a new stream in its slot starts clean) and a stream's output does
     not depend on which other streams share its tick (bit for bit on the CPU backends).
