@@ -28,7 +28,7 @@ from posert.skeleton import BONES
 REFINED_RGB = (66, 165, 245)
 LIFTED_RGBA = (200, 200, 200, 90)
 KEYPOINT_RGB = (255, 193, 7)
-GUESS_RGB = (158, 158, 158)  # a refined joint the frame did not show (TickResult.seen): the models' guess
+GUESS_RGB = (158, 158, 158)  # a refined joint the frame did not show (TickResult.seen): a guess
 
 
 def _rerun():

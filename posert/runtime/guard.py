@@ -5,7 +5,7 @@ Each tick, after the correction stage, every reported pose is repaired and check
 longer than ``GuardConfig.max_bone_ratio`` times the stream's running length of that bone (learnt
 from the bones it saw whole, and at most the reference adult's: a short bone's running length grows
 with the models' noise) is shortened to that length along its direction, its child's subtree
-following (the models' guess for a hidden joint can be far off); then every coordinate must be
+following (a hidden joint is a guess and can be far off); then every coordinate must be
 finite and every joint within ``max_reach_mm`` of the pelvis. A refined pose that fails is
 replaced by the lifter's pose of the same frame (and the stream's correction state is cleared),
 or, if that fails too, by the stream's last valid pose; the tick's :class:`Health` code and

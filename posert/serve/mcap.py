@@ -3,8 +3,8 @@ Foxglove and ROS 2 tooling open.
 
 Each tick's poses become one ``foxglove.SceneUpdate`` per stream on topic ``/posert/<stream>``:
 an entity (id = the stream) in frame ``world`` (z up; the stream's world-frame pose, metres, as
-Foxglove expects) with a sphere per joint (grey for a joint the frame did not show: the models'
-guess, ``TickResult.seen``) and the bones as a line list; the entity's metadata carries the
+Foxglove expects) with a sphere per joint (grey for a joint the frame did not show: a guess,
+``TickResult.seen``) and the bones as a line list; the entity's metadata carries the
 stream's health code and ``seen`` (17 characters, ``1`` for a joint shown, H36M-17 order). Log
 times are the tick's wall clock (ns).
 """

@@ -39,7 +39,7 @@ Pose record, ``PP3D`` v2 (v1 had no ``seen`` field)::
                    as a level camera sees it
     440 f32 × 51   the lifter's own pose (17, 3), mm, camera frame
     644 u32  seen: bit j set when the frame showed joint j (``TickResult.seen``); a joint not seen
-             is the models' guess
+             is a guess (posert.runtime.hold)
     648 u8   stream id length n, then n bytes of UTF-8
 """
 

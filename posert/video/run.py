@@ -97,7 +97,7 @@ class VideoRun:
         world: (F, 17, 3) float32 mm, the refined pose in the world frame (z up), root-relative:
             through the calibration's orientation when one is given, else as a level camera.
         seen: (F, 17) bool, the joints that pose's frame showed (``TickResult.seen``; the others
-            are the models' guess); all False before the first detection.
+            are guesses: posert.runtime.hold); all False before the first detection.
         calibrated: a calibrated camera (K, distortion; ``oriented``: with its orientation) was used.
         live: frames came from a camera (or a file read in real time): only the newest frame is
             processed (:class:`posert.video.live.NewestFrame`); ``source_index`` (F,) is each
