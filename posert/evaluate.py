@@ -276,14 +276,14 @@ def score(results: dict) -> dict:
         err = {k: e.mean(-1) for k, e in joint_err.items()}
         names = (("lifted", "lifter"), ("refined", "refined"))
         fin = {k: np.isfinite(e) for k, e in err.items()}
+        part = {k: ~vis & f for k, f in fin.items()}  # finite frames with a missing joint
         shown = conf > 0
         report["overall"]["missing"] = {
             "frames_with_missing_joint": float(1 - vis.mean()),
             **{f"{name}_mpjpe_visible_frames": float(err[k][vis & fin[k]].mean()) for k, name in names},
-            **{f"{name}_mpjpe_missing_frames": float(err[k][~vis & fin[k]].mean()) for k, name in names},
-            **{f"{name}_mm_joints_shown": float(joint_err[k][~vis & fin[k]][shown[~vis & fin[k]]].mean())
-               for k, name in names},
-            **{f"{name}_mm_joints_missing": float(joint_err[k][~vis & fin[k]][~shown[~vis & fin[k]]].mean())
+            **{f"{name}_mpjpe_missing_frames": float(err[k][part[k]].mean()) for k, name in names},
+            **{f"{name}_mm_joints_shown": float(joint_err[k][part[k]][shown[part[k]]].mean()) for k, name in names},
+            **{f"{name}_mm_joints_missing": float(joint_err[k][part[k]][~shown[part[k]]].mean())
                for k, name in names}}
     return report
 

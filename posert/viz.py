@@ -105,18 +105,15 @@ class RerunLog:
     def _skeleton(self, path: str, pose: np.ndarray, color, radius: float, seen: np.ndarray | None = None) -> None:
         rr = self.rr
         ok = np.isfinite(pose).all(-1)
-        if seen is None:
-            self.rec.log(f"{path}/joints", rr.Points3D(pose[ok], colors=color, radii=radius))
-            strips = [pose[[p, c]] for p, c in BONES if ok[p] and ok[c]]
-            self.rec.log(f"{path}/bones", rr.LineStrips3D(strips, colors=color, radii=radius * 0.6))
-            return
-        seen = np.asarray(seen, bool)
-        colors = np.where(seen[:, None], np.asarray(color, np.uint8), np.asarray(GUESS_RGB, np.uint8))
-        self.rec.log(f"{path}/joints", rr.Points3D(pose[ok], colors=colors[ok], radii=radius))
         bones = [(p, c) for p, c in BONES if ok[p] and ok[c]]
-        self.rec.log(f"{path}/bones", rr.LineStrips3D([pose[[p, c]] for p, c in bones],
-                                                      colors=[color if seen[p] and seen[c] else GUESS_RGB
-                                                              for p, c in bones], radii=radius * 0.6))
+        joint_colors, bone_colors = color, color
+        if seen is not None:  # the joints not shown (and their bones) grey
+            seen = np.asarray(seen, bool)
+            joint_colors = np.where(seen[:, None], np.asarray(color, np.uint8), np.asarray(GUESS_RGB, np.uint8))[ok]
+            bone_colors = [color if seen[p] and seen[c] else GUESS_RGB for p, c in bones]
+        self.rec.log(f"{path}/joints", rr.Points3D(pose[ok], colors=joint_colors, radii=radius))
+        self.rec.log(f"{path}/bones", rr.LineStrips3D([pose[[p, c]] for p, c in bones], colors=bone_colors,
+                                                      radii=radius * 0.6))
 
     def frame(self, stream, index: int, t: float | None = None, image: np.ndarray | None = None,
               kp2d: np.ndarray | None = None, conf: np.ndarray | None = None) -> None:

@@ -284,7 +284,7 @@ def run_video(source: str | int, out_mp4: str | Path | None = None, out_json: st
             kp = det.kp2d if det is not None else np.full((NUM_JOINTS, 2), np.nan, np.float32)
             conf = det.conf if det is not None else np.zeros(NUM_JOINTS, np.float32)
             for k, v in (("t", t), ("det", det is not None), ("kp", kp), ("conf", conf), ("ref", last_ref),
-                         ("lif", last_lif), ("wld", last_wld), ("shown", last_shown.copy()),
+                         ("lif", last_lif), ("wld", last_wld), ("shown", last_shown),
                          ("raw", None if det is None else det.raw)):
                 cols[k].append(v)
             if render:
