@@ -55,11 +55,13 @@ def run_streams(pipe, px, ticks=45):
     return out
 
 
-def assert_same_streams(got: dict, ref: dict, atol: float = 1e-3) -> None:
+def assert_same_streams(got: dict, ref: dict, atol: float = 2e-3) -> None:
     """Two runs of ``mixed_streams`` served the same streams with the same lifted and refined
-    poses (within ``atol`` mm). Backend comparisons run with ``bone_depth=False``: its square root
-    near a tangent turns 1e-4 mm of float rounding into up to ~1e-2 mm, and it runs on the host
-    the same for every backend (its own tests:
+    poses (within ``atol`` mm: float32 rounding through both models and the correction reaches
+    ~1e-3 mm on coordinates of up to a metre, e.g. 1.1e-3 between the native and the torch
+    backend on one coordinate of 1,224 with the committed checkpoints). Backend comparisons run
+    with ``bone_depth=False``: its square root near a tangent turns 1e-4 mm of float rounding
+    into up to ~1e-2 mm, and it runs on the host the same for every backend (its own tests:
     tests/unit/test_correction_reference.py, tests/kernels/test_correction_kernel.py)."""
     assert got.keys() == ref.keys() == set("abcdef")
     for s in ref:
