@@ -20,6 +20,11 @@ ROOT = 0
 #: Parent of every joint (-1 for the root); bones are (parent, child) pairs.
 PARENTS: tuple[int, ...] = (-1, 0, 1, 2, 0, 4, 5, 0, 7, 8, 9, 8, 11, 12, 8, 14, 15)
 BONES: tuple[tuple[int, int], ...] = tuple((p, c) for c, p in enumerate(PARENTS) if p >= 0)
+#: (16,) int64 parent and child joint of every bone, in :data:`BONES` order: ``pose[..., BONE_CHILD, :]
+#: - pose[..., BONE_PARENT, :]`` is every bone vector. Children are 1 … 16 in order, so bone b
+#: ends at joint b + 1 and every parent comes before its children.
+BONE_PARENT: np.ndarray = np.array([p for p, _ in BONES], np.int64)
+BONE_CHILD: np.ndarray = np.array([c for _, c in BONES], np.int64)
 
 LEFT: tuple[int, ...] = (4, 5, 6, 11, 12, 13)
 RIGHT: tuple[int, ...] = (1, 2, 3, 14, 15, 16)
@@ -67,9 +72,7 @@ def bone_lengths(pose: np.ndarray) -> np.ndarray:
     pose = np.asarray(pose)
     if pose.shape[-2:] != (NUM_JOINTS, 3):
         raise ValueError(f"expected (..., {NUM_JOINTS}, 3) joints, got {pose.shape}")
-    parent = np.array([p for p, _ in BONES])
-    child = np.array([c for _, c in BONES])
-    return np.linalg.norm(pose[..., child, :] - pose[..., parent, :], axis=-1)
+    return np.linalg.norm(pose[..., BONE_CHILD, :] - pose[..., BONE_PARENT, :], axis=-1)
 
 
 #: MediaPipe BlazePose's 33 landmarks (``mp.solutions.pose.PoseLandmark`` order).

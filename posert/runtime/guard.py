@@ -23,8 +23,9 @@ import numpy as np
 
 from posert import _C
 from posert.config import GuardConfig
-from posert.skeleton import NUM_JOINTS, PARENTS, REFERENCE_BONES_MM, STANDING_POSE_MM
+from posert.skeleton import BONE_CHILD, BONE_PARENT, NUM_JOINTS, PARENTS, REFERENCE_BONES_MM, STANDING_POSE_MM
 
+#: Parent of every joint as the C++ kernel takes it: the root is its own parent.
 _PARENTS = np.array([0, *PARENTS[1:]], np.int64)
 _REST = STANDING_POSE_MM.astype(np.float32)
 
@@ -132,7 +133,7 @@ def impossible(poses: np.ndarray, max_reach_mm: float = GuardConfig.max_reach_mm
     p = np.asarray(poses, np.float64)
     with np.errstate(invalid="ignore", over="ignore"):
         reach = np.linalg.norm(p, axis=-1).max(-1)
-        bones = np.linalg.norm(p[..., 1:, :] - p[..., _PARENTS[1:], :], axis=-1)
+        bones = np.linalg.norm(p[..., BONE_CHILD, :] - p[..., BONE_PARENT, :], axis=-1)
         too_long = (bones > max_bone_ratio * REFERENCE_BONES_MM * (1 + 1e-6)).any(-1)  # float32 rounding
         return ~np.isfinite(p).all((-1, -2)) | ~(reach <= max_reach_mm) | too_long
 
@@ -160,8 +161,8 @@ def guard_reference(refined: np.ndarray, lifted: np.ndarray, conf: np.ndarray, s
         if not lifted_ok:
             lifted[r] = refined[r]
         if health[r] in (Health.OK, Health.RESET):
-            seen = (conf[r, 1:] > 0) & (conf[r, _PARENTS[1:]] > 0)
-            bones = np.linalg.norm(refined[r, 1:].astype(np.float64) - refined[r, _PARENTS[1:]], axis=-1)
+            seen = (conf[r, BONE_CHILD] > 0) & (conf[r, BONE_PARENT] > 0)
+            bones = np.linalg.norm(refined[r, BONE_CHILD].astype(np.float64) - refined[r, BONE_PARENT], axis=-1)
             n = state.bone_n[s]
             w = np.where(n < 100, 1.0 / (n + 1.0), 0.01)
             state.bone_ref[s] = np.where(seen, state.bone_ref[s] + w * (bones - state.bone_ref[s]), state.bone_ref[s])

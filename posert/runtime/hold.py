@@ -16,10 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from posert.skeleton import NUM_JOINTS, PARENTS
-
-_CHILD = np.arange(1, NUM_JOINTS)
-_PARENT = np.array(PARENTS[1:], np.int64)
+from posert.skeleton import BONE_CHILD, BONE_PARENT, NUM_JOINTS
 
 
 class BoneHold:
@@ -37,7 +34,7 @@ class BoneHold:
     def apply(self, slots: np.ndarray, refined: np.ndarray, conf: np.ndarray) -> None:
         """Place the missing joints (conf (B, 17), 0: missing) of refined (B, 17, 3) float32 mm,
         the rows of ``slots`` (B,), in place. Before the output guard."""
-        missing = conf[:, _CHILD] == 0  # (B, 16)
+        missing = conf[:, BONE_CHILD] == 0  # (B, 16)
         if not missing.any():
             return
         held = self.bone[slots]
@@ -45,13 +42,13 @@ class BoneHold:
         for c in np.flatnonzero(missing.any(axis=0)):  # ascending: every parent before its children
             rows = missing[:, c] & has[:, c + 1]
             if rows.any():
-                refined[rows, c + 1] = refined[rows, _PARENT[c]] + held[rows, c + 1]
+                refined[rows, c + 1] = refined[rows, BONE_PARENT[c]] + held[rows, c + 1]
 
     def keep(self, slots: np.ndarray, reported: np.ndarray, conf: np.ndarray) -> None:
         """Keep the bones of the joints shown from the poses reported (B, 17, 3) float32 mm, after
         the output guard: a bone the guard shortened is held as it was reported."""
-        shown = conf[:, _CHILD] > 0
-        bones = reported[:, _CHILD] - reported[:, _PARENT]
+        shown = conf[:, BONE_CHILD] > 0
+        bones = reported[:, BONE_CHILD] - reported[:, BONE_PARENT]
         if shown.all():  # the common case
             self.bone[slots, 1:] = bones
             self.has[slots, 1:] = True

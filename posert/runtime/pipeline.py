@@ -237,7 +237,13 @@ class Pipeline:
             self._streams.remove(stream_id)
             raise
         self._upright.attach(slot, camera)
-        self._chain.reset(slot)  # nothing of the slot's previous stream survives
+        self._start_over(slot)  # nothing of the slot's previous stream survives
+
+    def _start_over(self, slot: int) -> None:
+        """Clear everything a slot remembers of its frames (key/value caches and window, the
+        correction's state but not its camera, the guard's bones and last pose, the held bones)."""
+        self._chain.reset(slot)
+        self._correction.reset(slot)
         self._guard.state.reset(slot)
         self._hold.reset(slot)
 
@@ -286,10 +292,7 @@ class Pipeline:
         self._upright.rectify(slots, kp.astype(np.float64, copy=False), frames, self._streams.size[slots])
         self._chain.store(slots, frames)
         for slot in self._streams.mark_due(slots, frames, t, dropped):  # back after a long gap: a fresh start
-            self._chain.reset(slot)
-            self._correction.reset(slot)
-            self._guard.state.reset(slot)
-            self._hold.reset(slot)
+            self._start_over(slot)
         self._correction.store(slots, kp, frames[:, :, 2])
 
     def result_buffers(self) -> TickResult:
