@@ -39,20 +39,21 @@ class BoneHold:
             return
         held = self.bone[slots]
         has = self.has[slots]
-        for c in np.flatnonzero(missing.any(axis=0)):  # ascending: every parent before its children
-            rows = missing[:, c] & has[:, c + 1]
+        for b in np.flatnonzero(missing.any(axis=0)):  # ascending: every parent before its children
+            j = BONE_CHILD[b]
+            rows = missing[:, b] & has[:, j]
             if rows.any():
-                refined[rows, c + 1] = refined[rows, BONE_PARENT[c]] + held[rows, c + 1]
+                refined[rows, j] = refined[rows, BONE_PARENT[b]] + held[rows, j]
 
     def keep(self, slots: np.ndarray, reported: np.ndarray, conf: np.ndarray) -> None:
         """Keep the bones of the joints shown from the poses reported (B, 17, 3) float32 mm, after
         the output guard: a bone the guard shortened is held as it was reported."""
         shown = conf[:, BONE_CHILD] > 0
         bones = reported[:, BONE_CHILD] - reported[:, BONE_PARENT]
-        if shown.all():  # the common case
+        if shown.all():  # the common case; BONE_CHILD is joints 1 … 16
             self.bone[slots, 1:] = bones
             self.has[slots, 1:] = True
             return
         rows, cols = np.nonzero(shown)
-        self.bone[slots[rows], cols + 1] = bones[rows, cols]
-        self.has[slots[rows], cols + 1] = True
+        self.bone[slots[rows], BONE_CHILD[cols]] = bones[rows, cols]
+        self.has[slots[rows], BONE_CHILD[cols]] = True
