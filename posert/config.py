@@ -155,7 +155,9 @@ class CorrectionConfig:
             ``given`` (only streams added with a camera) or ``off`` (the refiner's output as is).
         lateral_ema: β of the causal EMA of the lateral correction: ``auto`` (the steady-state
             Kalman gain for each stream's estimated 2D noise, Muth 1960) or a fixed number in
-            (0, 1].
+            (0, 1]. ``auto`` assumes 2D detected at the models' 50 fps: for 2D resampled from
+            another rate ``posert run`` uses ``noise_fallback`` instead
+            (:func:`posert.video.resample.config_for_rate`).
         pixel_noise: also estimate the 2D noise from the keypoints' own third differences; the
             smaller of that and the innovations' estimate sets β.
         noise_q: px² per frame, the random walk the lateral EMA tracks (σ = 5 px gives β ≈ 0.1).

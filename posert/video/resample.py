@@ -4,7 +4,30 @@ from __future__ import annotations
 
 import numpy as np
 
+from posert.config import PipelineConfig
 from posert.data.sources import MODEL_FPS
+
+
+def config_for_rate(config: PipelineConfig | None, fps: float) -> PipelineConfig:
+    """The pipeline config for 2D detected at ``fps`` and brought to the models' 50 fps by
+    :class:`RateConverter`.
+
+    The correction's adaptive β (``CorrectionConfig.lateral_ema = "auto"``) estimates the 2D's
+    noise from frame-to-frame differences, which assume independent noise in every model frame.
+    Frames interpolated between detections share their noise: a 30 fps BlazePose track with
+    4 px of jitter reads as 0.3 px, and β rises towards 1, following the jitter. So at any rate
+    other than 50 fps ``"auto"`` becomes ``noise_fallback``, the β of a stream without an
+    estimate (experiments/README.md, "Does the correction's noise estimate hold on 2D resampled
+    from a video's rate?"); a fixed ``lateral_ema`` is kept. ``config`` None: the defaults.
+    Raises ValueError for a non-positive ``fps``.
+    """
+    if not fps > 0:
+        raise ValueError(f"fps must be positive, got {fps}")
+    config = config if config is not None else PipelineConfig()
+    c = config.correction
+    if c.lateral_ema != "auto" or abs(fps - MODEL_FPS) < 1e-6:
+        return config
+    return config.override({"correction.lateral_ema": c.noise_fallback})
 
 
 class RateConverter:

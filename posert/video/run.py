@@ -17,7 +17,7 @@ from posert.config import PipelineConfig
 from posert.skeleton import NUM_JOINTS
 from posert.video.detect import Detection, save_recording
 from posert.video.render import PersonCrop, compose, contact_sheet
-from posert.video.resample import RateConverter
+from posert.video.resample import RateConverter, config_for_rate
 
 STAGES = ("decode", "detect", "lift", "refine", "render")
 #: A person lost for longer than this (seconds) starts a new stream: stale context is dropped.
@@ -193,7 +193,8 @@ def run_video(source: str | int, out_mp4: str | Path | None = None, out_json: st
             :meth:`posert.serve.mcap.McapRecorder.tick`).
         realtime: read a file at its own frame rate as a camera delivers frames (a stand-in
             camera): like a webcam, only the newest frame is processed, older ones are dropped.
-    Detections are converted causally to the models' 50 fps (:class:`RateConverter`); a person
+    Detections are converted causally to the models' 50 fps (:class:`RateConverter`, with the
+    correction's β for resampled 2D: :func:`~posert.video.resample.config_for_rate`); a person
     lost for more than ``MAX_GAP_S``, or a 2D pelvis jump of more than ``MAX_JUMP`` of the image
     width (the front-end switched to another person), restarts the stream. Returns a :class:`VideoRun`.
     Raises FileNotFoundError for a missing video and ValueError for an empty one.
@@ -213,7 +214,7 @@ def run_video(source: str | int, out_mp4: str | Path | None = None, out_json: st
         from posert.video.detect import MediaPipePose
 
         detector = MediaPipePose()
-    pipe = Pipeline(config, max_streams=1)
+    pipe = Pipeline(config_for_rate(config, fps), max_streams=1)
     pipe.on_tick = on_tick
     conv = RateConverter()
     render = out_mp4 is not None or out_png is not None
