@@ -39,9 +39,10 @@ def at_times(seq: np.ndarray, t: np.ndarray) -> np.ndarray:
     return np.stack([np.interp(t, x, flat[:, i]) for i in range(flat.shape[1])], axis=1).reshape(len(t), 17, 3)
 
 
-def video_streams(seqs: dict, cams: list, fps: float, seed: int = 0) -> list[dict]:
+def video_streams(seqs: dict, cams: list, fps: float, seed: int = 0, resample: bool = True) -> list[dict]:
     """Per (sequence, camera): the 50 fps 2D a video at ``fps`` gives after resampling, and the
-    truth at those frames (camera frame, root-relative, mm)."""
+    truth at those frames (camera frame, root-relative, mm). ``resample=False``: the detections
+    as they come, one per model frame, and the truth at the camera's frame times."""
     rng = np.random.default_rng(seed)
     out = []
     for name, seq in seqs.items():
@@ -49,7 +50,11 @@ def video_streams(seqs: dict, cams: list, fps: float, seed: int = 0) -> list[dic
         t_cam = np.arange(int((len(seq) - 1) / MODEL_FPS * fps) + 1) / fps
         world_cam = at_times(world, t_cam)
         for ci, cam in enumerate(cams):
-            px, conf, _, _ = detector_view(world_cam, cam, NoiseModel(), rng)
+            px, conf, cam3d, _ = detector_view(world_cam, cam, NoiseModel(), rng)
+            if not resample:
+                out.append({"id": (name, ci), "name": name, "px": px, "conf": conf,
+                            "gt": cam3d - cam3d[:, ROOT:ROOT + 1], "size": (cam.width, cam.height)})
+                continue
             conv, frames = RateConverter(), []
             for t, k, c in zip(t_cam, px, conf):
                 frames += conv(float(t), k, c)
@@ -91,9 +96,13 @@ def main() -> None:
     ap.add_argument("--fps", type=float, default=30.0)
     ap.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
     ap.add_argument("--no-native", action="store_true", help="skip the 50 fps protocol")
+    ap.add_argument("--as-detected", action="store_true",
+                    help="also push the detections as they come, one per model frame (as posert serve does)")
     args = ap.parse_args()
     seqs, cams = load_motion(args.motion), eval_cameras("h36m")
     protocols = {f"{args.fps:g} fps, resampled": video_streams(seqs, cams, args.fps)}
+    if args.as_detected:
+        protocols[f"{args.fps:g} fps, as detected"] = video_streams(seqs, cams, args.fps, resample=False)
     if not args.no_native:
         protocols["50 fps"] = video_streams(seqs, cams, MODEL_FPS)
     for proto, streams in protocols.items():
