@@ -19,7 +19,8 @@ def config_for_rate(config: PipelineConfig | None, fps: float) -> PipelineConfig
     other than 50 fps ``"auto"`` becomes ``noise_fallback``, the β of a stream without an
     estimate (experiments/README.md, "Does the correction's noise estimate hold on 2D resampled
     from a video's rate?"); a fixed ``lateral_ema`` is kept. ``config`` None: the defaults.
-    Raises ValueError for a non-positive ``fps``.
+    Raises ValueError for a non-positive ``fps``, and for ``noise_fallback = 0`` at another rate
+    (a fixed β must be in (0, 1]).
     """
     if not fps > 0:
         raise ValueError(f"fps must be positive, got {fps}")
