@@ -43,6 +43,8 @@ class RateConverter:
     confidences, and 0 if either is missing.
 
     Call :meth:`reset` after a gap (no person found); the next detection starts a new clock.
+    Interpolated frames share their detections' noise: run the pipeline they feed with
+    :func:`config_for_rate` (as ``posert run`` does).
     Raises ValueError for a timestamp that does not increase or arrays of the wrong shape.
     """
 
