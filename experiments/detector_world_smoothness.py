@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 from scipy.signal import savgol_filter
 
-from posert.metrics import p_mpjpe
+from posert.metrics import accel_error, p_mpjpe
 from posert.skeleton import ROOT, blazepose_to_h36m
 from posert.video.detect import RecordedDetector
 from posert.video.run import demo_video, open_video, run_video
@@ -57,9 +57,9 @@ def record(video: Path, dst: Path) -> None:
 
 
 def own_accel(p: np.ndarray) -> float:
-    """(F, 17, 3) mm, NaN where none → mean over the finite triples of consecutive frames."""
-    a = np.linalg.norm(p[2:] - 2 * p[1:-1] + p[:-2], axis=-1).mean(-1)
-    return float(np.nanmean(a))
+    """(F, 17, 3) mm, NaN where none → the acceleration against a still pose, over the triples
+    of consecutive frames that all hold one."""
+    return accel_error(p, np.zeros_like(p), valid=np.isfinite(p).all(axis=(1, 2)))
 
 
 def residual(p: np.ndarray) -> float:

@@ -28,7 +28,7 @@ from posert.data.sources import cache_dir
 from posert.evaluate import eval_cameras, load_motion, stream_sequences
 from posert.models.io import load_refiner, save_refiner
 from posert.runtime import Pipeline
-from posert.skeleton import BONE_CHILD, BONE_PARENT
+from posert.skeleton import bone_lengths
 
 
 def identity_refiner(src: str | None, dst: Path) -> None:
@@ -42,15 +42,11 @@ def identity_refiner(src: str | None, dst: Path) -> None:
     save_refiner(den, cnd, dst, {"identity": True})
 
 
-def bone_mean(p: np.ndarray) -> np.ndarray:
-    """(..., 17, 3) → (...,): the mean length of the 16 bones."""
-    return np.linalg.norm(p[..., BONE_CHILD, :] - p[..., BONE_PARENT, :], axis=-1).mean(-1)
-
-
 def scores(pred: np.ndarray, gt: np.ndarray) -> tuple[float, float, float]:
     """pred, gt (C, T, 17, 3) mm → (MPJPE, size ratio, N-MPJPE with one scale per stream)."""
     s = (pred * gt).sum(axis=(1, 2, 3), keepdims=True) / (pred * pred).sum(axis=(1, 2, 3), keepdims=True)
-    return (float(np.linalg.norm(pred - gt, axis=-1).mean()), float(bone_mean(pred).mean() / bone_mean(gt).mean()),
+    size = bone_lengths(pred).mean() / bone_lengths(gt).mean()
+    return (float(np.linalg.norm(pred - gt, axis=-1).mean()), float(size),
             float(np.linalg.norm(s * pred - gt, axis=-1).mean()))
 
 
