@@ -23,7 +23,7 @@ import numpy as np
 from posert.config import PipelineConfig
 from posert.data.dataset import NoiseModel, center_on_floor
 from posert.data.sources import MODEL_FPS, cache_dir
-from posert.evaluate import detector_view, eval_cameras, load_motion, score
+from posert.evaluate import detector_view, eval_cameras, load_motion, score, stream_views
 from posert.runtime import Pipeline
 from posert.skeleton import ROOT
 from posert.video.resample import RateConverter
@@ -71,14 +71,7 @@ def stream(cfg: PipelineConfig, streams: list[dict]) -> dict:
     with Pipeline(cfg.override({"max_streams": len(streams)})) as pipe:
         for s in streams:
             pipe.add_stream(s["id"], *s["size"])
-        res = {s["id"]: (np.zeros_like(s["gt"], np.float32), np.zeros_like(s["gt"], np.float32)) for s in streams}
-        for t in range(max(len(s["px"]) for s in streams)):
-            live = [s for s in streams if t < len(s["px"])]
-            pipe.push_many([s["id"] for s in live], np.stack([s["px"][t] for s in live]),
-                           np.stack([s["conf"][t] for s in live]), [t / MODEL_FPS] * len(live))
-            r = pipe.tick()
-            for i, sid in enumerate(r.stream_ids):
-                res[sid][0][t], res[sid][1][t] = r.lifted[i], r.refined[i]
+        res, _ = stream_views(pipe, [(s["id"], s["px"], s["conf"]) for s in streams], progress=False)
     results = {}
     for name in dict.fromkeys(s["name"] for s in streams):
         mine = [s for s in streams if s["name"] == name]

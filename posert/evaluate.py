@@ -184,22 +184,7 @@ def stream_sequences(pipeline, sequences: dict[str, np.ndarray], cameras: list[C
             sid = (name, ci)
             pipeline.add_stream(sid, cam.width, cam.height, cam if camera_aware else None)
             streams.append((sid, px, conf, cam3d - cam3d[:, ROOT:ROOT + 1], unseen))
-    T_max = max(len(s[1]) for s in streams)
-    out = {s[0]: (np.zeros((len(s[1]), NUM_JOINTS, 3), np.float32), np.zeros((len(s[1]), NUM_JOINTS, 3), np.float32),
-                  np.zeros(len(s[1]), np.uint8)) for s in streams}
-    tick_ms = []
-    for t in tqdm(range(T_max), desc="streaming", unit="frame", disable=not progress):
-        live = [s for s in streams if t < len(s[1])]
-        ids = [s[0] for s in live]
-        pipeline.push_many(ids, np.stack([s[1][t] for s in live]), np.stack([s[2][t] for s in live]),
-                           [t / 50.0] * len(live))
-        t0 = time.perf_counter()
-        res = pipeline.tick()
-        tick_ms.append((time.perf_counter() - t0) * 1e3)
-        for i, sid in enumerate(res.stream_ids):
-            out[sid][0][t] = res.lifted[i]
-            out[sid][1][t] = res.refined[i]
-            out[sid][2][t] = res.health[i]
+    out, tick_ms = stream_views(pipeline, [s[:3] for s in streams], progress)
     for sid, *_ in streams:
         pipeline.remove_stream(sid)
     results = {}
@@ -212,7 +197,34 @@ def stream_sequences(pipeline, sequences: dict[str, np.ndarray], cameras: list[C
                          "conf": np.stack([s[2] for s in mine]),
                          "out_of_view": np.stack([s[4] for s in mine]),
                          "health": np.stack([out[s[0]][2] for s in mine])}
-    return results, np.array(tick_ms)
+    return results, tick_ms
+
+
+def stream_views(pipeline, views: list, progress: bool = True) -> tuple[dict, np.ndarray]:
+    """Push frame t of every view that has one, all in one tick, for t = 0, 1, … (timestamps
+    t / 50 s: one model frame each), as :func:`stream_sequences` streams its renderings.
+
+    Args:
+        views: [(stream id, px (T, 17, 2) pixels, conf (T, 17))], each stream already added to
+            ``pipeline``; T may differ between views.
+    Returns (out, tick_ms): out[stream id] = (lifted (T, 17, 3) float32 mm, refined (T, 17, 3)
+    float32 mm, health (T,) uint8), and tick_ms (ticks,) the latency of every tick.
+    """
+    out = {sid: (np.zeros((len(px), NUM_JOINTS, 3), np.float32), np.zeros((len(px), NUM_JOINTS, 3), np.float32),
+                 np.zeros(len(px), np.uint8)) for sid, px, _ in views}
+    tick_ms = []
+    for t in tqdm(range(max(len(px) for _, px, _ in views)), desc="streaming", unit="frame", disable=not progress):
+        live = [v for v in views if t < len(v[1])]
+        pipeline.push_many([v[0] for v in live], np.stack([v[1][t] for v in live]), np.stack([v[2][t] for v in live]),
+                           [t / 50.0] * len(live))
+        t0 = time.perf_counter()
+        res = pipeline.tick()
+        tick_ms.append((time.perf_counter() - t0) * 1e3)
+        for i, sid in enumerate(res.stream_ids):
+            out[sid][0][t] = res.lifted[i]
+            out[sid][1][t] = res.refined[i]
+            out[sid][2][t] = res.health[i]
+    return out, np.array(tick_ms)
 
 
 def pose_counts(lifted: np.ndarray, refined: np.ndarray) -> dict[str, int]:
