@@ -59,4 +59,16 @@ void require_indices(const T* idx, int64_t n, int64_t lo, int64_t hi, const char
   }
 }
 
+// The array attribute `name` of a kernel's Python state object, which the kernel holds and writes in
+// place: as_out's checks and `shape`.
+template <typename T>
+py::array_t<T, py::array::c_style> state_field(const py::object& state, const char* name,
+                                               const std::vector<int64_t>& shape) {
+  py::object a = state.attr(name);
+  if (!py::isinstance<py::array>(a)) throw py::type_error(std::string("state.") + name + ": must be a NumPy array");
+  auto arr = as_out<T>(a.cast<py::array>(), (std::string("state.") + name).c_str());
+  require_shape(arr, shape, (std::string("state.") + name).c_str());
+  return arr;
+}
+
 }  // namespace posert::bind

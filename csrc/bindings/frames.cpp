@@ -1,5 +1,6 @@
 // Bindings of csrc/frames: validation and normalisation of the frames Pipeline.push_many is given,
 // and the batch-invariant affine map of the refiner's CND mean.
+#include "frames/flips.h"
 #include "frames/frames.h"
 
 #include <cmath>
@@ -49,9 +50,77 @@ void affine_rows(const F32& b, const F32& A, const F32& c, const py::array& out_
   affine_rows_cpu(b.data(), A.data(), c.data(), n, K, N, out.mutable_data());
 }
 
+class FlipKernel {
+ public:
+  FlipKernel(const py::object& state, const I64& left, const I64& right, const I64& perm, double max_flip_s,
+             double separation, double rate)
+      : left_(left), right_(right), perm_(perm) {
+    require_shape(left_, {-1}, "left (P,)");
+    const int64_t P = left_.shape(0);
+    require_shape(right_, {P}, "right (P,)");
+    require_shape(perm_, {-1}, "perm (J,)");
+    const int64_t J = perm_.shape(0);
+    require_indices(left_.data(), P, 0, J, "left joint");
+    require_indices(right_.data(), P, 0, J, "right joint");
+    require_indices(perm_.data(), J, 0, J, "perm");
+    if (!(max_flip_s > 0) || !std::isfinite(max_flip_s)) throw py::value_error("max_flip_s must be finite and > 0");
+    if (!(separation >= 0) || !std::isfinite(separation)) throw py::value_error("separation must be finite and >= 0");
+    if (!(rate > 0 && rate <= 1)) throw py::value_error("rate must be in (0, 1]");
+    vec_ = state_field<double>(state, "vec", {-1, -1, P, 2});
+    const int64_t S = vec_.shape(0), H = vec_.shape(1);
+    if (H < 1) throw py::value_error("state.vec: the history needs at least one entry");
+    ok_ = state_field<uint8_t>(state, "ok", {S, H, P});
+    at_ = state_field<double>(state, "at", {S, H});
+    head_ = state_field<int64_t>(state, "head", {S});
+    scale_ = state_field<double>(state, "scale", {S, P});
+    last_ = state_field<double>(state, "last", {S, P, 2});
+    last_ok_ = state_field<uint8_t>(state, "last_ok", {S, P});
+    since_ = state_field<double>(state, "since", {S});
+    st_ = {S, H, P, J, left_.data(), right_.data(), perm_.data(), vec_.mutable_data(), ok_.mutable_data(),
+           at_.mutable_data(), head_.mutable_data(), scale_.mutable_data(), last_.mutable_data(),
+           last_ok_.mutable_data(), since_.mutable_data()};
+    p_ = {max_flip_s, separation, rate};
+  }
+
+  py::array_t<uint8_t> apply(const py::array& frames_arr, const I64& slots, const F64& t) {
+    F32 frames = as_out<float>(frames_arr, "frames");
+    const int64_t R = slots.shape(0);
+    require_shape(slots, {R}, "slots (R,)");
+    require_shape(frames, {R, st_.J, 3}, "frames (R, J, 3)");
+    require_shape(t, {R}, "t (R,)");
+    require_indices(slots.data(), R, 0, st_.S, "slot");
+    const int64_t* hd = head_.data();
+    for (int64_t r = 0; r < R; ++r)
+      if (hd[slots.data()[r]] < 0 || hd[slots.data()[r]] >= st_.H) throw py::value_error("state.head out of range");
+    py::array_t<uint8_t> flipped(R);
+    unflip_frames_cpu(frames.mutable_data(), slots.data(), t.data(), R, st_, p_, flipped.mutable_data());
+    return flipped;
+  }
+
+ private:
+  I64 left_, right_, perm_;
+  F64 vec_, at_, scale_, last_, since_;
+  py::array_t<uint8_t, py::array::c_style> ok_, last_ok_;
+  I64 head_;
+  FlipState st_{};
+  FlipParams p_{};
+};
+
 }  // namespace
 
 void bind_frames(py::module_& m) {
+  py::class_<FlipKernel>(m, "FlipKernel",
+                         "Left/right flips undone (csrc/frames/flips.h) over a pipeline's flip state: an object with "
+                         "vec (S, H, P, 2) float64, ok (S, H, P) uint8, at (S, H) float64, head (S,) int64, scale "
+                         "(S, P) float64, last (S, P, 2) float64, last_ok (S, P) uint8 and since (S,) float64 (checked "
+                         "here and held); left, right (P,) int64 the pairs' joints, perm (J,) int64 every joint's "
+                         "mirror; max_flip_s, separation, rate.")
+      .def(py::init<const py::object&, const I64&, const I64&, const I64&, double, double, double>(),
+           py::arg("state"), py::arg("left"), py::arg("right"), py::arg("perm"), py::arg("max_flip_s"),
+           py::arg("separation"), py::arg("rate"))
+      .def("apply", &FlipKernel::apply, py::arg("frames"), py::arg("slots"), py::arg("t"),
+           "Undo the flips of frames (R, J, 3) float32 (x, y, confidence) of slots (R,) int64 (distinct) at times t "
+           "(R,) float64 s, in place; returns flipped (R,) uint8.");
   m.def("prepare_frames", &prepare_frames, py::arg("kp"), py::arg("conf"), py::arg("size"), py::arg("slots"),
         py::arg("margin"), py::arg("out"), py::arg("dropped"),
         "Validate and normalise frames for Pipeline.push_many (csrc/frames/frames.h): kp (B, J, 2) float64 px, conf "

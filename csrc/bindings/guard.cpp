@@ -11,16 +11,6 @@ namespace posert::bind {
 
 namespace {
 
-template <typename T>
-py::array_t<T, py::array::c_style> state_field(const py::object& state, const char* name,
-                                               const std::vector<int64_t>& shape) {
-  py::object a = state.attr(name);
-  if (!py::isinstance<py::array>(a)) throw py::type_error(std::string("state.") + name + ": must be a NumPy array");
-  auto arr = as_out<T>(a.cast<py::array>(), (std::string("state.") + name).c_str());
-  require_shape(arr, shape, (std::string("state.") + name).c_str());
-  return arr;
-}
-
 class GuardKernel {
  public:
   GuardKernel(const py::object& state, const I64& parents, const F32& rest, double max_reach_mm,

@@ -3,7 +3,7 @@
 
 PYBIND11_MODULE(_C, m) {
   m.doc() = "posert native kernels: the fused transformer step, its attention cores, the key/value ring-cache "
-            "push, the fused DDIM update, the frame preparation, the correction stage and the output guard (CPU + CUDA "
+            "push, the fused DDIM update, the frame preparation and left/right flips, the correction stage and the output guard (CPU + CUDA "
             "twins)";
   m.def("built_with_cuda", []() {
 #ifdef POSERT_WITH_CUDA

@@ -25,11 +25,12 @@ from posert.models.diffusion import Schedule
 from posert.runtime.backends.base import check_backend
 from posert.runtime.chain import HostChain, ResidentChain
 from posert.runtime.correction import Correction
+from posert.runtime.flips import FlipFilter
 from posert.runtime.guard import Guard, Health
 from posert.runtime.hold import BoneHold
 from posert.runtime.streams import StreamInfo, StreamTable
 from posert.runtime.upright import UprightView
-from posert.skeleton import NUM_JOINTS
+from posert.skeleton import FLIP_PERM, NUM_JOINTS
 
 _OK, _COASTING, _RESET = int(Health.OK), int(Health.COASTING), int(Health.RESET)  # plain ints: the tick's hot path
 
@@ -113,8 +114,11 @@ class Pipeline:
     Output: every reported pose is finite and possible (the output guard), with a health code
     and a validity mask (:class:`TickResult`). A missing joint is still reported, held from its
     parent by the bone it was last shown with (:mod:`posert.runtime.hold`), and
-    ``TickResult.seen`` says which joints the frame showed. A stream that coasts (too few visible joints)
-    longer than ``GuardConfig.restart_after_s`` restarts when the person is back; a stream's
+    ``TickResult.seen`` says which joints the frame showed. A frame the detector mirrored (its
+    front taken for its back, every left joint swapped with its right twin) for up to 0.2 s is
+    exchanged back before the models see it (:mod:`posert.runtime.flips`). A stream that coasts
+    (too few visible joints) longer than ``GuardConfig.restart_after_s`` restarts when the person
+    is back; a stream's
     state never outlives it (a new stream in its slot starts clean) and a stream's output does
     not depend on which other streams share its tick (bit for bit on the CPU backends).
 
@@ -171,6 +175,7 @@ class Pipeline:
         self._guard = Guard(cfg.guard, S)
         self._upright = UprightView(S)
         self._hold = BoneHold(S)
+        self._flips = FlipFilter(S)
         self._owner: int | None = None
         #: called with every non-empty TickResult at the end of :meth:`tick` (on the driving thread)
         self.on_tick: Callable[[TickResult], None] | None = None
@@ -241,11 +246,13 @@ class Pipeline:
 
     def _start_over(self, slot: int) -> None:
         """Clear everything a slot remembers of its frames (key/value caches and window, the
-        correction's state but not its camera, the guard's bones and last pose, the held bones)."""
+        correction's state but not its camera, the guard's bones and last pose, the held bones,
+        the left/right references)."""
         self._chain.reset(slot)
         self._correction.reset(slot)
         self._guard.state.reset(slot)
         self._hold.reset(slot)
+        self._flips.reset(slot)
 
     def remove_stream(self, stream_id: Hashable) -> None:
         """Forget a stream and free its slot (KeyError if unknown)."""
@@ -254,8 +261,8 @@ class Pipeline:
 
     def stream_info(self, stream_id: Hashable) -> StreamInfo:
         """What a stream has been through: frames, out-of-view joints, coasted frames, restarts,
-        resets, ticks without a pose (:class:`~posert.runtime.streams.StreamInfo`). KeyError if
-        unknown."""
+        resets, ticks without a pose, left/right flips undone
+        (:class:`~posert.runtime.streams.StreamInfo`). KeyError if unknown."""
         return self._streams.stream_info(stream_id)
 
     def keypoint_noise(self, stream_id: Hashable) -> float:
@@ -289,6 +296,11 @@ class Pipeline:
             raise ValueError(f"kp2d_px must have shape ({len(stream_ids)}, 17, 2), got {kp.shape}")
         slots = self._streams.slots_for_push(stream_ids)
         frames, t, dropped = self._streams.prepare(slots, kp, conf, timestamps)
+        flipped = self._flips.apply(slots, frames, t)
+        if flipped.any():  # left/right flips undone: the pixels follow the frames
+            kp = kp.copy()
+            kp[flipped] = kp[flipped][:, FLIP_PERM]
+            self._streams.counters[slots[flipped], 6] += 1
         self._upright.rectify(slots, kp.astype(np.float64, copy=False), frames, self._streams.size[slots])
         self._chain.store(slots, frames)
         for slot in self._streams.mark_due(slots, frames, t, dropped):  # back after a long gap: a fresh start

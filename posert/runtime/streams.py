@@ -38,7 +38,9 @@ class StreamInfo:
             (beyond ``GuardConfig.view_margin``) and treated as missing; coasted: frames with fewer
             than ``GuardConfig.min_joints`` visible joints; restarts: times it restarted after
             coasting longer than ``GuardConfig.restart_after_s``; resets: ticks whose correction
-            diverged or whose refined pose failed the guard; no_pose: ticks with no valid pose.
+            diverged or whose refined pose failed the guard; no_pose: ticks with no valid pose;
+            unflipped: frames whose left and right joints were exchanged back (the detector had
+            taken the front for the back, :mod:`posert.runtime.flips`).
     """
 
     slot: int
@@ -48,6 +50,7 @@ class StreamInfo:
     restarts: int = 0
     resets: int = 0
     no_pose: int = 0
+    unflipped: int = 0
 
 
 class StreamTable:
@@ -70,8 +73,9 @@ class StreamTable:
         self.guard = guard or GuardConfig()
         self._slot: dict[Hashable, int] = {}
         self._ids: list[Hashable] = [None] * S
-        #: per slot: frames ticked, out-of-view joints, coasted frames, restarts, resets, ticks without a pose
-        self.counters = np.zeros((S, 6), np.int64)
+        #: per slot: frames ticked, out-of-view joints, coasted frames, restarts, resets, ticks without a
+        #: pose, frames whose left/right flip was undone
+        self.counters = np.zeros((S, 7), np.int64)
         self.used = np.zeros(S, bool)
         self.size = np.zeros((S, 2), np.float32)
         self.count = np.zeros(S, np.int64)
