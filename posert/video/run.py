@@ -106,6 +106,8 @@ class VideoRun:
         stage_ms: stage → (F,) per-video-frame cost in ms (decode, detect, lift, refine, render).
         model_frames: 50 fps frames streamed through the pipeline.
         stream_restarts: times the stream restarted (person lost > ``MAX_GAP_S`` or switched).
+        unflipped_frames: model frames the detector had mirrored (front taken for back) and the
+            pipeline flipped back (:mod:`posert.runtime.flips`).
         config: the pipeline's config as it ran (:meth:`PipelineConfig.to_dict`).
     """
 
@@ -122,6 +124,7 @@ class VideoRun:
     model_frames: int
     detector: str
     stream_restarts: int = 0
+    unflipped_frames: int = 0
     world: np.ndarray | None = None
     calibrated: str = "none"
     live: bool = False
@@ -150,7 +153,7 @@ class VideoRun:
 
         return {"video": {"fps": self.fps, "frames": self.frames, "width": self.size[0], "height": self.size[1]},
                 "detector": self.detector, "model_fps": 50.0, "model_frames": self.model_frames,
-                "stream_restarts": self.stream_restarts,
+                "stream_restarts": self.stream_restarts, "unflipped_model_frames": self.unflipped_frames,
                 "frames_with_person": int(self.detected.sum()),
                 "camera": self.calibrated,
                 "units": {"kp2d": "px", "pose3d": "mm, camera frame (x right, y down, z forward), root-relative",
@@ -234,7 +237,7 @@ def run_video(source: str | int, out_mp4: str | Path | None = None, out_json: st
     nan3 = np.full((NUM_JOINTS, 3), np.nan, np.float32)
     last_ref, last_lif, last_wld, last_seen, stream_on, model_frames = nan3, nan3, nan3, -np.inf, False, 0
     last_shown = np.zeros(NUM_JOINTS, bool)  # the joints the last ticked frame showed (TickResult.seen)
-    last_pelvis, restarts, last_health = None, 0, None
+    last_pelvis, restarts, last_health, unflipped = None, 0, None, 0
     size = (0, 0)
     bar = tqdm(desc="posert run", unit="frame", disable=not progress)
     try:
@@ -262,6 +265,7 @@ def run_video(source: str | int, out_mp4: str | Path | None = None, out_json: st
                     last_pelvis = pelvis
                 if t - last_seen > MAX_GAP_S or jump:
                     if stream_on:
+                        unflipped += pipe.stream_info("video").unflipped
                         pipe.remove_stream("video")
                         restarts += 1
                     if camera is not None and (camera.width, camera.height) != size:
@@ -324,6 +328,8 @@ def run_video(source: str | int, out_mp4: str | Path | None = None, out_json: st
             detector.close()
         if newest is not None:
             newest.close()
+        if stream_on:
+            unflipped += pipe.stream_info("video").unflipped
         pipe.close()
     if i == 0:
         raise ValueError(f"no frames could be read from {source!r}")
@@ -332,7 +338,8 @@ def run_video(source: str | int, out_mp4: str | Path | None = None, out_json: st
                    conf=np.stack(cols["conf"]), refined=np.stack(cols["ref"]), lifted=np.stack(cols["lif"]),
                    stage_ms={s: np.array(v) for s, v in stage.items()}, model_frames=model_frames,
                    detector=getattr(detector, "name", type(detector).__name__), stream_restarts=restarts,
-                   config=pipe.config.to_dict(), world=np.stack(cols["wld"]), seen=np.stack(cols["shown"]),
+                   unflipped_frames=unflipped, config=pipe.config.to_dict(), world=np.stack(cols["wld"]),
+                   seen=np.stack(cols["shown"]),
                    calibrated="none" if camera is None else ("oriented" if camera.oriented else "intrinsics"),
                    live=live, source_index=np.array(cols["idx"]), capture_ms=np.array(cols["cap"], np.float64),
                    dropped_frames=0 if newest is None else newest.dropped)

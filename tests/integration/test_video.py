@@ -171,6 +171,8 @@ def test_run_video_on_real_clip(tmp_path):
     assert np.array(report["frames"][-1]["refined_mm"]).shape == (17, 3)
     # a 30 fps clip is resampled: the correction ran with the fallback β (config_for_rate)
     assert report["config"]["correction"]["lateral_ema"] == pytest.approx(0.1)
+    # the detector mirrors this small person now and then; the pipeline flipped those frames back
+    assert report["unflipped_model_frames"] == run.unflipped_frames >= 10
     # the joints each pose's frame showed: the BlazePose visibilities the pipeline kept
     np.testing.assert_array_equal(np.array([f["seen"] for f in report["frames"]], bool), run.conf > 0)
     video = iio.imread(tmp_path / "out.mp4", plugin="FFMPEG")
