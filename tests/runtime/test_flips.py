@@ -130,7 +130,7 @@ def test_pipeline_undoes_the_clips_flips_counts_them_and_forgets_them(monkeypatc
     """The committed clip's BlazePose track (jumping jacks, a 177-px person whom the detector
     mirrors in several frames), resampled as `posert run` does: the pipeline flips those frames
     back and counts them, and the refined pose is smoother than with the check switched off
-    (measured 33 against 48 mm/frame² at 50 fps). A new stream in the slot starts with no
+    (measured 18.1 against 23.0 mm/frame² at 50 fps). A new stream in the slot starts with no
     reference: its first frames are never compared with the last stream's."""
     from posert.metrics import accel_error
     from posert.runtime import Pipeline
@@ -160,7 +160,7 @@ def test_pipeline_undoes_the_clips_flips_counts_them_and_forgets_them(monkeypatc
                     pipe.tick()
                 assert pipe.stream_info("again").unflipped == 0
     assert counted[True] >= 10 and counted[False] == 0
-    assert own[True] < 0.8 * own[False]
+    assert own[True] < 0.85 * own[False]
 
 
 def test_kernel_rejects_bad_arrays():
