@@ -243,16 +243,17 @@ class Pipeline:
             raise
         self._upright.attach(slot, camera)
         self._start_over(slot)  # nothing of the slot's previous stream survives
+        self._flips.reset(slot)
 
     def _start_over(self, slot: int) -> None:
         """Clear everything a slot remembers of its frames (key/value caches and window, the
-        correction's state but not its camera, the guard's bones and last pose, the held bones,
-        the left/right references)."""
+        correction's state but not its camera, the guard's bones and last pose, the held bones).
+        The left/right references are cleared before the frame that restarts a stream is
+        checked (:meth:`push_many`), and when a stream is added."""
         self._chain.reset(slot)
         self._correction.reset(slot)
         self._guard.state.reset(slot)
         self._hold.reset(slot)
-        self._flips.reset(slot)
 
     def remove_stream(self, stream_id: Hashable) -> None:
         """Forget a stream and free its slot (KeyError if unknown)."""
@@ -296,6 +297,10 @@ class Pipeline:
             raise ValueError(f"kp2d_px must have shape ({len(stream_ids)}, 17, 2), got {kp.shape}")
         slots = self._streams.slots_for_push(stream_ids)
         frames, t, dropped = self._streams.prepare(slots, kp, conf, timestamps)
+        restart = self._streams.restarting(slots, frames[:, :, 2], t)
+        if restart.any():  # back after a long gap: no left/right reference from before it
+            for slot in slots[restart]:
+                self._flips.reset(int(slot))
         flipped = self._flips.apply(slots, frames, t)
         if flipped.any():  # left/right flips undone: the pixels follow the frames
             kp = kp.copy()
@@ -303,7 +308,7 @@ class Pipeline:
             self._streams.counters[slots[flipped], 6] += 1
         self._upright.rectify(slots, kp.astype(np.float64, copy=False), frames, self._streams.size[slots])
         self._chain.store(slots, frames)
-        for slot in self._streams.mark_due(slots, frames, t, dropped):  # back after a long gap: a fresh start
+        for slot in self._streams.mark_due(slots, frames, t, dropped, restart):  # back after a long gap: a fresh start
             self._start_over(slot)
         self._correction.store(slots, kp, frames[:, :, 2])
 

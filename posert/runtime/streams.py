@@ -205,11 +205,12 @@ class StreamTable:
             raise ValueError(f"stream {self._ids[slots[i]]!r}: timestamp {t[i]} does not increase (last {last[i]})")
         return f, t, dropped
 
-    def mark_due(self, slots: np.ndarray, frames: np.ndarray, t: np.ndarray, dropped: np.ndarray) -> np.ndarray:
+    def mark_due(self, slots: np.ndarray, frames: np.ndarray, t: np.ndarray, dropped: np.ndarray,
+                 restart: np.ndarray) -> np.ndarray:
         """The prepared ``frames`` (B, 17, 3) of ``slots`` at times ``t`` wait for the next tick.
-        A frame with fewer than ``GuardConfig.min_joints`` visible joints coasts; a stream whose
-        last frame with enough joints is older than ``GuardConfig.restart_after_s`` restarts with
-        this one. Returns the slots (sorted) that restart: the caller clears their state."""
+        A frame with fewer than ``GuardConfig.min_joints`` visible joints coasts; ``restart`` (B,)
+        bool, :meth:`restarting` of these frames, asked before anything was written. Returns the
+        slots (sorted) that restart: the caller clears their state."""
         conf = frames[:, :, 2]
         coast = np.count_nonzero(conf, axis=1) < self.guard.min_joints
         self.last_t[slots] = t
@@ -219,10 +220,8 @@ class StreamTable:
         self.conf[slots] = conf
         n_coast = np.count_nonzero(coast)
         if not n_coast:  # the common case: every frame carries a pose
-            restart = (self.count[slots] > 0) & (t - self.last_pose_t[slots] > self.guard.restart_after_s)
             self.last_pose_t[slots] = t
         else:
-            restart = ~coast & (self.count[slots] > 0) & (t - self.last_pose_t[slots] > self.guard.restart_after_s)
             self.last_pose_t[slots[~coast]] = t[~coast]
         self.restart[slots] = restart
         n_restart = np.count_nonzero(restart)
@@ -232,6 +231,13 @@ class StreamTable:
             return _NONE
         self.count[slots[restart]] = 0  # the stream's caches now read as empty
         return np.sort(slots[restart])
+
+    def restarting(self, slots: np.ndarray, conf: np.ndarray, t: np.ndarray) -> np.ndarray:
+        """(B,) bool: which of the frames of ``slots`` (confidences conf (B, 17), times t (B,) s)
+        restart their stream: a frame with at least ``GuardConfig.min_joints`` visible joints whose
+        stream's last such frame is older than ``GuardConfig.restart_after_s``. Writes nothing."""
+        coast = np.count_nonzero(conf, axis=1) < self.guard.min_joints
+        return ~coast & (self.count[slots] > 0) & (t - self.last_pose_t[slots] > self.guard.restart_after_s)
 
     def due_slots(self) -> np.ndarray:
         """(n,) int32 sorted slots with a frame waiting."""

@@ -172,3 +172,33 @@ def test_kernel_rejects_bad_arrays():
         ff.apply(np.array([0]), np.zeros((1, 16, 3), np.float32), np.array([0.0]))
     with pytest.raises(IndexError):
         ff.apply(np.array([2]), good, np.array([0.0]))
+
+
+def test_a_stream_that_restarts_checks_flips_as_a_new_stream_does(motion, cameras):
+    """A stream out of view longer than restart_after_s, with a few joints still shown (both hips
+    and knees: its left/right pairs keep a reference while it coasts), that comes back mirrored for
+    two frames: from its return on it gives bit for bit what a new stream given the same frames
+    gives, the flips undone the same way."""
+    from posert.runtime import Pipeline
+
+    cam = cameras[1]
+    px, _ = render(center_on_floor(motion)[:160], cam)
+    px, conf = NoiseModel(flip_rate=0.0, swap_rate=0.0)(px, np.random.default_rng(5))
+    conf[60:100] = 0.0
+    conf[60:100, [1, 2, 4, 5]] = 1.0  # coasting: 4 joints shown, fewer than GuardConfig.min_joints
+    px[102:104] = px[102:104][:, FLIP_PERM]
+    conf[102:104] = conf[102:104][:, FLIP_PERM]
+    with Pipeline(max_streams=1) as pipe, Pipeline(max_streams=1) as fresh:
+        pipe.add_stream("a", cam.width, cam.height)
+        got = []
+        for t in range(160):
+            pipe.push("a", px[t], conf[t], t / FPS)
+            got.append(pipe.tick().refined[0].copy())
+        fresh.add_stream("b", cam.width, cam.height)
+        want = []
+        for t in range(100, 160):
+            fresh.push("b", px[t], conf[t], t / FPS)
+            want.append(fresh.tick().refined[0].copy())
+        assert pipe.stream_info("a").restarts == 1
+        assert fresh.stream_info("b").unflipped >= 2  # the return's mirrored frames were undone
+    np.testing.assert_array_equal(np.stack(got[100:]), np.stack(want))
