@@ -116,11 +116,11 @@ class Pipeline:
     parent by the bone it was last shown with (:mod:`posert.runtime.hold`), and
     ``TickResult.seen`` says which joints the frame showed. A frame the detector mirrored (its
     front taken for its back, every left joint swapped with its right twin) for up to 0.2 s is
-    exchanged back before the models see it (:mod:`posert.runtime.flips`). A stream that coasts
+    flipped back before the models see it (:mod:`posert.runtime.flips`). A stream that coasts
     (too few visible joints) longer than ``GuardConfig.restart_after_s`` restarts when the person
-    is back; a stream's
-    state never outlives it (a new stream in its slot starts clean) and a stream's output does
-    not depend on which other streams share its tick (bit for bit on the CPU backends).
+    is back; a stream's state never outlives it (a new stream in its slot starts clean) and a
+    stream's output does not depend on which other streams share its tick (bit for bit on the CPU
+    backends).
 
     Threads: one thread drives a pipeline, the first one that uses it; a call from another
     thread raises RuntimeError (:meth:`adopt` hands it over). Use it as a context manager (or
