@@ -236,8 +236,11 @@ class StreamTable:
         """(B,) bool: which of the frames of ``slots`` (confidences conf (B, 17), times t (B,) s)
         restart their stream: a frame with at least ``GuardConfig.min_joints`` visible joints whose
         stream's last such frame is older than ``GuardConfig.restart_after_s``. Writes nothing."""
+        late = t - self.last_pose_t[slots] > self.guard.restart_after_s
+        if not late.any():  # the common case, kept cheap: this runs at every push
+            return late
         coast = np.count_nonzero(conf, axis=1) < self.guard.min_joints
-        return ~coast & (self.count[slots] > 0) & (t - self.last_pose_t[slots] > self.guard.restart_after_s)
+        return late & ~coast & (self.count[slots] > 0)
 
     def due_slots(self) -> np.ndarray:
         """(n,) int32 sorted slots with a frame waiting."""
