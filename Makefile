@@ -41,7 +41,8 @@ sanitize: setup
 	LD_PRELOAD="$$(gcc -print-file-name=libasan.so) $$(gcc -print-file-name=libubsan.so)" \
 	ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 		$(PY) -m tests.run_sanitized $(abspath $(SAN)/site) -q -p no:cacheprovider tests/kernels \
-		tests/runtime/test_state_machine.py -k "not OnnxRuntime" tests/runtime/test_trust.py
+		tests/runtime/test_state_machine.py -k "not OnnxRuntime" tests/runtime/test_trust.py \
+		tests/runtime/test_flips.py
 
 lint: setup
 	$(VENV)/bin/ruff check posert tests benchmarks experiments
