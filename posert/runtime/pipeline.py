@@ -274,8 +274,10 @@ class Pipeline:
 
     def push(self, stream_id: Hashable, kp2d_px, conf=None, timestamp: float | None = None) -> None:
         """Give a stream its next frame (one frame per stream and tick): kp2d_px (17, 2) pixels,
-        H36M-17 order; conf (17,) in [0, 1] (default all 1; 0 = missing joint); timestamp in seconds
-        (or any increasing clock; default: the previous + 1). Raises as :meth:`push_many`."""
+        H36M-17 order; conf (17,) in [0, 1] (default all 1; 0 = missing joint); timestamp: the
+        frame's capture time in seconds, increasing (default: the previous + 1/50 s). It must be in
+        seconds: a stream restarts after ``GuardConfig.restart_after_s`` without a pose, and frame
+        numbers as timestamps would restart it at every frame. Raises as :meth:`push_many`."""
         kp = np.asarray(kp2d_px)
         if kp.shape != (NUM_JOINTS, 2):
             raise ValueError(f"kp2d_px must have shape ({NUM_JOINTS}, 2), got {kp.shape}")
@@ -285,7 +287,8 @@ class Pipeline:
     def push_many(self, stream_ids: Sequence[Hashable], kp2d_px: np.ndarray, conf: np.ndarray | None = None,
                   timestamps: Sequence[float] | None = None) -> None:
         """Give each of several streams its next frame: kp2d_px (B, 17, 2) pixels, conf (B, 17)
-        in [0, 1] (default all 1), timestamps (B,) (default: each stream's previous + 1).
+        in [0, 1] (default all 1), timestamps (B,) capture times in seconds (default: each
+        stream's previous + 1/50 s; :meth:`push`).
 
         Every frame is validated before any is written; on error nothing is pushed. Raises
         KeyError for an unknown stream, ValueError for a stream named twice, a stream whose frame
