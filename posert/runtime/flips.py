@@ -1,9 +1,10 @@
 """Left/right flips: a detector that takes a person's front for their back for a few frames.
 
 A 2D detector sometimes swaps every left joint with its right twin for one to a few frames (the
-whole body mirrored: it took the front for the back) and then swaps back. On the committed
-BlazePose recordings this happened in 5 of 59 frame transitions of a 177-px person, and the
-detector-noise protocol draws it (:class:`posert.data.dataset.NoiseModel`). The models see a
+whole body mirrored: it took the front for the back) and then swaps back. BlazePose did so in 10
+of the 60 frames of the committed clip's 177-px person (6 runs of 1–3 frames) and in 7 of the 230
+frames of the Sports2D demo's 347-px person (runs of up to 4), and the detector-noise protocol
+draws it (:class:`posert.data.dataset.NoiseModel`). The models see a
 mirrored person for those frames, and the 3D jumps: on the committed 2-s clip the refined pose's
 own acceleration falls by a third when the flips are undone (50.3 → 32.0 mm/frame² between video
 frames), and on the detector-noise protocol the refined MPJPE by 5 mm (experiments/README.md,
@@ -43,9 +44,9 @@ from posert.skeleton import FLIP_PERM, LEFT, RIGHT
 
 #: Frames of each pair's vector that make its reference.
 HISTORY = 3
-#: A flip is undone for at most this long (s), and a reference is no older. The longest flip on
-#: the committed BlazePose recordings lasted 3 frames at 30 fps (0.1 s); the detector-noise
-#: protocol draws up to 5 at the camera's rate (0.17 s at 30 fps).
+#: A flip is undone for at most this long (s), and a reference is no older. The longest flip of
+#: the BlazePose recordings lasted 4 frames at 30 fps (0.13 s); the detector-noise protocol draws
+#: up to 5 at the camera's rate (0.17 s at 30 fps).
 MAX_FLIP_S = 0.2
 #: A pair votes when its reference is longer than this many times its scale.
 SEPARATION = 2.0
