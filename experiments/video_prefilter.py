@@ -20,14 +20,12 @@ import argparse
 from pathlib import Path
 
 import numpy as np
-from video_rate import SETTINGS, at_times, stream
+from video_rate import SETTINGS, stream, video_streams
 
 from posert.config import PipelineConfig
-from posert.data.dataset import DETECTOR_JITTER_PER_KPX, NoiseModel, center_on_floor
-from posert.data.sources import MODEL_FPS, cache_dir
-from posert.evaluate import detector_view, eval_cameras, load_motion
-from posert.skeleton import ROOT
-from posert.video.resample import RateConverter
+from posert.data.dataset import DETECTOR_JITTER_PER_KPX
+from posert.data.sources import cache_dir
+from posert.evaluate import eval_cameras, load_motion
 
 
 def kalman_cv(px: np.ndarray, conf: np.ndarray, fps: float, accel: float, sigma: np.ndarray) -> np.ndarray:
@@ -79,33 +77,19 @@ def stream_estimates(px: np.ndarray, conf: np.ndarray, fps: float) -> tuple[np.n
     return sig, acc
 
 
-def video_streams(seqs: dict, cams: list, fps: float, a: float | None, seed: int = 0, log=None) -> list[dict]:
-    """`video_rate.video_streams` with the Kalman filter of ``a`` person heights/s² before the
-    resampling (None: none)."""
-    rng = np.random.default_rng(seed)
-    out = []
-    for name, seq in seqs.items():
-        world = center_on_floor(seq)
-        t_cam = np.arange(int((len(seq) - 1) / MODEL_FPS * fps) + 1) / fps
-        world_cam = at_times(world, t_cam)
-        for ci, cam in enumerate(cams):
-            px, conf, _, _ = detector_view(world_cam, cam, NoiseModel(), rng)
-            height = float(np.median(np.ptp(px[..., 1], axis=1)))
-            if log is not None:
-                sig, acc = stream_estimates(px, conf, fps)
-                log.append((sig / height * 1000, acc / height))
-            if a is not None:
-                sigma = np.asarray(DETECTOR_JITTER_PER_KPX) * height / 1000.0
-                px = kalman_cv(px, conf, fps, a * height, sigma)
-            conv, frames = RateConverter(), []
-            for t, k, c in zip(t_cam, px, conf):
-                frames += conv(float(t), k, c)
-            n = len(frames)
-            _, _, cam3d, _ = detector_view(world[:n], cam)
-            out.append({"id": (name, ci), "name": name, "px": np.stack([f[1] for f in frames]),
-                        "conf": np.stack([f[2] for f in frames]), "gt": cam3d - cam3d[:, ROOT:ROOT + 1],
-                        "size": (cam.width, cam.height)})
-    return out
+def prefilter(fps: float, a: float | None, log: list | None = None):
+    """The ``detected`` hook of `video_rate.video_streams`: the Kalman filter of ``a`` person
+    heights/s² (None: none); ``log`` gets each view's :func:`stream_estimates`, per 1,000 px of
+    the person's height and in heights/s²."""
+    def hook(px: np.ndarray, conf: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        height = float(np.median(np.ptp(px[..., 1], axis=1)))
+        if log is not None:
+            sig, acc = stream_estimates(px, conf, fps)
+            log.append((sig / height * 1000, acc / height))
+        if a is not None:
+            px = kalman_cv(px, conf, fps, a * height, np.asarray(DETECTOR_JITTER_PER_KPX) * height / 1000.0)
+        return px, conf
+    return hook
 
 
 def main() -> None:
@@ -119,7 +103,7 @@ def main() -> None:
     cfg = PipelineConfig().override(SETTINGS["fixed beta 0.1"])  # what config_for_rate gives posert run
     for a in [None, *args.a]:
         log = [] if a is None else None
-        o = stream(cfg, video_streams(seqs, cams, args.fps, a, log=log))
+        o = stream(cfg, video_streams(seqs, cams, args.fps, detected=prefilter(args.fps, a, log)))
         if log:
             sig, acc = np.mean([s for s, _ in log], axis=0), np.mean([x for _, x in log], axis=0)
             print(f"estimated from the 2D alone: σ per 1,000 px {np.round(sig, 1).tolist()}; motion's RMS "

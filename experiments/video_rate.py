@@ -39,10 +39,13 @@ def at_times(seq: np.ndarray, t: np.ndarray) -> np.ndarray:
     return np.stack([np.interp(t, x, flat[:, i]) for i in range(flat.shape[1])], axis=1).reshape(len(t), 17, 3)
 
 
-def video_streams(seqs: dict, cams: list, fps: float, seed: int = 0, resample: bool = True) -> list[dict]:
+def video_streams(seqs: dict, cams: list, fps: float, seed: int = 0, resample: bool = True,
+                  detected=None) -> list[dict]:
     """Per (sequence, camera): the 50 fps 2D a video at ``fps`` gives after resampling, and the
     truth at those frames (camera frame, root-relative, mm). ``resample=False``: the detections
-    as they come, one per model frame, and the truth at the camera's frame times."""
+    as they come, one per model frame, and the truth at the camera's frame times. ``detected``:
+    called with each view's detections at the camera's rate, (px (T, 17, 2), conf (T, 17)) →
+    (px, conf), before anything else sees them (a filter of the front-end under test)."""
     rng = np.random.default_rng(seed)
     out = []
     for name, seq in seqs.items():
@@ -51,6 +54,8 @@ def video_streams(seqs: dict, cams: list, fps: float, seed: int = 0, resample: b
         world_cam = at_times(world, t_cam)
         for ci, cam in enumerate(cams):
             px, conf, cam3d, _ = detector_view(world_cam, cam, NoiseModel(), rng)
+            if detected is not None:
+                px, conf = detected(px, conf)
             if not resample:
                 out.append({"id": (name, ci), "name": name, "px": px, "conf": conf,
                             "gt": cam3d - cam3d[:, ROOT:ROOT + 1], "size": (cam.width, cam.height)})
