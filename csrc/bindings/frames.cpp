@@ -73,12 +73,9 @@ class FlipKernel {
     at_ = state_field<double>(state, "at", {S, H});
     head_ = state_field<int64_t>(state, "head", {S});
     scale_ = state_field<double>(state, "scale", {S, P});
-    last_ = state_field<double>(state, "last", {S, P, 2});
-    last_ok_ = state_field<uint8_t>(state, "last_ok", {S, P});
     since_ = state_field<double>(state, "since", {S});
     st_ = {S, H, P, J, left_.data(), right_.data(), perm_.data(), vec_.mutable_data(), ok_.mutable_data(),
-           at_.mutable_data(), head_.mutable_data(), scale_.mutable_data(), last_.mutable_data(),
-           last_ok_.mutable_data(), since_.mutable_data()};
+           at_.mutable_data(), head_.mutable_data(), scale_.mutable_data(), since_.mutable_data()};
     p_ = {max_flip_s, separation, rate};
   }
 
@@ -99,8 +96,8 @@ class FlipKernel {
 
  private:
   I64 left_, right_, perm_;
-  F64 vec_, at_, scale_, last_, since_;
-  py::array_t<uint8_t, py::array::c_style> ok_, last_ok_;
+  F64 vec_, at_, scale_, since_;
+  py::array_t<uint8_t, py::array::c_style> ok_;
   I64 head_;
   FlipState st_{};
   FlipParams p_{};
@@ -112,9 +109,8 @@ void bind_frames(py::module_& m) {
   py::class_<FlipKernel>(m, "FlipKernel",
                          "Left/right flips undone (csrc/frames/flips.h) over a pipeline's flip state: an object with "
                          "vec (S, H, P, 2) float64, ok (S, H, P) uint8, at (S, H) float64, head (S,) int64, scale "
-                         "(S, P) float64, last (S, P, 2) float64, last_ok (S, P) uint8 and since (S,) float64 (checked "
-                         "here and held); left, right (P,) int64 the pairs' joints, perm (J,) int64 every joint's "
-                         "mirror; max_flip_s, separation, rate.")
+                         "(S, P) float64 and since (S,) float64 (checked here and held); left, right (P,) int64 the "
+                         "pairs' joints, perm (J,) int64 every joint's mirror; max_flip_s, separation, rate.")
       .def(py::init<const py::object&, const I64&, const I64&, const I64&, double, double, double>(),
            py::arg("state"), py::arg("left"), py::arg("right"), py::arg("perm"), py::arg("max_flip_s"),
            py::arg("separation"), py::arg("rate"))

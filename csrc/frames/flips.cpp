@@ -50,7 +50,7 @@ void unflip_frames_cpu(float* frames, const int64_t* slots, const double* t, int
     bool flip = votes >= 2 && 2 * against > votes;
     if (flip && tr - st.since[s] > params.max_flip_s) {  // held too long: the detector's labels from now
       flip = false;
-      std::fill(hok, hok + H * P, (uint8_t)0);
+      std::fill(st.at + s * H, st.at + (s + 1) * H, -std::numeric_limits<double>::infinity());
     }
     if (flip) {
       std::copy(F, F + J * 3, tmp.begin());
@@ -62,19 +62,16 @@ void unflip_frames_cpu(float* frames, const int64_t* slots, const double* t, int
       st.since[s] = nan;
     }
     flipped[r] = flip;
-    double* last = st.last + s * P * 2;
-    uint8_t* last_ok = st.last_ok + s * P;
+    const int64_t h = st.head[s];
+    const double* last = vec + ((h + H - 1) % H) * P * 2;  // the previous frame: the newest entry
+    const uint8_t* last_ok = hok + ((h + H - 1) % H) * P;
     for (int64_t p = 0; p < P; ++p) {
       if (ok[p] && last_ok[p]) {
         const double dx = v[p * 2] - last[p * 2], dy = v[p * 2 + 1] - last[p * 2 + 1];
         const double d = std::sqrt(dx * dx + dy * dy);
         scale[p] = std::isnan(scale[p]) ? d : scale[p] + params.rate * (std::min(d, 3.0 * scale[p]) - scale[p]);
       }
-      last[p * 2] = v[p * 2];
-      last[p * 2 + 1] = v[p * 2 + 1];
-      last_ok[p] = ok[p];
     }
-    const int64_t h = st.head[s];
     for (int64_t p = 0; p < P; ++p) {
       vec[(h * P + p) * 2] = v[p * 2];
       vec[(h * P + p) * 2 + 1] = v[p * 2 + 1];

@@ -11,13 +11,13 @@
 //   vote_p = ok_p ∧ n_p > 0 ∧ scale[s, p] is set ∧ |ref_p| > separation · scale[s, p];
 //   against_p = vote_p ∧ v_p · ref_p < 0.
 // The frame is flipped back when Σ vote ≥ 2 and 2 Σ against > Σ vote, unless the slot has been
-// flipping since `since[s]` and t − since[s] > max_flip_s: then it is not, the slot's history is
-// cleared (the detector's labels become the reference) and since[s] = NaN. Flipped back: every
-// joint j takes joint perm[j]'s three values, v_p = −v_p, since[s] = t if it was NaN. Not flipped:
-// since[s] = NaN. Then for every pair shown now and in the slot's previous frame (last_ok), with
-// d = |v_p − last[s, p]|: scale = d if unset (NaN), else scale + rate · (min(d, 3 · scale) − scale);
-// last[s, p] = v_p, last_ok[s, p] = ok_p, and the history entry head[s] takes (v, ok, t),
-// head[s] = (head[s] + 1) mod H.
+// flipping since `since[s]` and t − since[s] > max_flip_s: then it is not, every history entry's
+// time becomes −∞ (no longer a reference: the detector's labels become it) and since[s] = NaN.
+// Flipped back: every joint j takes joint perm[j]'s three values, v_p = −v_p, since[s] = t if it
+// was NaN. Not flipped: since[s] = NaN. Then for every pair shown now and in the slot's previous
+// frame (the newest history entry, head[s] − 1 mod H, whatever its time), with d = |v_p − its
+// vector|: scale = d if unset (NaN), else scale + rate · (min(d, 3 · scale) − scale); and the
+// history entry head[s] takes (v, ok, t), head[s] = (head[s] + 1) mod H.
 #pragma once
 #include <cstdint>
 
@@ -39,8 +39,6 @@ struct FlipState {
   double* at;            // (S, H) those frames' times, s
   int64_t* head;         // (S,) the next history entry
   double* scale;         // (S, P) running scale of the pair's frame-to-frame change; NaN: unset
-  double* last;          // (S, P, 2) the previous frame's vectors
-  uint8_t* last_ok;      // (S, P)
   double* since;         // (S,) when the flip being undone began; NaN: none
 };
 

@@ -65,26 +65,22 @@ class FlipState:
     """The per-stream arrays of the check (S slots, H = :data:`HISTORY`, 6 pairs): ``vec`` (S, H,
     6, 2) float64 and ``ok`` (S, H, 6) uint8, each pair's left − right vector in the last frames
     and whether both joints were shown; ``at`` (S, H) float64, those frames' times (s); ``head``
-    (S,) int64, the entry the next frame takes; ``scale`` (S, 6) float64, the running scale of each
-    pair's frame-to-frame change (NaN before its first); ``last`` (S, 6, 2) float64 and
-    ``last_ok`` (S, 6) uint8, the previous frame's vectors; ``since`` (S,) float64, when the flip
-    being undone began (NaN: none)."""
+    (S,) int64, the entry the next frame takes (the one before it is the previous frame's);
+    ``scale`` (S, 6) float64, the running scale of each pair's frame-to-frame change (NaN before
+    its first); ``since`` (S,) float64, when the flip being undone began (NaN: none)."""
 
     vec: np.ndarray
     ok: np.ndarray
     at: np.ndarray
     head: np.ndarray
     scale: np.ndarray
-    last: np.ndarray
-    last_ok: np.ndarray
     since: np.ndarray
 
     @classmethod
     def allocate(cls, streams: int) -> FlipState:
         S = int(streams)
         st = cls(np.zeros((S, HISTORY, _PAIRS, 2)), np.zeros((S, HISTORY, _PAIRS), np.uint8),
-                 np.zeros((S, HISTORY)), np.zeros(S, np.int64), np.zeros((S, _PAIRS)), np.zeros((S, _PAIRS, 2)),
-                 np.zeros((S, _PAIRS), np.uint8), np.zeros(S))
+                 np.zeros((S, HISTORY)), np.zeros(S, np.int64), np.zeros((S, _PAIRS)), np.zeros(S))
         for s in range(S):
             st.reset(s)
         return st
@@ -95,8 +91,6 @@ class FlipState:
         self.at[slot] = -np.inf
         self.head[slot] = 0
         self.scale[slot] = np.nan
-        self.last[slot] = 0.0
-        self.last_ok[slot] = 0
         self.since[slot] = np.nan
 
 
@@ -145,19 +139,18 @@ def flips_reference(state: FlipState, slots: np.ndarray, frames: np.ndarray, t: 
     since = state.since[slots]
     expired = flip & (t - since > MAX_FLIP_S)  # a NaN since (no flip going on) compares False
     flip &= ~expired
-    state.ok[slots[expired]] = 0
+    state.at[slots[expired]] = -np.inf  # no longer a reference: the detector's labels become it
     frames[flip] = frames[flip][:, _PERM]
     v[flip] = -v[flip]
     state.since[slots] = np.where(flip, np.where(np.isnan(since), t, since), np.nan)
-    last, last_ok = state.last[slots], state.last_ok[slots] > 0
+    h = state.head[slots]
+    prev = (h - 1) % HISTORY  # the previous frame's entry, whatever its time
+    last, last_ok = state.vec[slots, prev], state.ok[slots, prev] > 0
     both = ok & last_ok
     d = np.sqrt(((v - last) ** 2).sum(-1))
     old = state.scale[slots]
     new = np.where(np.isnan(old), d, old + SCALE_RATE * (np.minimum(d, 3.0 * old) - old))
     state.scale[slots] = np.where(both, new, old)
-    state.last[slots] = v
-    state.last_ok[slots] = ok
-    h = state.head[slots]
     state.vec[slots, h] = v
     state.ok[slots, h] = ok
     state.at[slots, h] = t
