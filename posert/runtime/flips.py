@@ -4,11 +4,11 @@ A 2D detector sometimes swaps every left joint with its right twin for one to a 
 whole body mirrored: it took the front for the back) and then swaps back. BlazePose did so in 10
 of the 60 frames of the committed clip's 177-px person (6 runs of 1–3 frames) and in 7 of the 230
 frames of the Sports2D demo's 347-px person (runs of up to 4), and the detector-noise protocol
-draws it (:class:`posert.data.dataset.NoiseModel`). The models see a
-mirrored person for those frames, and the 3D jumps: on the committed 2-s clip the refined pose's
-own acceleration falls by a third when the flips are undone (50.3 → 32.0 mm/frame² between video
-frames), and on the detector-noise protocol the refined MPJPE by 5 mm (experiments/README.md,
-"Does undoing a detector's left/right flips help, and how?").
+draws it (:class:`posert.data.dataset.NoiseModel`). The models see a mirrored person for those
+frames, and the 3D jumps: on the committed 2-s clip the refined pose's own acceleration falls by a
+third when the flips are undone (50.3 → 32.0 mm/frame² between video frames), and on the
+detector-noise protocol the refined MPJPE by 5 mm (experiments/README.md, "Does undoing a
+detector's left/right flips help, and how?").
 
 Each stream keeps, for the six left/right pairs (hips, knees, ankles, shoulders, elbows, wrists),
 the vector from its right joint to its left one (VideoPose3D's normalised screen coordinates) over

@@ -85,10 +85,10 @@ def test_resampled_video_2d_takes_the_fallback_beta(landmarks, motion, cameras):
     adaptive β's noise estimate reads them as more precise than they are: the CMU take seen at
     25 fps with the detector protocol's jitter (σ 2.6 px on the torso … 17.4 px on the wrists and
     ankles, no flips or outliers) reads σ̂ 1.6 px resampled, against 4.7 px for the same
-    detections pushed one per frame (measured). The correction then follows the jitter. ``config_for_rate``
-    gives such 2D the fallback β, and on the committed clip's BlazePose track the refined pose
-    is smoother (measured 19.8 against 26.3 mm/frame² at 50 fps). At 50 fps, and with a fixed
-    β, the config is kept."""
+    detections pushed one per frame (measured). The correction then follows the jitter.
+    ``config_for_rate`` gives such 2D the fallback β, and on the committed clip's BlazePose track
+    the refined pose is smoother (measured 19.8 against 26.3 mm/frame² at 50 fps). At 50 fps, and
+    with a fixed β, the config is kept."""
     from posert.config import PipelineConfig
     from posert.data.dataset import NoiseModel, center_on_floor, render
     from posert.metrics import accel_error
