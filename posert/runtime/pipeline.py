@@ -243,17 +243,17 @@ class Pipeline:
             raise
         self._upright.attach(slot, camera)
         self._start_over(slot)  # nothing of the slot's previous stream survives
-        self._flips.reset(slot)
 
     def _start_over(self, slot: int) -> None:
         """Clear everything a slot remembers of its frames (key/value caches and window, the
-        correction's state but not its camera, the guard's bones and last pose, the held bones).
-        The left/right references are cleared before the frame that restarts a stream is
-        checked (:meth:`push_many`), and when a stream is added."""
+        correction's state but not its camera, the guard's bones and last pose, the held bones,
+        the left/right references). A stream that restarts is cleared before anything of the
+        frame that restarts it is kept (:meth:`push_many`)."""
         self._chain.reset(slot)
         self._correction.reset(slot)
         self._guard.state.reset(slot)
         self._hold.reset(slot)
+        self._flips.reset(slot)
 
     def remove_stream(self, stream_id: Hashable) -> None:
         """Forget a stream and free its slot (KeyError if unknown)."""
@@ -301,9 +301,9 @@ class Pipeline:
         slots = self._streams.slots_for_push(stream_ids)
         frames, t, dropped = self._streams.prepare(slots, kp, conf, timestamps)
         restart = self._streams.restarting(slots, frames[:, :, 2], t)
-        if restart.any():  # back after a long gap: no left/right reference from before it
+        if restart.any():  # back after a long gap: a fresh start, before anything of this frame is kept
             for slot in slots[restart]:
-                self._flips.reset(int(slot))
+                self._start_over(int(slot))
         flipped = self._flips.apply(slots, frames, t)
         if flipped.any():  # left/right flips undone: the pixels follow the frames
             kp = kp.copy()
@@ -311,8 +311,7 @@ class Pipeline:
             self._streams.counters[slots[flipped], 6] += 1
         self._upright.rectify(slots, kp.astype(np.float64, copy=False), frames, self._streams.size[slots])
         self._chain.store(slots, frames)
-        for slot in self._streams.mark_due(slots, frames, t, dropped, restart):  # back after a long gap: a fresh start
-            self._start_over(slot)
+        self._streams.mark_due(slots, frames, t, dropped, restart)
         self._correction.store(slots, kp, frames[:, :, 2])
 
     def result_buffers(self) -> TickResult:

@@ -16,9 +16,6 @@ CHANNELS = 3  # a model input frame: normalised x, y and the confidence
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 
 
-_NONE = np.zeros(0, np.int64)
-
-
 def float_array(value, name: str) -> np.ndarray:
     """``value`` as a float32 or float64 array (a list of Python floats becomes float64). Raises
     TypeError for any other dtype (integers, booleans, complex, objects): posert does not guess a
@@ -206,11 +203,11 @@ class StreamTable:
         return f, t, dropped
 
     def mark_due(self, slots: np.ndarray, frames: np.ndarray, t: np.ndarray, dropped: np.ndarray,
-                 restart: np.ndarray) -> np.ndarray:
+                 restart: np.ndarray) -> None:
         """The prepared ``frames`` (B, 17, 3) of ``slots`` at times ``t`` wait for the next tick.
         A frame with fewer than ``GuardConfig.min_joints`` visible joints coasts; ``restart`` (B,)
-        bool, :meth:`restarting` of these frames, asked before anything was written. Returns the
-        slots (sorted) that restart: the caller clears their state."""
+        bool, :meth:`restarting` of these frames, asked before anything was written (the caller
+        clears those streams' state): their caches now read as empty."""
         conf = frames[:, :, 2]
         coast = np.count_nonzero(conf, axis=1) < self.guard.min_joints
         self.last_t[slots] = t
@@ -227,10 +224,8 @@ class StreamTable:
         n_restart = np.count_nonzero(restart)
         # a frame that coasts, restarts or dropped joints: the tick reads the flags (else they are all 0)
         self.special = self.special or bool(n_coast or n_restart or np.count_nonzero(dropped))
-        if not n_restart:
-            return _NONE
-        self.count[slots[restart]] = 0  # the stream's caches now read as empty
-        return np.sort(slots[restart])
+        if n_restart:
+            self.count[slots[restart]] = 0  # the stream's caches now read as empty
 
     def restarting(self, slots: np.ndarray, conf: np.ndarray, t: np.ndarray) -> np.ndarray:
         """(B,) bool: which of the frames of ``slots`` (confidences conf (B, 17), times t (B,) s)
